@@ -1,4 +1,31 @@
 // SPDX-License-Identifier: MPL-2.0
-//! GStreamer elements for Amazon Kinesis Video Streams.
+#![allow(clippy::non_send_fields_in_send_ty, unused_doc_comments)]
 
+//! GStreamer elements for Amazon Kinesis Video Streams.
+//!
+//! `kvsaudiodemux` turns the Matroska chunk stream of KVS GetMedia into audio
+//! pads. The parsing lives in [`mkv`] and [`kvs`], which have no GStreamer in them.
+
+use gst::glib;
+
+pub mod kvs;
+pub mod kvsaudiodemux;
 pub mod mkv;
+pub mod tags;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    tags::register();
+    kvsaudiodemux::register(plugin)
+}
+
+gst::plugin_define!(
+    kvs,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

@@ -345,8 +345,9 @@ mod tests {
             pending.extend_from_slice(&data[fed..fed + n]);
             fed += n;
             while pending.len() >= parser.need() && !pending.is_empty() {
+                let need = parser.need();
                 let used = parser.parse(&pending, &mut events);
-                let progressed = used > 0 || !events.is_empty();
+                let progressed = used > 0 || !events.is_empty() || parser.need() > need;
                 for ev in events.drain(..) {
                     result.push(match ev {
                         Event::Block(b) => Owned::Block(

@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Maps a Matroska audio track to output caps, the way matroskademux does,
+//! plus the Amazon Connect rule (A_AAC label over L16 PCM).
+
+use gst_audio::AudioFormat;
+
+use super::ConnectPcm;
+use crate::mkv::Track;
+
+/// How buffers of a track are timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// Raw samples: durations follow from the byte count.
+    Raw { bytes_per_frame: usize, rate: u32 },
+    Coded,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub caps: gst::Caps,
+    pub payload: Payload,
+}
+
+fn raw(format: AudioFormat, rate: u32, channels: u32) -> Result<Output, String> {
+    if rate == 0 || channels == 0 || channels > 64 {
+        return Err(format!("invalid raw audio: {rate} Hz, {channels} channels"));
+    }
+    let mut builder = gst_audio::AudioCapsBuilder::new_interleaved()
+        .format(format)
+        .rate(rate as i32)
+        .channels(channels as i32);
+    if channels > 2 {
+        builder = builder.field("channel-mask", gst::Bitmask::new(0));
+    }
+    let info = gst_audio::AudioFormatInfo::from_format(format);
+    let bytes_per_frame = (info.width() / 8) as usize * channels as usize;
+    Ok(Output {
+        caps: builder.build(),
+        payload: Payload::Raw { bytes_per_frame, rate },
+    })
+}
+
+fn int_format(bits: u64, big_endian: bool) -> Option<AudioFormat> {
+    use AudioFormat::*;
+    Some(match (bits, big_endian) {
+        (8, _) => U8,
+        (16, false) => S16le,
+        (16, true) => S16be,
+        (24, false) => S24le,
+        (24, true) => S24be,
+        (32, false) => S32le,
+        (32, true) => S32be,
+        _ => return None,
+    })
+}
+
+fn track_rate(track: &Track) -> u32 {
+    track.rate.filter(|r| *r >= 1.0 && *r < 1e7).map_or(8000, |r| r.round() as u32)
+}
+
+fn track_channels(track: &Track) -> u32 {
+    track.channels.map_or(1, |c| c.min(255) as u32)
+}
+
+/// AAC sample rate and channels from an AudioSpecificConfig.
+fn aac_config(asc: &[u8]) -> Option<(u32, u32)> {
+    const RATES: [u32; 13] = [
+        96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+    ];
+    let v = u16::from_be_bytes([*asc.first()?, *asc.get(1)?]);
+    let rate = *RATES.get(usize::from((v >> 7) & 0xF))?;
+    Some((rate, u32::from((v >> 3) & 0xF)))
+}
+
+fn acm(private: &[u8]) -> Result<Output, String> {
+    if private.len() < 16 {
+        return Err("A_MS/ACM without a WAVEFORMATEX".into());
+    }
+    let u16le = |o: usize| u16::from_le_bytes([private[o], private[o + 1]]);
+    let tag = u16le(0);
+    let channels = u32::from(u16le(2));
+    let rate = u32::from_le_bytes([private[4], private[5], private[6], private[7]]);
+    let bits = u64::from(u16le(14));
+    match tag {
+        1 | 0xFFFE => {
+            let format = int_format(bits, false).ok_or(format!("{bits}-bit PCM is not supported"))?;
+            raw(format, rate, channels)
+        }
+        3 if bits == 32 => raw(AudioFormat::F32le, rate, channels),
+        3 if bits == 64 => raw(AudioFormat::F64le, rate, channels),
+        6 | 7 => {
+            let name = if tag == 6 { "audio/x-alaw" } else { "audio/x-mulaw" };
+            if rate == 0 || channels == 0 {
+                return Err(format!("invalid {name}: {rate} Hz, {channels} channels"));
+            }
+            Ok(Output {
+                caps: gst::Caps::builder(name)
+                    .field("rate", rate as i32)
+                    .field("channels", channels as i32)
+                    .build(),
+                payload: Payload::Raw {
+                    bytes_per_frame: channels as usize,
+                    rate,
+                },
+            })
+        }
+        other => Err(format!("WAVEFORMATEX format tag {other:#06x} is not supported")),
+    }
+}
+
+fn opus(private: &[u8]) -> Result<Output, String> {
+    if private.len() < 19 || &private[..8] != b"OpusHead" {
+        return Err("A_OPUS without an OpusHead".into());
+    }
+    let channels = i32::from(private[9]);
+    let rate = u32::from_le_bytes([private[12], private[13], private[14], private[15]]);
+    let family = i32::from(private[18]);
+    let mut caps = gst::Caps::builder("audio/x-opus")
+        .field("rate", if rate == 0 { 48000 } else { rate as i32 })
+        .field("channels", channels)
+        .field("channel-mapping-family", family);
+    if family == 0 {
+        caps = caps.field("stream-count", 1i32).field("coupled-count", channels - 1);
+    } else {
+        let table = private.get(19..21 + channels as usize).ok_or("short OpusHead mapping table")?;
+        let mapping: Vec<i32> = table[2..].iter().map(|&c| i32::from(c)).collect();
+        caps = caps
+            .field("stream-count", i32::from(table[0]))
+            .field("coupled-count", i32::from(table[1]))
+            .field("channel-mapping", gst::Array::new(mapping));
+    }
+    Ok(Output {
+        caps: caps.build(),
+        payload: Payload::Coded,
+    })
+}
+
+/// Output caps for an audio track. `l16` is the rate and channels of the
+/// latest `audio/L16` MimeType tag, if the stream has one.
+pub fn output_for(track: &Track, mode: ConnectPcm, l16: Option<(u32, u32)>) -> Result<Output, String> {
+    let codec = track.codec_id.as_str();
+    let bits = track.bit_depth.unwrap_or(16);
+    match codec {
+        "A_AAC" | "A_AAC/MPEG4/LC" | "A_AAC/MPEG2/LC" => {
+            let pcm = match mode {
+                ConnectPcm::Auto => l16,
+                ConnectPcm::Always => Some(l16.unwrap_or((8000, 1))),
+                ConnectPcm::Never => None,
+            };
+            if let Some((rate, channels)) = pcm {
+                return raw(AudioFormat::S16le, rate, channels);
+            }
+            let (rate, channels) = aac_config(&track.codec_private)
+                .map(|(r, c)| (track.rate.map_or(r, |_| track_rate(track)), track.channels.map_or(c, |_| track_channels(track))))
+                .unwrap_or((track_rate(track), track_channels(track)));
+            let mut caps = gst::Caps::builder("audio/mpeg")
+                .field("mpegversion", 4i32)
+                .field("stream-format", "raw")
+                .field("framed", true)
+                .field("rate", rate as i32)
+                .field("channels", channels as i32);
+            if !track.codec_private.is_empty() {
+                caps = caps.field("codec_data", gst::Buffer::from_slice(track.codec_private.clone()));
+            }
+            Ok(Output {
+                caps: caps.build(),
+                payload: Payload::Coded,
+            })
+        }
+        "A_PCM/INT/LIT" | "A_PCM/INT/BIG" => {
+            let format = int_format(bits, codec.ends_with("BIG")).ok_or(format!("{bits}-bit PCM is not supported"))?;
+            raw(format, track_rate(track), track_channels(track))
+        }
+        "A_PCM/FLOAT/IEEE" => {
+            let format = match bits {
+                32 | 16 => AudioFormat::F32le,
+                64 => AudioFormat::F64le,
+                _ => return Err(format!("{bits}-bit float PCM is not supported")),
+            };
+            raw(format, track_rate(track), track_channels(track))
+        }
+        "A_MS/ACM" => acm(&track.codec_private),
+        "A_OPUS" => opus(&track.codec_private),
+        "A_MPEG/L3" => Ok(Output {
+            caps: gst::Caps::builder("audio/mpeg")
+                .field("mpegversion", 1i32)
+                .field("layer", 3i32)
+                .field("rate", track_rate(track) as i32)
+                .field("channels", track_channels(track) as i32)
+                .build(),
+            payload: Payload::Coded,
+        }),
+        other => Err(format!("codec {other:?} is not supported")),
+    }
+}
+
+/// Caps of the `audio_%u` pad template.
+pub fn template_caps() -> gst::Caps {
+    let mut caps = gst::Caps::new_empty();
+    let caps_mut = caps.get_mut().unwrap();
+    caps_mut.append(gst_audio::AudioCapsBuilder::new_interleaved().build());
+    for name in ["audio/x-alaw", "audio/x-mulaw", "audio/x-opus"] {
+        caps_mut.append(gst::Caps::new_empty_simple(name));
+    }
+    caps_mut.append(
+        gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 4i32)
+            .field("stream-format", "raw")
+            .build(),
+    );
+    caps_mut.append(
+        gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 1i32)
+            .field("layer", 3i32)
+            .build(),
+    );
+    caps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mkv::TrackKind;
+
+    fn track(codec: &str, private: &[u8]) -> Track {
+        Track {
+            number: 1,
+            kind: TrackKind::Audio,
+            codec_id: codec.into(),
+            codec_private: private.to_vec(),
+            name: String::new(),
+            rate: None,
+            channels: None,
+            bit_depth: None,
+            default_duration: None,
+        }
+    }
+
+    fn caps_str(t: &Track, mode: ConnectPcm, l16: Option<(u32, u32)>) -> String {
+        output_for(t, mode, l16).unwrap().caps.to_string()
+    }
+
+    #[test]
+    fn codec_map() {
+        gst::init().unwrap();
+        let connect = track("A_AAC", &[0x11, 0x90]);
+        assert_eq!(
+            caps_str(&connect, ConnectPcm::Auto, Some((8000, 1))),
+            "audio/x-raw, format=(string)S16LE, layout=(string)interleaved, rate=(int)8000, channels=(int)1"
+        );
+        let aac = caps_str(&connect, ConnectPcm::Auto, None);
+        assert!(aac.starts_with("audio/mpeg, mpegversion=(int)4"), "{aac}");
+        assert!(aac.contains("rate=(int)48000, channels=(int)2"), "{aac}");
+        assert!(caps_str(&connect, ConnectPcm::Never, Some((8000, 1))).starts_with("audio/mpeg"));
+        assert!(caps_str(&connect, ConnectPcm::Always, None).contains("S16LE"));
+
+        let mut pcm = track("A_PCM/INT/BIG", &[]);
+        pcm.rate = Some(16000.0);
+        pcm.channels = Some(2);
+        pcm.bit_depth = Some(24);
+        let out = output_for(&pcm, ConnectPcm::Auto, None).unwrap();
+        assert!(out.caps.to_string().contains("S24BE"));
+        assert_eq!(out.payload, Payload::Raw { bytes_per_frame: 6, rate: 16000 });
+
+        let mut wav = vec![7, 0, 1, 0, 0x40, 0x1F, 0, 0, 0x40, 0x1F, 0, 0, 1, 0, 8, 0];
+        assert!(caps_str(&track("A_MS/ACM", &wav), ConnectPcm::Auto, None).starts_with("audio/x-mulaw"));
+        wav[0] = 6;
+        assert!(caps_str(&track("A_MS/ACM", &wav), ConnectPcm::Auto, None).starts_with("audio/x-alaw"));
+        wav[0] = 1;
+        wav[14] = 16;
+        assert!(caps_str(&track("A_MS/ACM", &wav), ConnectPcm::Auto, None).contains("S16LE"));
+
+        let mut head = b"OpusHead".to_vec();
+        head.extend_from_slice(&[1, 2, 0x38, 0x01, 0x80, 0xBB, 0, 0, 0, 0, 0]);
+        let opus = caps_str(&track("A_OPUS", &head), ConnectPcm::Auto, None);
+        assert!(opus.contains("channels=(int)2") && opus.contains("coupled-count=(int)1"), "{opus}");
+        assert!(caps_str(&track("A_MPEG/L3", &[]), ConnectPcm::Auto, None).contains("layer=(int)3"));
+        assert!(output_for(&track("A_VORBIS", &[]), ConnectPcm::Auto, None).is_err());
+        assert!(output_for(&track("A_OPUS", b"junk"), ConnectPcm::Auto, None).is_err());
+    }
+}

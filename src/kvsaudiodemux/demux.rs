@@ -1,0 +1,604 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The streaming state of kvsaudiodemux: feeds the parser from an adapter and
+//! turns its events into pads, buffers, tags and messages.
+//!
+//! Timeline: output time is the block's absolute time plus one stream-wide
+//! offset, chosen so that the first block is at 0. A jump back in time moves
+//! the offset so output time keeps running forward. After an upstream
+//! reconnect, blocks of a fragment that was already (partly) output are
+//! dropped by their timestamp, so every sample leaves exactly once.
+
+use std::cmp::Ordering;
+use std::sync::LazyLock;
+
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use super::ConnectPcm;
+use super::caps::{self, Output, Payload};
+use super::imp::{CAT, KvsAudioDemux};
+use crate::kvs::{self, FragmentMeta};
+use crate::mkv::elements::DEFAULT_TIMESTAMP_SCALE;
+use crate::mkv::{Block, Event, Parser, SimpleTag, Track, TrackKind};
+use crate::tags;
+
+/// A block this much later than its pad's position starts a gap (DISCONT);
+/// this much earlier counts as time going backwards.
+const DISCONT_TOLERANCE: i128 = 200_000_000;
+/// A pad this far behind another gets GAP events up to that distance. It is
+/// well under a default queue's 1 s, so a silent pad never stalls a pipeline.
+const GAP_LAG: u64 = 400_000_000;
+
+static UNIX_CAPS: LazyLock<gst::Caps> = LazyLock::new(|| gst::Caps::new_empty_simple("timestamp/x-unix"));
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub connect_pcm: ConnectPcm,
+    pub stop_at_contact_end: bool,
+    pub max_element_size: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            connect_pcm: ConnectPcm::Auto,
+            stop_at_contact_end: false,
+            max_element_size: crate::mkv::parser::DEFAULT_MAX_ELEMENT_SIZE as u32,
+        }
+    }
+}
+
+struct Stream {
+    pad: gst::Pad,
+    track: Track,
+    output: Output,
+    /// Output time up to which this pad has had buffers or gaps, in ns.
+    position: u64,
+    /// Absolute time of the last block pushed, in ns.
+    last_abs: Option<i128>,
+    discont: bool,
+}
+
+/// The chunk being parsed.
+struct Fragment {
+    meta: FragmentMeta,
+    tracks: Option<Vec<Track>>,
+    timestamp_scale: u64,
+    /// Its Cluster has started.
+    started: bool,
+    /// Its fragment number is not past the last one seen: a replay after a reconnect.
+    replay: bool,
+    /// Absolute time of the first block, and the producer time it maps to.
+    anchor: Option<(i128, Option<u64>)>,
+    /// Blocks per TrackNumber.
+    blocks: Vec<(u64, u64)>,
+    damaged: bool,
+    reported: bool,
+    /// An EBML header or Segment was seen.
+    seen: bool,
+}
+
+impl Default for Fragment {
+    fn default() -> Self {
+        Fragment {
+            meta: FragmentMeta::default(),
+            tracks: None,
+            timestamp_scale: DEFAULT_TIMESTAMP_SCALE,
+            started: false,
+            replay: false,
+            anchor: None,
+            blocks: Vec::new(),
+            damaged: false,
+            reported: false,
+            seen: false,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Demux {
+    parser: Parser,
+    adapter: gst_base::UniqueAdapter,
+    events: Vec<Event>,
+    streams: Vec<Stream>,
+    next_index: u32,
+    group_id: Option<gst::GroupId>,
+    seqnum: Option<gst::Seqnum>,
+    fragment: Fragment,
+    /// The Tracks in force (a chunk without Tracks keeps the previous ones).
+    tracks: Vec<Track>,
+    configured: Option<(Vec<Track>, Option<(u32, u32)>, ConnectPcm)>,
+    warned: Vec<u64>,
+    /// Rate and channels of the latest audio/L16 MimeType tag.
+    l16: Option<(u32, u32)>,
+    contact: Option<String>,
+    last_number: Option<String>,
+    prev_token: Option<String>,
+    prev_millis: Option<u64>,
+    offset: Option<i128>,
+    fragments: u64,
+    bytes: u64,
+    stopped: bool,
+}
+
+type FlowResult = Result<gst::FlowSuccess, gst::FlowError>;
+
+impl Demux {
+    pub fn pads(&self) -> Vec<gst::Pad> {
+        self.streams.iter().map(|s| s.pad.clone()).collect()
+    }
+
+    pub fn chain(&mut self, imp: &KvsAudioDemux, settings: &Settings, buffer: gst::Buffer) -> FlowResult {
+        if self.stopped {
+            return Err(gst::FlowError::Eos);
+        }
+        if buffer.flags().contains(gst::BufferFlags::DISCONT) && self.bytes > 0 {
+            gst::debug!(
+                CAT,
+                imp = imp,
+                "Upstream discontinuity: dropping {} pending bytes, expecting a new chunk",
+                self.adapter.available()
+            );
+            self.adapter.clear();
+            self.parser.reset();
+        }
+        if self.bytes == 0 {
+            self.parser = Parser::new(u64::from(settings.max_element_size));
+        }
+        self.bytes += buffer.size() as u64;
+        self.adapter.push(buffer);
+        self.drain(imp, settings)
+    }
+
+    fn drain(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> FlowResult {
+        let mut events = std::mem::take(&mut self.events);
+        let mut result = Ok(gst::FlowSuccess::Ok);
+        while result.is_ok() {
+            let avail = self.adapter.available();
+            let need = self.parser.need();
+            if avail == 0 || avail < need {
+                break;
+            }
+            let len = need.max(self.adapter.available_fast());
+            let consumed = {
+                let map = self.adapter.map(len).map_err(|_| gst::FlowError::Error)?;
+                self.parser.parse(&map, &mut events)
+            };
+            let region = if events.iter().any(|e| matches!(e, Event::Block(_))) {
+                Some(self.adapter.take_buffer(consumed).map_err(|_| gst::FlowError::Error)?)
+            } else {
+                self.adapter.flush(consumed);
+                None
+            };
+            if consumed == 0 && events.is_empty() && self.parser.need() <= need {
+                break;
+            }
+            for event in events.drain(..) {
+                result = self.handle(imp, settings, event, region.as_ref());
+                if result.is_err() {
+                    break;
+                }
+            }
+        }
+        events.clear();
+        self.events = events;
+        result
+    }
+
+    fn handle(
+        &mut self,
+        imp: &KvsAudioDemux,
+        settings: &Settings,
+        event: Event,
+        region: Option<&gst::Buffer>,
+    ) -> FlowResult {
+        match event {
+            Event::Header { doc_type } => {
+                gst::trace!(CAT, imp = imp, "New {doc_type} chunk at byte {}", self.parser.offset());
+                self.fragment = Fragment {
+                    seen: true,
+                    ..Fragment::default()
+                };
+            }
+            Event::Info { timestamp_scale } => self.fragment.timestamp_scale = timestamp_scale,
+            Event::Tracks(tracks) => self.fragment.tracks = Some(tracks),
+            Event::Tags(tags) => return self.on_tags(imp, &tags),
+            Event::ClusterStart if !self.fragment.started => return self.begin_fragment(imp, settings),
+            Event::Block(block) => {
+                if let Some(region) = region {
+                    return self.on_block(imp, block, region);
+                }
+            }
+            Event::SegmentEnd => self.complete_fragment(imp),
+            Event::Corrupt { offset, reason } => {
+                gst::element_imp_warning!(
+                    imp,
+                    gst::StreamError::Demux,
+                    ("Damaged KVS stream at byte {}: skipping to the next fragment", offset),
+                    ["{reason} (fragment {})", self.fragment_name()]
+                );
+                self.fragment.damaged = true;
+                self.streams.iter_mut().for_each(|s| s.discont = true);
+            }
+            Event::ClusterStart | Event::ClusterEnd => {}
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn fragment_name(&self) -> &str {
+        self.fragment.meta.fragment_number.as_deref().unwrap_or("without number")
+    }
+
+    fn on_tags(&mut self, imp: &KvsAudioDemux, tags: &[SimpleTag]) -> FlowResult {
+        self.fragment.seen = true;
+        self.fragment.meta.apply(tags);
+        if tags.iter().any(|t| kvs::is_error_tag(&t.name)) {
+            let err = self.fragment.meta.error.clone().unwrap_or_default();
+            gst::element_imp_error!(
+                imp,
+                gst::StreamError::Failed,
+                (
+                    "Kinesis Video Streams reported an error in fragment {}: {} {} ({})",
+                    self.fragment_name(),
+                    err.code,
+                    err.id,
+                    err.meaning()
+                ),
+                ["In-band error tags: code {:?}, id {:?}, message {:?}", err.code, err.id, err.message]
+            );
+            return Err(gst::FlowError::Error);
+        }
+        if self.fragment.started && self.fragment.meta.continuation_token.is_some() {
+            self.complete_fragment(imp);
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn begin_fragment(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> FlowResult {
+        self.fragment.started = true;
+        let meta = &self.fragment.meta;
+        if let Some(number) = &meta.fragment_number {
+            let replay = self
+                .last_number
+                .as_deref()
+                .is_some_and(|last| kvs::compare_fragment_numbers(number, last) != Ordering::Greater);
+            self.fragment.replay = replay;
+            if !replay {
+                self.last_number = Some(number.clone());
+            }
+        }
+        if let Some(contact) = meta.contact_id.clone() {
+            if let Some(previous) = self.contact.replace(contact.clone()).filter(|p| *p != contact) {
+                gst::info!(CAT, imp = imp, "Contact changed from {previous} to {contact}");
+                let s = gst::Structure::builder("kvs-contact-changed")
+                    .field("previous-contact-id", &previous)
+                    .field("contact-id", &contact)
+                    .field("fragment-number", meta.fragment_number.as_deref().unwrap_or(""))
+                    .build();
+                imp.obj().post_message(gst::message::Element::builder(s).src(&*imp.obj()).build()).ok();
+                if settings.stop_at_contact_end {
+                    gst::info!(CAT, imp = imp, "stop-at-contact-end: sending EOS");
+                    self.stopped = true;
+                    for s in &self.streams {
+                        s.pad.push_event(gst::event::Eos::new());
+                    }
+                    return Err(gst::FlowError::Eos);
+                }
+            }
+        }
+        if let Some(mime) = &self.fragment.meta.mime_type {
+            self.l16 = kvs::parse_l16(mime);
+        }
+        if let Some(tracks) = self.fragment.tracks.take() {
+            self.tracks = tracks;
+        }
+        self.configure(imp, settings);
+        self.push_tags();
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Brings the pads in line with the tracks in force.
+    fn configure(&mut self, imp: &KvsAudioDemux, settings: &Settings) {
+        let key = (self.tracks.clone(), self.l16, settings.connect_pcm);
+        if self.configured.as_ref() == Some(&key) {
+            return;
+        }
+        self.configured = Some(key);
+        let mut wanted = Vec::new();
+        for track in &self.tracks {
+            if track.kind != TrackKind::Audio {
+                gst::debug!(CAT, imp = imp, "Skipping {:?} track {} ({:?})", track.kind, track.number, track.codec_id);
+                continue;
+            }
+            match caps::output_for(track, settings.connect_pcm, self.l16) {
+                Ok(output) => wanted.push((track.clone(), output)),
+                Err(err) if !self.warned.contains(&track.number) => {
+                    self.warned.push(track.number);
+                    gst::element_imp_warning!(
+                        imp,
+                        gst::StreamError::CodecNotFound,
+                        ("Skipping audio track {} ({:?}): {}", track.number, track.name, err)
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+        let mut old: Vec<Option<Stream>> = std::mem::take(&mut self.streams).into_iter().map(Some).collect();
+        let mut added = false;
+        for (track, output) in wanted {
+            // Same number and name, else same name: a pad keeps its speaker
+            // even when Connect swaps the track order.
+            let same = |s: &Option<Stream>, by_number: bool| {
+                s.as_ref().is_some_and(|s| {
+                    s.track.name == track.name && (!by_number || s.track.number == track.number)
+                })
+            };
+            let found = old
+                .iter()
+                .position(|s| same(s, true))
+                .or_else(|| (!track.name.is_empty()).then(|| old.iter().position(|s| same(s, false))).flatten());
+            let stream = match found.and_then(|i| old[i].take()) {
+                Some(mut s) => {
+                    if s.output.caps != output.caps {
+                        gst::debug!(CAT, obj = s.pad, "New caps {}", output.caps);
+                        s.pad.push_event(gst::event::Caps::new(&output.caps));
+                    }
+                    s.track = track;
+                    s.output = output;
+                    s
+                }
+                None => {
+                    added = true;
+                    self.new_stream(imp, track, output)
+                }
+            };
+            self.streams.push(stream);
+        }
+        let removed: Vec<Stream> = old.into_iter().flatten().collect();
+        for s in &removed {
+            gst::debug!(CAT, obj = s.pad, "Track {} is gone, removing its pad", s.track.number);
+            s.pad.push_event(gst::event::Eos::new());
+            imp.remove_src_pad(&s.pad);
+        }
+        if added || !removed.is_empty() {
+            imp.obj().no_more_pads();
+        }
+    }
+
+    fn segment_event(&mut self) -> gst::Event {
+        let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+        let seqnum = *self.seqnum.get_or_insert_with(gst::Seqnum::next);
+        gst::event::Segment::builder(&segment).seqnum(seqnum).build()
+    }
+
+    fn new_stream(&mut self, imp: &KvsAudioDemux, track: Track, output: Output) -> Stream {
+        let obj = imp.obj();
+        let templ = obj.element_class().pad_template("audio_%u").unwrap();
+        let pad = gst::Pad::builder_from_template(&templ)
+            .name(format!("audio_{}", self.next_index))
+            .build();
+        self.next_index += 1;
+        gst::debug!(CAT, obj = pad, "Track {} ({:?}) with caps {}", track.number, track.name, output.caps);
+        pad.set_active(true).ok();
+        let stream_id = pad.create_stream_id(&*obj, Some(&track.number.to_string()));
+        let group = *self.group_id.get_or_insert_with(gst::GroupId::next);
+        pad.push_event(gst::event::StreamStart::builder(&stream_id).group_id(group).build());
+        pad.push_event(gst::event::Caps::new(&output.caps));
+        pad.push_event(self.segment_event());
+        imp.add_src_pad(&pad);
+        let position = self.streams.iter().map(|s| s.position).max().unwrap_or(0);
+        Stream {
+            pad,
+            track,
+            output,
+            position,
+            last_abs: None,
+            discont: true,
+        }
+    }
+
+    fn push_tags(&self) {
+        let meta = &self.fragment.meta;
+        for s in &self.streams {
+            let mut list = gst::TagList::new();
+            {
+                let l = list.get_mut().unwrap();
+                let replace = gst::TagMergeMode::Replace;
+                if !s.track.name.is_empty() {
+                    l.add::<gst::tags::Title>(&s.track.name.as_str(), replace);
+                }
+                if let Some(n) = &meta.fragment_number {
+                    l.add::<tags::FragmentNumber>(&n.as_str(), replace);
+                }
+                if let Some(t) = meta.server_timestamp {
+                    l.add::<tags::ServerTimestamp>(&t, replace);
+                }
+                if let Some(t) = meta.producer_timestamp {
+                    l.add::<tags::ProducerTimestamp>(&t, replace);
+                }
+                if let Some(m) = self.prev_millis {
+                    l.add::<tags::MillisBehindNow>(&m, replace);
+                }
+                if let Some(t) = &self.prev_token {
+                    l.add::<tags::ContinuationToken>(&t.as_str(), replace);
+                }
+                if let Some(c) = &self.contact {
+                    l.add::<tags::ContactId>(&c.as_str(), replace);
+                }
+                for (name, value) in &meta.other {
+                    l.add::<gst::tags::ExtendedComment>(&format!("{name}={value}").as_str(), gst::TagMergeMode::Append);
+                }
+                l.set_scope(gst::TagScope::Stream);
+            }
+            s.pad.push_event(gst::event::Tag::new(list));
+        }
+    }
+
+    fn on_block(&mut self, imp: &KvsAudioDemux, block: Block, region: &gst::Buffer) -> FlowResult {
+        match self.fragment.blocks.iter_mut().find(|(t, _)| *t == block.track) {
+            Some((_, n)) => *n += 1,
+            None => self.fragment.blocks.push((block.track, 1)),
+        }
+        let Some(idx) = self.streams.iter().position(|s| s.track.number == block.track) else {
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        let scale = i128::from(self.fragment.timestamp_scale);
+        let abs = (i128::from(block.cluster_timecode) + i128::from(block.relative)).saturating_mul(scale);
+        let (anchor_abs, anchor_producer) =
+            *self.fragment.anchor.get_or_insert((abs, self.fragment.meta.producer_timestamp));
+        if self.fragment.replay && self.streams[idx].last_abs.is_some_and(|last| abs <= last) {
+            gst::trace!(CAT, imp = imp, "Dropping replayed block of track {} at {abs} ns", block.track);
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let offset = *self.offset.get_or_insert(-abs);
+        let mut out = abs + offset;
+        let position = i128::from(self.streams[idx].position);
+        if out + DISCONT_TOLERANCE < position {
+            gst::debug!(CAT, imp = imp, "Time went back by {} ns; continuing from {position}", position - out);
+            self.offset = Some(offset + position - out);
+            out = position;
+            self.streams.iter_mut().for_each(|s| s.discont = true);
+        }
+        let out = u64::try_from(out).unwrap_or(0);
+        // Keep silent pads moving first, so that sinks preroll and mixers and
+        // interleave never wait on them.
+        for (i, other) in self.streams.iter_mut().enumerate() {
+            if i != idx && other.position + GAP_LAG < out {
+                push_gap(other, out - GAP_LAG);
+            }
+        }
+        let stream = &mut self.streams[idx];
+        if out > stream.position + DISCONT_TOLERANCE as u64 {
+            gst::debug!(CAT, obj = stream.pad, "Gap of {} ns", out - stream.position);
+            push_gap(stream, out);
+            stream.discont = true;
+        }
+        stream.last_abs = Some(abs);
+        let producer = anchor_producer.map_or(abs, |p| i128::from(p) + abs - anchor_abs);
+        let producer = gst::ClockTime::from_nseconds(u64::try_from(producer).unwrap_or(0));
+        let scale = self.fragment.timestamp_scale;
+        let mut pts = out;
+        let mut result = Ok(gst::FlowSuccess::Ok);
+        for frame in &block.frames {
+            let duration = match stream.output.payload {
+                Payload::Raw { bytes_per_frame, rate } => {
+                    let samples = (frame.len() / bytes_per_frame.max(1)) as u64;
+                    Some(samples * 1_000_000_000 / u64::from(rate))
+                }
+                Payload::Coded => block
+                    .duration
+                    .filter(|_| block.frames.len() == 1)
+                    .map(|d| d.saturating_mul(scale))
+                    .or(stream.track.default_duration),
+            };
+            let mut buffer = region
+                .copy_region(gst::BufferCopyFlags::MEMORY, frame.clone())
+                .map_err(|_| gst::FlowError::Error)?;
+            {
+                let b = buffer.get_mut().unwrap();
+                b.set_pts(gst::ClockTime::from_nseconds(pts));
+                b.set_duration(duration.map(gst::ClockTime::from_nseconds));
+                if std::mem::take(&mut stream.discont) {
+                    b.set_flags(gst::BufferFlags::DISCONT);
+                }
+                gst::ReferenceTimestampMeta::add(b, &UNIX_CAPS, producer, None);
+            }
+            pts += duration.unwrap_or(0);
+            stream.position = stream.position.max(pts);
+            let pushed = stream.pad.push(buffer);
+            result = imp.combine(&stream.pad, pushed);
+            if result.is_err() {
+                gst::debug!(CAT, obj = stream.pad, "Push returned {pushed:?}, combined {result:?}");
+                return result;
+            }
+        }
+        result
+    }
+
+    fn complete_fragment(&mut self, imp: &KvsAudioDemux) {
+        let f = &mut self.fragment;
+        if f.reported || f.damaged || !f.seen {
+            return;
+        }
+        f.reported = true;
+        self.fragments += 1;
+        self.prev_token = f.meta.continuation_token.clone();
+        self.prev_millis = f.meta.millis_behind_now;
+        let mut blocks = gst::Structure::builder("blocks");
+        for (track, n) in &f.blocks {
+            blocks = blocks.field(format!("track-{track}"), n);
+        }
+        let meta = &f.meta;
+        let s = gst::Structure::builder("kvs-fragment")
+            .field("index", self.fragments - 1)
+            .field_if_some("fragment-number", meta.fragment_number.as_deref())
+            .field_if_some("server-timestamp", meta.server_timestamp)
+            .field_if_some("producer-timestamp", meta.producer_timestamp)
+            .field_if_some("millis-behind-now", meta.millis_behind_now)
+            .field_if_some("continuation-token", meta.continuation_token.as_deref())
+            .field_if_some("contact-id", self.contact.as_deref())
+            .field("blocks", blocks.build())
+            .build();
+        gst::debug!(CAT, imp = imp, "Fragment complete: {s}");
+        imp.obj().post_message(gst::message::Element::builder(s).src(&*imp.obj()).build()).ok();
+    }
+
+    /// Handles EOS: delivers what is complete, then EOS on every pad.
+    pub fn finish(&mut self, imp: &KvsAudioDemux, settings: &Settings) {
+        let left = self.adapter.available();
+        if (left > 0 || self.parser.is_skipping()) && self.fragment.seen {
+            gst::element_imp_warning!(
+                imp,
+                gst::StreamError::Demux,
+                ("The stream ended inside fragment {}", self.fragment_name()),
+                ["Dropped an incomplete element at byte {} ({left} bytes); every complete block was output", self.parser.offset()]
+            );
+            self.fragment.damaged = true;
+        }
+        self.adapter.clear();
+        let mut events = Vec::new();
+        self.parser.finish(&mut events);
+        for event in events {
+            let _ = self.handle(imp, settings, event, None);
+        }
+        if self.stopped {
+            return;
+        }
+        if self.streams.is_empty() {
+            gst::element_imp_error!(
+                imp,
+                gst::StreamError::Demux,
+                ("No audio track in stream"),
+                ["Parsed {} complete fragments ({} bytes) and found no audio track to output", self.fragments, self.bytes]
+            );
+            return;
+        }
+        for s in &self.streams {
+            s.pad.push_event(gst::event::Eos::new());
+        }
+    }
+
+    /// Forgets parsing state after a flush and starts a new segment; pads stay.
+    pub fn flush(&mut self) {
+        self.adapter.clear();
+        self.parser.reset();
+        self.fragment = Fragment::default();
+        self.offset = None;
+        self.stopped = false;
+        self.seqnum = None;
+        let segment = self.segment_event();
+        for s in &mut self.streams {
+            s.position = 0;
+            s.last_abs = None;
+            s.discont = true;
+            s.pad.push_event(segment.clone());
+        }
+    }
+}
+
+fn push_gap(stream: &mut Stream, until: u64) {
+    let start = gst::ClockTime::from_nseconds(stream.position);
+    let duration = gst::ClockTime::from_nseconds(until - stream.position);
+    stream.pad.push_event(gst::event::Gap::builder(start).duration(duration).build());
+    stream.position = until;
+}

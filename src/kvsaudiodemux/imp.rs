@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: MPL-2.0
+//! kvsaudiodemux: element plumbing. The stream logic is in `demux.rs`.
+
+use std::sync::{LazyLock, Mutex};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use super::ConnectPcm;
+use super::caps;
+use super::demux::{Demux, Settings};
+
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "kvsaudiodemux",
+        gst::DebugColorFlags::empty(),
+        Some("Kinesis Video Streams audio demuxer"),
+    )
+});
+
+pub struct KvsAudioDemux {
+    sinkpad: gst::Pad,
+    settings: Mutex<Settings>,
+    demux: Mutex<Demux>,
+    flow_combiner: Mutex<gst_base::UniqueFlowCombiner>,
+}
+
+impl KvsAudioDemux {
+    fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let settings = self.settings.lock().unwrap().clone();
+        let mut demux = self.demux.lock().unwrap();
+        demux.chain(self, &settings, buffer)
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+        gst::log!(CAT, obj = pad, "Handling event {event:?}");
+        match event.view() {
+            // Output has its own stream-start, caps and TIME segment.
+            EventView::Caps(_) | EventView::Segment(_) | EventView::Tag(_) | EventView::StreamStart(_) => true,
+            EventView::Eos(_) => {
+                let settings = self.settings.lock().unwrap().clone();
+                self.demux.lock().unwrap().finish(self, &settings);
+                true
+            }
+            EventView::FlushStop(_) => {
+                let forwarded = gst::Pad::event_default(pad, Some(&*self.obj()), event);
+                self.demux.lock().unwrap().flush();
+                self.flow_combiner.lock().unwrap().reset();
+                forwarded
+            }
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    /// Records a pad's flow result and returns the combined one.
+    pub(super) fn combine(
+        &self,
+        pad: &gst::Pad,
+        res: Result<gst::FlowSuccess, gst::FlowError>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.flow_combiner.lock().unwrap().update_pad_flow(pad, res)
+    }
+
+    pub(super) fn add_src_pad(&self, pad: &gst::Pad) {
+        self.flow_combiner.lock().unwrap().add_pad(pad);
+        self.obj().add_pad(pad).expect("pad names are unique");
+    }
+
+    pub(super) fn remove_src_pad(&self, pad: &gst::Pad) {
+        self.flow_combiner.lock().unwrap().remove_pad(pad);
+        let _ = pad.set_active(false);
+        let _ = self.obj().remove_pad(pad);
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for KvsAudioDemux {
+    const NAME: &'static str = "GstKvsAudioDemux";
+    type Type = super::KvsAudioDemux;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let templ = klass.pad_template("sink").unwrap();
+        let sinkpad = gst::Pad::builder_from_template(&templ)
+            .chain_function(|_pad, parent, buffer| {
+                KvsAudioDemux::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |demux| demux.sink_chain(buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                KvsAudioDemux::catch_panic_pad_function(parent, || false, |demux| demux.sink_event(pad, event))
+            })
+            .build();
+        KvsAudioDemux {
+            sinkpad,
+            settings: Mutex::new(Settings::default()),
+            demux: Mutex::new(Demux::default()),
+            flow_combiner: Mutex::new(gst_base::UniqueFlowCombiner::new()),
+        }
+    }
+}
+
+impl ObjectImpl for KvsAudioDemux {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecEnum::builder_with_default("connect-pcm", ConnectPcm::Auto)
+                    .nick("Connect PCM")
+                    .blurb(
+                        "How to read tracks whose CodecID is A_AAC. Amazon Connect labels raw \
+                         16-bit little-endian PCM as A_AAC and says so in a MimeType tag \
+                         (audio/L16;rate=R;channels=C). auto: PCM when that tag says audio/L16; \
+                         always: PCM (8000 Hz mono if no tag says otherwise); never: AAC",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("stop-at-contact-end")
+                    .nick("Stop at contact end")
+                    .blurb(
+                        "Send EOS when the ContactId tag changes, so that only the first \
+                         Amazon Connect contact of a reused stream is output (default: false)",
+                    )
+                    .default_value(false)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-element-size")
+                    .nick("Max element size")
+                    .blurb(
+                        "Largest Matroska element accepted, in bytes (default 16 MiB). A larger \
+                         size is treated as damage: a warning, then a skip to the next fragment",
+                    )
+                    .minimum(1024)
+                    .default_value(crate::mkv::parser::DEFAULT_MAX_ELEMENT_SIZE as u32)
+                    .mutable_ready()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = self.settings.lock().unwrap();
+        match pspec.name() {
+            "connect-pcm" => settings.connect_pcm = value.get().unwrap(),
+            "stop-at-contact-end" => settings.stop_at_contact_end = value.get().unwrap(),
+            "max-element-size" => settings.max_element_size = value.get().unwrap(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = self.settings.lock().unwrap();
+        match pspec.name() {
+            "connect-pcm" => settings.connect_pcm.to_value(),
+            "stop-at-contact-end" => settings.stop_at_contact_end.to_value(),
+            "max-element-size" => settings.max_element_size.to_value(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        self.obj().add_pad(&self.sinkpad).unwrap();
+    }
+}
+
+impl GstObjectImpl for KvsAudioDemux {}
+
+impl ElementImpl for KvsAudioDemux {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Kinesis Video Streams audio demuxer",
+                "Codec/Demuxer/Audio",
+                "Demuxes the Matroska chunks of Amazon Kinesis Video Streams (GetMedia) as they \
+                 arrive into one pad per audio track, with KVS fragment tags and messages. \
+                 Reads Amazon Connect's A_AAC-labelled PCM as raw audio",
+                "gst-plugin-kvs developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let mut sink_caps = gst::Caps::new_empty();
+            for name in ["video/x-matroska", "audio/x-matroska", "video/webm", "audio/webm"] {
+                sink_caps.get_mut().unwrap().append(gst::Caps::new_empty_simple(name));
+            }
+            vec![
+                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &sink_caps)
+                    .unwrap(),
+                gst::PadTemplate::new(
+                    "audio_%u",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Sometimes,
+                    &caps::template_caps(),
+                )
+                .unwrap(),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        let ret = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::PausedToReady {
+            let old = std::mem::take(&mut *self.demux.lock().unwrap());
+            for pad in old.pads() {
+                self.remove_src_pad(&pad);
+            }
+            self.flow_combiner.lock().unwrap().clear();
+        }
+        Ok(ret)
+    }
+}

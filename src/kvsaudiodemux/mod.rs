@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: MPL-2.0
+/**
+ * element-kvsaudiodemux:
+ *
+ * Demuxes the Matroska chunk stream that Kinesis Video Streams GetMedia and
+ * GetMediaForFragmentList return, as it arrives, into one `audio_%u` pad per
+ * audio track. KVS fragment tags become GstTags, and each complete fragment
+ * posts a `kvs-fragment` element message.
+ *
+ * ```sh
+ * gst-launch-1.0 filesrc location=call.mkv ! kvsaudiodemux name=d \
+ *     d.audio_0 ! queue ! wavenc ! filesink location=caller.wav \
+ *     d.audio_1 ! queue ! wavenc ! filesink location=agent.wav
+ * ```
+ */
+use gst::glib;
+use gst::prelude::*;
+
+mod caps;
+mod demux;
+mod imp;
+
+glib::wrapper! {
+    pub struct KvsAudioDemux(ObjectSubclass<imp::KvsAudioDemux>) @extends gst::Element, gst::Object;
+}
+
+/// How A_AAC tracks are read (Amazon Connect labels raw PCM as A_AAC).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstKvsConnectPcm")]
+pub enum ConnectPcm {
+    #[default]
+    #[enum_value(name = "Auto: raw S16LE PCM when the fragment's MimeType tag is audio/L16", nick = "auto")]
+    Auto,
+    #[enum_value(name = "Always: raw S16LE PCM (rate and channels from the MimeType tag, else 8000 Hz mono)", nick = "always")]
+    Always,
+    #[enum_value(name = "Never: AAC, as the CodecID says", nick = "never")]
+    Never,
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    #[cfg(feature = "doc")]
+    ConnectPcm::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    gst::Element::register(
+        Some(plugin),
+        "kvsaudiodemux",
+        gst::Rank::NONE,
+        KvsAudioDemux::static_type(),
+    )
+}
