@@ -91,7 +91,10 @@ impl FragmentMeta {
                         self.contact_id = Some(value.into());
                     }
                 }
-                MIME_TYPE => self.mime_type = Some(value.into()),
+                MIME_TYPE => {
+                    self.mime_type = Some(value.into());
+                    self.push_other(MIME_TYPE, value);
+                }
                 ERROR_CODE | EXCEPTION_ERROR_CODE => {
                     self.error.get_or_insert_with(Default::default).code = value.into();
                 }
@@ -99,14 +102,16 @@ impl FragmentMeta {
                 EXCEPTION_MESSAGE => {
                     self.error.get_or_insert_with(Default::default).message = value.into();
                 }
-                name => {
-                    if let Some(slot) = self.other.iter_mut().find(|(n, _)| n == name) {
-                        slot.1 = value.into();
-                    } else if self.other.len() < MAX_OTHER_TAGS {
-                        self.other.push((name.into(), value.into()));
-                    }
-                }
+                name => self.push_other(name, value),
             }
+        }
+    }
+
+    fn push_other(&mut self, name: &str, value: &str) {
+        if let Some(slot) = self.other.iter_mut().find(|(n, _)| n == name) {
+            slot.1 = value.into();
+        } else if self.other.len() < MAX_OTHER_TAGS {
+            self.other.push((name.into(), value.into()));
         }
     }
 }

@@ -11,6 +11,7 @@ use gst::glib;
 pub mod kvs;
 pub mod kvsaudiodemux;
 pub mod mkv;
+pub mod synth;
 pub mod tags;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

@@ -10,8 +10,9 @@ use crate::mkv::Track;
 /// How buffers of a track are timed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Payload {
-    /// Raw samples: durations follow from the byte count.
-    Raw { bytes_per_frame: usize, rate: u32 },
+    /// Raw samples: durations follow from the byte count. `silence` is the
+    /// byte value of a silent sample.
+    Raw { bytes_per_frame: usize, rate: u32, silence: u8 },
     Coded,
 }
 
@@ -36,7 +37,11 @@ fn raw(format: AudioFormat, rate: u32, channels: u32) -> Result<Output, String> 
     let bytes_per_frame = (info.width() / 8) as usize * channels as usize;
     Ok(Output {
         caps: builder.build(),
-        payload: Payload::Raw { bytes_per_frame, rate },
+        payload: Payload::Raw {
+            bytes_per_frame,
+            rate,
+            silence: if format == AudioFormat::U8 { 0x80 } else { 0 },
+        },
     })
 }
 
@@ -101,6 +106,7 @@ fn acm(private: &[u8]) -> Result<Output, String> {
                 payload: Payload::Raw {
                     bytes_per_frame: channels as usize,
                     rate,
+                    silence: if tag == 6 { 0xD5 } else { 0xFF },
                 },
             })
         }
@@ -258,7 +264,7 @@ mod tests {
         pcm.bit_depth = Some(24);
         let out = output_for(&pcm, ConnectPcm::Auto, None).unwrap();
         assert!(out.caps.to_string().contains("S24BE"));
-        assert_eq!(out.payload, Payload::Raw { bytes_per_frame: 6, rate: 16000 });
+        assert_eq!(out.payload, Payload::Raw { bytes_per_frame: 6, rate: 16000, silence: 0 });
 
         let mut wav = vec![7, 0, 1, 0, 0x40, 0x1F, 0, 0, 0x40, 0x1F, 0, 0, 1, 0, 8, 0];
         assert!(caps_str(&track("A_MS/ACM", &wav), ConnectPcm::Auto, None).starts_with("audio/x-mulaw"));

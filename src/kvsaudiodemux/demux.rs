@@ -9,13 +9,13 @@
 //! dropped by their timestamp, so every sample leaves exactly once.
 
 use std::cmp::Ordering;
-use std::sync::LazyLock;
 
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::ConnectPcm;
-use super::caps::{self, Output, Payload};
+use super::caps::{self, Output};
+use super::stream::{FlowResult, Stream};
 use super::imp::{CAT, KvsAudioDemux};
 use crate::kvs::{self, FragmentMeta};
 use crate::mkv::elements::DEFAULT_TIMESTAMP_SCALE;
@@ -24,18 +24,21 @@ use crate::tags;
 
 /// A block this much later than its pad's position starts a gap (DISCONT);
 /// this much earlier counts as time going backwards.
-const DISCONT_TOLERANCE: i128 = 200_000_000;
+const DISCONT_TOLERANCE: u64 = 200_000_000;
+pub const DEFAULT_MAX_GAP_MS: u32 = 10_000;
+
 /// A pad this far behind another gets GAP events up to that distance. It is
 /// well under a default queue's 1 s, so a silent pad never stalls a pipeline.
 const GAP_LAG: u64 = 400_000_000;
 
-static UNIX_CAPS: LazyLock<gst::Caps> = LazyLock::new(|| gst::Caps::new_empty_simple("timestamp/x-unix"));
 
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub connect_pcm: ConnectPcm,
     pub stop_at_contact_end: bool,
     pub max_element_size: u32,
+    /// Longest jump of the whole stream, in ms, that is filled rather than skipped.
+    pub max_gap: u32,
 }
 
 impl Default for Settings {
@@ -44,19 +47,9 @@ impl Default for Settings {
             connect_pcm: ConnectPcm::Auto,
             stop_at_contact_end: false,
             max_element_size: crate::mkv::parser::DEFAULT_MAX_ELEMENT_SIZE as u32,
+            max_gap: DEFAULT_MAX_GAP_MS,
         }
     }
-}
-
-struct Stream {
-    pad: gst::Pad,
-    track: Track,
-    output: Output,
-    /// Output time up to which this pad has had buffers or gaps, in ns.
-    position: u64,
-    /// Absolute time of the last block pushed, in ns.
-    last_abs: Option<i128>,
-    discont: bool,
 }
 
 /// The chunk being parsed.
@@ -121,7 +114,6 @@ pub struct Demux {
     stopped: bool,
 }
 
-type FlowResult = Result<gst::FlowSuccess, gst::FlowError>;
 
 impl Demux {
     pub fn pads(&self) -> Vec<gst::Pad> {
@@ -206,7 +198,7 @@ impl Demux {
             Event::ClusterStart if !self.fragment.started => return self.begin_fragment(imp, settings),
             Event::Block(block) => {
                 if let Some(region) = region {
-                    return self.on_block(imp, block, region);
+                    return self.on_block(imp, settings, block, region);
                 }
             }
             Event::SegmentEnd => self.complete_fragment(imp),
@@ -434,7 +426,7 @@ impl Demux {
         }
     }
 
-    fn on_block(&mut self, imp: &KvsAudioDemux, block: Block, region: &gst::Buffer) -> FlowResult {
+    fn on_block(&mut self, imp: &KvsAudioDemux, settings: &Settings, block: Block, region: &gst::Buffer) -> FlowResult {
         match self.fragment.blocks.iter_mut().find(|(t, _)| *t == block.track) {
             Some((_, n)) => *n += 1,
             None => self.fragment.blocks.push((block.track, 1)),
@@ -442,77 +434,55 @@ impl Demux {
         let Some(idx) = self.streams.iter().position(|s| s.track.number == block.track) else {
             return Ok(gst::FlowSuccess::Ok);
         };
-        let scale = i128::from(self.fragment.timestamp_scale);
-        let abs = (i128::from(block.cluster_timecode) + i128::from(block.relative)).saturating_mul(scale);
+        let scale = self.fragment.timestamp_scale;
+        let abs = (i128::from(block.cluster_timecode) + i128::from(block.relative)).saturating_mul(i128::from(scale));
         let (anchor_abs, anchor_producer) =
             *self.fragment.anchor.get_or_insert((abs, self.fragment.meta.producer_timestamp));
         if self.fragment.replay && self.streams[idx].last_abs.is_some_and(|last| abs <= last) {
             gst::trace!(CAT, imp = imp, "Dropping replayed block of track {} at {abs} ns", block.track);
             return Ok(gst::FlowSuccess::Ok);
         }
-        let offset = *self.offset.get_or_insert(-abs);
-        let mut out = abs + offset;
-        let position = i128::from(self.streams[idx].position);
-        if out + DISCONT_TOLERANCE < position {
-            gst::debug!(CAT, imp = imp, "Time went back by {} ns; continuing from {position}", position - out);
-            self.offset = Some(offset + position - out);
-            out = position;
-            self.streams.iter_mut().for_each(|s| s.discont = true);
-        }
-        let out = u64::try_from(out).unwrap_or(0);
+        let out = self.place(imp, settings, idx, abs);
         // Keep silent pads moving first, so that sinks preroll and mixers and
         // interleave never wait on them.
-        for (i, other) in self.streams.iter_mut().enumerate() {
-            if i != idx && other.position + GAP_LAG < out {
-                push_gap(other, out - GAP_LAG);
+        for i in 0..self.streams.len() {
+            if i != idx && self.streams[i].position + GAP_LAG < out {
+                self.streams[i].fill(imp, out - GAP_LAG)?;
             }
         }
         let stream = &mut self.streams[idx];
-        if out > stream.position + DISCONT_TOLERANCE as u64 {
+        if out > stream.position + DISCONT_TOLERANCE {
             gst::debug!(CAT, obj = stream.pad, "Gap of {} ns", out - stream.position);
-            push_gap(stream, out);
+            stream.fill(imp, out)?;
             stream.discont = true;
         }
         stream.last_abs = Some(abs);
         let producer = anchor_producer.map_or(abs, |p| i128::from(p) + abs - anchor_abs);
         let producer = gst::ClockTime::from_nseconds(u64::try_from(producer).unwrap_or(0));
-        let scale = self.fragment.timestamp_scale;
-        let mut pts = out;
-        let mut result = Ok(gst::FlowSuccess::Ok);
-        for frame in &block.frames {
-            let duration = match stream.output.payload {
-                Payload::Raw { bytes_per_frame, rate } => {
-                    let samples = (frame.len() / bytes_per_frame.max(1)) as u64;
-                    Some(samples * 1_000_000_000 / u64::from(rate))
-                }
-                Payload::Coded => block
-                    .duration
-                    .filter(|_| block.frames.len() == 1)
-                    .map(|d| d.saturating_mul(scale))
-                    .or(stream.track.default_duration),
-            };
-            let mut buffer = region
-                .copy_region(gst::BufferCopyFlags::MEMORY, frame.clone())
-                .map_err(|_| gst::FlowError::Error)?;
-            {
-                let b = buffer.get_mut().unwrap();
-                b.set_pts(gst::ClockTime::from_nseconds(pts));
-                b.set_duration(duration.map(gst::ClockTime::from_nseconds));
-                if std::mem::take(&mut stream.discont) {
-                    b.set_flags(gst::BufferFlags::DISCONT);
-                }
-                gst::ReferenceTimestampMeta::add(b, &UNIX_CAPS, producer, None);
-            }
-            pts += duration.unwrap_or(0);
-            stream.position = stream.position.max(pts);
-            let pushed = stream.pad.push(buffer);
-            result = imp.combine(&stream.pad, pushed);
-            if result.is_err() {
-                gst::debug!(CAT, obj = stream.pad, "Push returned {pushed:?}, combined {result:?}");
-                return result;
-            }
-        }
-        result
+        stream.push_block(imp, &block, region, out, scale, producer)
+    }
+
+    /// Output time of a block of stream `idx` at absolute time `abs`. Moves
+    /// the timeline offset when time goes back, or jumps forward further
+    /// than `max-gap` for every pad.
+    fn place(&mut self, imp: &KvsAudioDemux, settings: &Settings, idx: usize, abs: i128) -> u64 {
+        let offset = *self.offset.get_or_insert(-abs);
+        let out = abs + offset;
+        let position = i128::from(self.streams[idx].position);
+        let newest = self.streams.iter().map(|s| i128::from(s.position)).max().unwrap_or(0);
+        let max_gap = i128::from(settings.max_gap) * 1_000_000;
+        let target = if out + i128::from(DISCONT_TOLERANCE) < position {
+            gst::debug!(CAT, imp = imp, "Time went back by {} ns; continuing from {position}", position - out);
+            position
+        } else if out > newest + max_gap {
+            gst::debug!(CAT, imp = imp, "Time jumped by {} ns; continuing from {newest}", out - newest);
+            newest
+        } else {
+            return u64::try_from(out).unwrap_or(0);
+        };
+        self.offset = Some(offset + target - out);
+        self.streams.iter_mut().for_each(|s| s.discont = true);
+        target as u64
     }
 
     fn complete_fragment(&mut self, imp: &KvsAudioDemux) {
@@ -573,7 +543,11 @@ impl Demux {
             );
             return;
         }
-        for s in &self.streams {
+        let newest = self.streams.iter().map(|s| s.position).max().unwrap_or(0);
+        for s in &mut self.streams {
+            if s.position < newest && s.fill(imp, newest).is_err() {
+                gst::debug!(CAT, obj = s.pad, "Could not fill up to {newest} before EOS");
+            }
             s.pad.push_event(gst::event::Eos::new());
         }
     }
@@ -594,11 +568,4 @@ impl Demux {
             s.pad.push_event(segment.clone());
         }
     }
-}
-
-fn push_gap(stream: &mut Stream, until: u64) {
-    let start = gst::ClockTime::from_nseconds(stream.position);
-    let duration = gst::ClockTime::from_nseconds(until - stream.position);
-    stream.pad.push_event(gst::event::Gap::builder(start).duration(duration).build());
-    stream.position = until;
 }

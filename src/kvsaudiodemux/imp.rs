@@ -127,6 +127,17 @@ impl ObjectImpl for KvsAudioDemux {
                     .default_value(false)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt::builder("max-gap")
+                    .nick("Max gap")
+                    .blurb(
+                        "Longest jump forward in time of the whole stream, in milliseconds, that \
+                         is filled with silence (raw audio) or GAP events (coded audio). A longer \
+                         jump, such as a reused stream's next contact days later, continues the \
+                         output timeline at once, with DISCONT (default 10000)",
+                    )
+                    .default_value(super::demux::DEFAULT_MAX_GAP_MS)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("max-element-size")
                     .nick("Max element size")
                     .blurb(
@@ -148,6 +159,7 @@ impl ObjectImpl for KvsAudioDemux {
             "connect-pcm" => settings.connect_pcm = value.get().unwrap(),
             "stop-at-contact-end" => settings.stop_at_contact_end = value.get().unwrap(),
             "max-element-size" => settings.max_element_size = value.get().unwrap(),
+            "max-gap" => settings.max_gap = value.get().unwrap(),
             _ => unreachable!(),
         }
     }
@@ -158,6 +170,7 @@ impl ObjectImpl for KvsAudioDemux {
             "connect-pcm" => settings.connect_pcm.to_value(),
             "stop-at-contact-end" => settings.stop_at_contact_end.to_value(),
             "max-element-size" => settings.max_element_size.to_value(),
+            "max-gap" => settings.max_gap.to_value(),
             _ => unreachable!(),
         }
     }

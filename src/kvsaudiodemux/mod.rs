@@ -19,6 +19,7 @@ use gst::prelude::*;
 mod caps;
 mod demux;
 mod imp;
+mod stream;
 
 glib::wrapper! {
     pub struct KvsAudioDemux(ObjectSubclass<imp::KvsAudioDemux>) @extends gst::Element, gst::Object;

@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: MPL-2.0
+//! One output pad: its track, caps and position on the output timeline.
+
+use std::sync::LazyLock;
+
+use gst::prelude::*;
+
+use super::caps::{Output, Payload};
+use super::imp::KvsAudioDemux;
+use crate::mkv::{Block, Track};
+
+pub(super) type FlowResult = Result<gst::FlowSuccess, gst::FlowError>;
+
+static UNIX_CAPS: LazyLock<gst::Caps> = LazyLock::new(|| gst::Caps::new_empty_simple("timestamp/x-unix"));
+
+/// Silence is pushed in buffers of at most this long.
+const SILENCE_CHUNK: u64 = 1_000_000_000;
+
+pub(super) struct Stream {
+    pub pad: gst::Pad,
+    pub track: Track,
+    pub output: Output,
+    /// Output time up to which this pad has had buffers or gaps, in ns.
+    pub position: u64,
+    /// Absolute time of the last block pushed, in ns.
+    pub last_abs: Option<i128>,
+    pub discont: bool,
+}
+
+fn samples_to_ns(samples: u64, rate: u32) -> u64 {
+    samples * 1_000_000_000 / u64::from(rate)
+}
+
+impl Stream {
+    /// Brings the pad up to `until`: raw audio gets silent buffers flagged
+    /// GAP (interleave in GStreamer 1.22 cannot fill GAP events), coded audio
+    /// a GAP event.
+    pub fn fill(&mut self, imp: &KvsAudioDemux, until: u64) -> FlowResult {
+        let Payload::Raw {
+            bytes_per_frame,
+            rate,
+            silence,
+        } = self.output.payload
+        else {
+            let start = gst::ClockTime::from_nseconds(self.position);
+            let duration = gst::ClockTime::from_nseconds(until.saturating_sub(self.position));
+            self.pad.push_event(gst::event::Gap::builder(start).duration(duration).build());
+            self.position = self.position.max(until);
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        while self.position < until {
+            let span = (until - self.position).min(SILENCE_CHUNK);
+            let samples = span * u64::from(rate) / 1_000_000_000;
+            if samples == 0 {
+                break;
+            }
+            let mut buffer = gst::Buffer::from_mut_slice(vec![silence; samples as usize * bytes_per_frame]);
+            let duration = samples_to_ns(samples, rate);
+            {
+                let b = buffer.get_mut().unwrap();
+                b.set_pts(gst::ClockTime::from_nseconds(self.position));
+                b.set_duration(gst::ClockTime::from_nseconds(duration));
+                b.set_flags(gst::BufferFlags::GAP);
+            }
+            self.position += duration;
+            imp.combine(&self.pad, self.pad.push(buffer))?;
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Pushes the frames of `block`, the first at `pts`. `producer` is the
+    /// absolute producer time of the block.
+    pub fn push_block(
+        &mut self,
+        imp: &KvsAudioDemux,
+        block: &Block,
+        region: &gst::Buffer,
+        mut pts: u64,
+        scale: u64,
+        producer: gst::ClockTime,
+    ) -> FlowResult {
+        let mut result = Ok(gst::FlowSuccess::Ok);
+        for frame in &block.frames {
+            let duration = match self.output.payload {
+                Payload::Raw {
+                    bytes_per_frame, rate, ..
+                } => Some(samples_to_ns((frame.len() / bytes_per_frame) as u64, rate)),
+                Payload::Coded => block
+                    .duration
+                    .filter(|_| block.frames.len() == 1)
+                    .map(|d| d.saturating_mul(scale))
+                    .or(self.track.default_duration),
+            };
+            let mut buffer = region
+                .copy_region(gst::BufferCopyFlags::MEMORY, frame.clone())
+                .map_err(|_| gst::FlowError::Error)?;
+            {
+                let b = buffer.get_mut().unwrap();
+                b.set_pts(gst::ClockTime::from_nseconds(pts));
+                b.set_duration(duration.map(gst::ClockTime::from_nseconds));
+                if std::mem::take(&mut self.discont) {
+                    b.set_flags(gst::BufferFlags::DISCONT);
+                }
+                gst::ReferenceTimestampMeta::add(b, &UNIX_CAPS, producer, None);
+            }
+            pts += duration.unwrap_or(0);
+            self.position = self.position.max(pts);
+            result = imp.combine(&self.pad, self.pad.push(buffer));
+            if result.is_err() {
+                break;
+            }
+        }
+        result
+    }
+}

@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Synthetic Amazon Connect calls, shaped like the real thing: two A_AAC
+//! labelled L16 tracks named by direction, epoch-millisecond cluster
+//! timecodes, 64 ms blocks and the full set of KVS and Connect tags. Tests,
+//! benchmarks and the demo all use it, and it tells what PCM to expect.
+
+use std::ops::Range;
+
+use crate::mkv::writer::{BlockSpec, Fragment, TrackSpec};
+
+pub const CALLER: &str = "AUDIO_FROM_CUSTOMER";
+pub const AGENT: &str = "AUDIO_TO_CUSTOMER";
+
+/// Which side of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Caller,
+    Agent,
+}
+
+impl Side {
+    pub fn track_name(self) -> &'static str {
+        match self {
+            Side::Caller => CALLER,
+            Side::Agent => AGENT,
+        }
+    }
+}
+
+/// A deterministic, side-specific sample value, so that any lost, repeated
+/// or swapped sample shows in a comparison.
+pub fn sample(side: Side, n: u64) -> i16 {
+    let seed = match side {
+        Side::Caller => 0x9E37_79B9u64,
+        Side::Agent => 0x85EB_CA6Bu64,
+    };
+    let x = (n.wrapping_add(seed)).wrapping_mul(0x2545_F491_4F6C_DD1D);
+    (x >> 48) as u16 as i16
+}
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub fragments: u64,
+    /// Blocks per track per fragment.
+    pub blocks_per_fragment: u64,
+    pub block_ms: u64,
+    pub rate: u32,
+    /// Producer time of the first block, in epoch milliseconds.
+    pub start_ms: u64,
+    pub contact_id: String,
+    /// Track 1 is the agent, as Connect sometimes does.
+    pub swapped: bool,
+    /// Times (ms from the start) where a side sends no blocks.
+    pub silence: Vec<(Side, Range<u64>)>,
+}
+
+impl Default for Call {
+    fn default() -> Self {
+        Call {
+            fragments: 10,
+            blocks_per_fragment: 16,
+            block_ms: 64,
+            rate: 8000,
+            start_ms: 1_700_000_000_000,
+            contact_id: "5b8b6d2e-1c8f-4f3a-9a57-2f1d3c4e5a6b".into(),
+            swapped: false,
+            silence: Vec::new(),
+        }
+    }
+}
+
+impl Call {
+    /// A call of about `seconds` long, in 1.024 s fragments.
+    pub fn of_seconds(seconds: u64) -> Self {
+        Call {
+            fragments: (seconds * 1000).div_ceil(1024),
+            ..Call::default()
+        }
+    }
+
+    pub fn fragment_ms(&self) -> u64 {
+        self.blocks_per_fragment * self.block_ms
+    }
+
+    fn samples_per_block(&self) -> u64 {
+        self.block_ms * u64::from(self.rate) / 1000
+    }
+
+    /// KVS-style 47-digit fragment number.
+    pub fn fragment_number(&self, index: u64) -> String {
+        format!("91343852333181432392682062607743920146{:09}", 264_245_331 + index * 7)
+    }
+
+    pub fn continuation_token(&self, index: u64) -> String {
+        self.fragment_number(index)
+    }
+
+    fn sides(&self) -> [Side; 2] {
+        if self.swapped {
+            [Side::Agent, Side::Caller]
+        } else {
+            [Side::Caller, Side::Agent]
+        }
+    }
+
+    fn silent(&self, side: Side, ms: u64) -> bool {
+        self.silence.iter().any(|(s, r)| *s == side && r.contains(&ms))
+    }
+
+    fn block_payload(&self, side: Side, block: u64) -> Vec<u8> {
+        let n = self.samples_per_block();
+        (block * n..(block + 1) * n).flat_map(|i| sample(side, i).to_le_bytes()).collect()
+    }
+
+    fn seconds(ms: u64) -> String {
+        format!("{}.{:03}", ms / 1000, ms % 1000)
+    }
+
+    pub fn fragment(&self, index: u64) -> Fragment {
+        let start = self.start_ms + index * self.fragment_ms();
+        let sides = self.sides();
+        let mut blocks = Vec::new();
+        for b in 0..self.blocks_per_fragment {
+            let block = index * self.blocks_per_fragment + b;
+            for (i, side) in sides.iter().enumerate() {
+                if !self.silent(*side, block * self.block_ms) {
+                    let relative = (b * self.block_ms) as i16;
+                    blocks.push(BlockSpec::simple(i as u64 + 1, relative, self.block_payload(*side, block)));
+                }
+            }
+        }
+        let connect_tags: Vec<(String, String)> = [
+            ("ContactId", self.contact_id.as_str()),
+            ("InstanceId", "8e3c2a1b-0000-4000-8000-0000000000aa"),
+            ("MimeType", "audio/L16;rate=8000;channels=1;"),
+            (AGENT, "1"),
+            (CALLER, "2"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let kvs_tags = vec![
+            ("AWS_KINESISVIDEO_FRAGMENT_NUMBER".into(), self.fragment_number(index)),
+            ("AWS_KINESISVIDEO_SERVER_TIMESTAMP".into(), Self::seconds(start + 450)),
+            ("AWS_KINESISVIDEO_PRODUCER_TIMESTAMP".into(), Self::seconds(start)),
+        ];
+        let trailer = vec![
+            ("AWS_KINESISVIDEO_MILLIS_BEHIND_NOW".into(), "1250".into()),
+            ("AWS_KINESISVIDEO_CONTINUATION_TOKEN".into(), self.continuation_token(index)),
+        ];
+        Fragment {
+            doc_type: None,
+            timestamp_scale: Some(1_000_000),
+            tracks: vec![
+                TrackSpec::connect(1, sides[0].track_name()),
+                TrackSpec::connect(2, sides[1].track_name()),
+            ],
+            tags_before: vec![connect_tags.clone(), kvs_tags],
+            cluster_timecode: start,
+            known_size_cluster: false,
+            blocks,
+            tags_after: vec![connect_tags, trailer],
+        }
+    }
+
+    /// The whole call as one GetMedia byte stream.
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..self.fragments {
+            self.fragment(i).write(&mut out);
+        }
+        out
+    }
+
+    /// The PCM (S16LE) a side's track carries, block by block.
+    pub fn pcm(&self, side: Side) -> Vec<u8> {
+        let blocks = self.fragments * self.blocks_per_fragment;
+        (0..blocks)
+            .filter(|b| !self.silent(side, b * self.block_ms))
+            .flat_map(|b| self.block_payload(side, b))
+            .collect()
+    }
+
+    /// The side's PCM on a continuous timeline: silence as zeros.
+    pub fn pcm_with_silence(&self, side: Side) -> Vec<u8> {
+        let blocks = self.fragments * self.blocks_per_fragment;
+        let zeros = vec![0u8; self.samples_per_block() as usize * 2];
+        (0..blocks)
+            .flat_map(|b| {
+                if self.silent(side, b * self.block_ms) {
+                    zeros.clone()
+                } else {
+                    self.block_payload(side, b)
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_shape() {
+        let call = Call {
+            fragments: 2,
+            silence: vec![(Side::Agent, 0..128)],
+            ..Call::default()
+        };
+        assert_eq!(call.pcm(Side::Caller).len(), 2 * 16 * 1024);
+        assert_eq!(call.pcm(Side::Agent).len(), (2 * 16 - 2) * 1024);
+        assert_eq!(call.pcm_with_silence(Side::Agent).len(), 2 * 16 * 1024);
+        assert_ne!(sample(Side::Caller, 5), sample(Side::Agent, 5));
+        assert_eq!(call.fragment_number(0).len(), 47);
+        let f = call.fragment(1);
+        assert_eq!(f.cluster_timecode, 1_700_000_001_024);
+        assert_eq!(f.blocks.len(), 32);
+    }
+}

@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Shared test helpers: run bytes through kvsaudiodemux in a real pipeline
+//! and record everything it outputs.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gst::prelude::*;
+
+pub fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        gst::init().unwrap();
+        gstkvs::plugin_register_static().expect("register the kvs plugin");
+    });
+}
+
+/// One buffer as it left the demuxer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buf {
+    pub pts: Option<gst::ClockTime>,
+    pub duration: Option<gst::ClockTime>,
+    pub discont: bool,
+    /// Silence the demuxer made up for a pad without blocks.
+    pub gap: bool,
+    pub data: Vec<u8>,
+    /// The `timestamp/x-unix` reference timestamp.
+    pub unix: Option<gst::ClockTime>,
+}
+
+/// Everything one source pad carried, in order.
+#[derive(Debug, Default, Clone)]
+pub struct PadLog {
+    pub caps: Vec<gst::Caps>,
+    pub buffers: Vec<Buf>,
+    pub tags: Vec<gst::TagList>,
+    pub gaps: Vec<(gst::ClockTime, gst::ClockTime)>,
+    pub segments: usize,
+    pub eos: bool,
+}
+
+impl PadLog {
+    /// The payload of the stream's own blocks.
+    pub fn pcm(&self) -> Vec<u8> {
+        self.buffers.iter().filter(|b| !b.gap).flat_map(|b| b.data.iter().copied()).collect()
+    }
+
+    /// Everything the pad carried, made-up silence included.
+    pub fn pcm_with_gaps(&self) -> Vec<u8> {
+        self.buffers.iter().flat_map(|b| b.data.iter().copied()).collect()
+    }
+
+    pub fn title(&self) -> Option<String> {
+        self.tags.first()?.get::<gst::tags::Title>().map(|t| t.get().to_string())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Run {
+    pub pads: BTreeMap<String, PadLog>,
+    /// Element messages from the demuxer, in order.
+    pub messages: Vec<gst::Structure>,
+    pub warnings: Vec<String>,
+    pub errors: Vec<String>,
+    pub eos: bool,
+}
+
+impl Run {
+    pub fn pad(&self, name: &str) -> &PadLog {
+        self.pads.get(name).unwrap_or_else(|| panic!("no pad {name}; pads: {:?}", self.pads.keys()))
+    }
+
+    pub fn fragments(&self) -> Vec<&gst::Structure> {
+        self.messages.iter().filter(|s| s.name() == "kvs-fragment").collect()
+    }
+
+    /// Everything but timing-free details, for comparing runs.
+    pub fn summary(&self) -> String {
+        format!("{:?}\n{:?}\n{:?}\n{:?}", self.pads, self.messages, self.warnings, self.errors)
+    }
+}
+
+fn record(pad: &gst::Pad, log: Arc<Mutex<PadLog>>) {
+    let unix_caps = gst::Caps::new_empty_simple("timestamp/x-unix");
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        let mut log = log.lock().unwrap();
+        match &info.data {
+            Some(gst::PadProbeData::Buffer(b)) => {
+                let unix = b
+                    .iter_meta::<gst::ReferenceTimestampMeta>()
+                    .find(|m| m.reference().is_subset(&unix_caps))
+                    .map(|m| m.timestamp());
+                log.buffers.push(Buf {
+                    pts: b.pts(),
+                    duration: b.duration(),
+                    discont: b.flags().contains(gst::BufferFlags::DISCONT),
+                    gap: b.flags().contains(gst::BufferFlags::GAP),
+                    data: b.map_readable().unwrap().to_vec(),
+                    unix,
+                });
+            }
+            Some(gst::PadProbeData::Event(e)) => match e.view() {
+                gst::EventView::Caps(c) => log.caps.push(c.caps_owned()),
+                gst::EventView::Tag(t) => log.tags.push(t.tag_owned()),
+                gst::EventView::Gap(g) => {
+                    let (start, dur) = g.get();
+                    log.gaps.push((start, dur.unwrap_or(gst::ClockTime::ZERO)));
+                }
+                gst::EventView::Segment(_) => log.segments += 1,
+                gst::EventView::Eos(_) => log.eos = true,
+                _ => {}
+            },
+            _ => {}
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Feeds `data` to kvsaudiodemux in chunks sized by `next_size` and records
+/// its output. `props` are set on the demuxer.
+pub fn demux_with(data: &[u8], mut next_size: impl FnMut() -> usize, props: &[(&str, &str)]) -> Run {
+    init();
+    let pipeline = gst::Pipeline::new();
+    let src = gst_app::AppSrc::builder()
+        .caps(&gst::Caps::new_empty_simple("video/x-matroska"))
+        .format(gst::Format::Bytes)
+        .max_bytes(0)
+        .build();
+    let demux = gst::ElementFactory::make("kvsaudiodemux").name("demux").build().unwrap();
+    for (k, v) in props {
+        demux.set_property_from_str(k, v);
+    }
+    pipeline.add_many([src.upcast_ref(), &demux]).unwrap();
+    src.link(&demux).unwrap();
+    let logs: Arc<Mutex<BTreeMap<String, Arc<Mutex<PadLog>>>>> = Default::default();
+    let weak = pipeline.downgrade();
+    let logs_added = logs.clone();
+    demux.connect_pad_added(move |_, pad| {
+        let log = Arc::new(Mutex::new(PadLog::default()));
+        logs_added.lock().unwrap().insert(pad.name().to_string(), log.clone());
+        record(pad, log);
+        let pipeline = weak.upgrade().unwrap();
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .build()
+            .unwrap();
+        pipeline.add(&sink).unwrap();
+        sink.sync_state_with_parent().unwrap();
+        pad.link(&sink.static_pad("sink").unwrap()).unwrap();
+    });
+    let mut fed = 0;
+    while fed < data.len() {
+        let n = next_size().clamp(1, data.len() - fed);
+        src.push_buffer(gst::Buffer::from_slice(data[fed..fed + n].to_vec())).unwrap();
+        fed += n;
+    }
+    src.end_of_stream().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut run = Run::default();
+    let bus = pipeline.bus().unwrap();
+    // EOS reaches the bus only from sinks; a stream without pads has none.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
+            assert!(std::time::Instant::now() < deadline, "no EOS or error within 30 s");
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Eos(_) => {
+                run.eos = true;
+                break;
+            }
+            gst::MessageView::Error(e) => {
+                run.errors.push(format!("{} | {}", e.error(), e.debug().unwrap_or_default()));
+                break;
+            }
+            gst::MessageView::Warning(w) => {
+                run.warnings.push(format!("{} | {}", w.error(), w.debug().unwrap_or_default()))
+            }
+            gst::MessageView::Element(e) if msg.src() == Some(demux.upcast_ref()) => {
+                run.messages.push(e.structure().unwrap().to_owned());
+            }
+            _ => {}
+        }
+    }
+    // Messages posted just before EOS or the error may still be queued.
+    while let Some(msg) = bus.pop() {
+        match msg.view() {
+            gst::MessageView::Element(e) if msg.src() == Some(demux.upcast_ref()) => {
+                run.messages.push(e.structure().unwrap().to_owned());
+            }
+            gst::MessageView::Warning(w) => {
+                run.warnings.push(format!("{} | {}", w.error(), w.debug().unwrap_or_default()))
+            }
+            gst::MessageView::Error(e) => {
+                run.errors.push(format!("{} | {}", e.error(), e.debug().unwrap_or_default()))
+            }
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    run.pads = logs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.lock().unwrap().clone()))
+        .collect();
+    run
+}
+
+pub fn demux(data: &[u8]) -> Run {
+    demux_with(data, || 4096, &[])
+}
+
+/// A small xorshift generator for chunk sizes.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Where the shared KVS captures are, if they are there.
+pub fn captures() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/kvs-captures");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: {} is absent, so the tests on real KVS captures did not run",
+            dir.display()
+        );
+        None
+    }
+}

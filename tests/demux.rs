@@ -1,0 +1,658 @@
+// SPDX-License-Identifier: MPL-2.0
+//! kvsaudiodemux on generated KVS streams, through real pipelines.
+
+mod common;
+
+use common::{Rng, demux, demux_with};
+use gst::prelude::*;
+use gstkvs::mkv::writer::{AudioSpec, BlockSpec, Fragment, Lacing, TrackSpec};
+use gstkvs::synth::{AGENT, CALLER, Call, Side};
+
+fn ms(v: u64) -> gst::ClockTime {
+    gst::ClockTime::from_mseconds(v)
+}
+
+#[test]
+fn connect_call_pcm_is_bit_exact_per_track() {
+    let call = Call::of_seconds(5);
+    let run = demux(&call.bytes());
+    assert!(run.eos && run.errors.is_empty(), "{:?}", run.errors);
+    assert_eq!(run.pads.len(), 2);
+    let caller = run.pad("audio_0");
+    let agent = run.pad("audio_1");
+    assert_eq!(caller.title().as_deref(), Some(CALLER));
+    assert_eq!(agent.title().as_deref(), Some(AGENT));
+    assert_eq!(caller.pcm(), call.pcm(Side::Caller));
+    assert_eq!(agent.pcm(), call.pcm(Side::Agent));
+    let expected: gst::Caps = "audio/x-raw,format=S16LE,layout=interleaved,rate=8000,channels=1".parse().unwrap();
+    assert_eq!(caller.caps, vec![expected.clone()]);
+    assert_eq!(agent.caps, vec![expected]);
+    assert!(caller.eos && agent.eos);
+    assert_eq!(caller.segments, 1, "one segment for the whole stream");
+}
+
+#[test]
+fn timestamps_run_on_from_zero_across_fragments() {
+    let call = Call::of_seconds(3);
+    let run = demux(&call.bytes());
+    let bufs = &run.pad("audio_0").buffers;
+    assert_eq!(bufs.len() as u64, call.fragments * call.blocks_per_fragment);
+    for (i, b) in bufs.iter().enumerate() {
+        assert_eq!(b.pts, Some(ms(64 * i as u64)), "buffer {i}");
+        assert_eq!(b.duration, Some(ms(64)));
+        assert_eq!(b.discont, i == 0, "buffer {i}");
+        assert_eq!(b.unix, Some(ms(call.start_ms + 64 * i as u64)), "absolute producer time");
+    }
+}
+
+#[test]
+fn split_invariant_over_chunkings() {
+    let call = Call::of_seconds(3);
+    let data = call.bytes();
+    let reference = demux(&data).summary();
+    for size in [1usize, 7, 1000, 65536] {
+        assert_eq!(demux_with(&data, || size, &[]).summary(), reference, "chunks of {size}");
+    }
+    let mut rng = Rng(42);
+    for _ in 0..3 {
+        let run = demux_with(&data, || rng.below(3000) as usize + 1, &[]);
+        assert_eq!(run.summary(), reference);
+    }
+}
+
+#[test]
+fn tags_once_per_fragment_and_constant_in_size() {
+    let call = Call::of_seconds(20);
+    let run = demux(&call.bytes());
+    let pad = run.pad("audio_1");
+    assert_eq!(pad.tags.len() as u64, call.fragments);
+    let sizes: Vec<usize> = pad.tags.iter().map(|t| t.n_tags() as usize).collect();
+    // The first fragment has no previous continuation token or lag.
+    assert!(sizes[1..].iter().all(|&n| n == sizes[1]), "{sizes:?}");
+    for (i, t) in pad.tags.iter().enumerate() {
+        assert_eq!(t.scope(), gst::TagScope::Stream);
+        let number = t.get::<gstkvs::tags::FragmentNumber>().unwrap();
+        assert_eq!(number.get(), call.fragment_number(i as u64));
+        let contact = t.get::<gstkvs::tags::ContactId>().unwrap();
+        assert_eq!(contact.get(), call.contact_id);
+        let producer = t.get::<gstkvs::tags::ProducerTimestamp>().unwrap().get();
+        assert_eq!(producer, (call.start_ms + 1024 * i as u64) * 1_000_000);
+        let server = t.get::<gstkvs::tags::ServerTimestamp>().unwrap().get();
+        assert_eq!(server, producer + 450_000_000);
+        let comments: Vec<String> = t.iter_tag::<gst::tags::ExtendedComment>().map(|c| c.get().to_string()).collect();
+        assert!(comments.contains(&"MimeType=audio/L16;rate=8000;channels=1;".to_string()), "{comments:?}");
+        assert!(comments.iter().any(|c| c.starts_with("InstanceId=")));
+        if i > 0 {
+            let token = t.get::<gstkvs::tags::ContinuationToken>().unwrap();
+            assert_eq!(token.get(), call.continuation_token(i as u64 - 1));
+            assert_eq!(t.get::<gstkvs::tags::MillisBehindNow>().unwrap().get(), 1250);
+        }
+    }
+}
+
+#[test]
+fn one_message_per_fragment() {
+    let call = Call::of_seconds(4);
+    let run = demux(&call.bytes());
+    let frags = run.fragments();
+    assert_eq!(frags.len() as u64, call.fragments);
+    for (i, s) in frags.iter().enumerate() {
+        let i = i as u64;
+        assert_eq!(s.get::<u64>("index").unwrap(), i);
+        assert_eq!(s.get::<&str>("fragment-number").unwrap(), call.fragment_number(i));
+        assert_eq!(s.get::<&str>("continuation-token").unwrap(), call.continuation_token(i));
+        assert_eq!(s.get::<u64>("millis-behind-now").unwrap(), 1250);
+        assert_eq!(s.get::<&str>("contact-id").unwrap(), call.contact_id);
+        assert_eq!(s.get::<u64>("producer-timestamp").unwrap(), (call.start_ms + 1024 * i) * 1_000_000);
+        let blocks = s.get::<gst::Structure>("blocks").unwrap();
+        assert_eq!(blocks.get::<u64>("track-1").unwrap(), 16);
+        assert_eq!(blocks.get::<u64>("track-2").unwrap(), 16);
+    }
+}
+
+#[test]
+fn swapped_track_order_keeps_names() {
+    let call = Call {
+        fragments: 2,
+        swapped: true,
+        ..Call::default()
+    };
+    let run = demux(&call.bytes());
+    // audio_0 is track 1, which here is the agent.
+    assert_eq!(run.pad("audio_0").title().as_deref(), Some(AGENT));
+    assert_eq!(run.pad("audio_0").pcm(), call.pcm(Side::Agent));
+    assert_eq!(run.pad("audio_1").title().as_deref(), Some(CALLER));
+    assert_eq!(run.pad("audio_1").pcm(), call.pcm(Side::Caller));
+}
+
+#[test]
+fn track_order_change_mid_stream_keeps_each_pad_on_its_speaker() {
+    let first = Call {
+        fragments: 2,
+        ..Call::default()
+    };
+    let second = Call {
+        fragments: 2,
+        swapped: true,
+        start_ms: first.start_ms + 2048,
+        ..Call::default()
+    };
+    let mut data = first.bytes();
+    for i in 0..2 {
+        // Continue the sample sequence so the expected PCM is the same call.
+        let mut f = second.fragment(i);
+        for b in &mut f.blocks {
+            let side = if b.track == 1 { Side::Agent } else { Side::Caller };
+            let block = (2 + i) * 16 + u64::from(b.relative as u16) / 64;
+            b.frames[0] = (block * 512..(block + 1) * 512)
+                .flat_map(|n| gstkvs::synth::sample(side, n).to_le_bytes())
+                .collect();
+        }
+        f.write(&mut data);
+    }
+    let run = demux(&data);
+    assert_eq!(run.pads.len(), 2);
+    let whole = Call {
+        fragments: 4,
+        ..Call::default()
+    };
+    assert_eq!(run.pad("audio_0").pcm(), whole.pcm(Side::Caller));
+    assert_eq!(run.pad("audio_1").pcm(), whole.pcm(Side::Agent));
+}
+
+#[test]
+fn silent_side_is_filled_with_silence() {
+    let call = Call {
+        fragments: 6,
+        silence: vec![(Side::Agent, 1024..4096)],
+        ..Call::default()
+    };
+    let run = demux(&call.bytes());
+    let agent = run.pad("audio_1");
+    assert_eq!(agent.pcm(), call.pcm(Side::Agent));
+    assert_eq!(agent.pcm_with_gaps(), call.pcm_with_silence(Side::Agent));
+    let resumed = agent.buffers.iter().find(|b| b.pts == Some(ms(4096))).unwrap();
+    assert!(resumed.discont && !resumed.gap);
+    // Filled while the caller went on, not all at once when the agent came back.
+    let first_gap = agent.buffers.iter().position(|b| b.gap).unwrap();
+    let caller = &run.pad("audio_0").buffers;
+    assert!(first_gap < caller.len() / 2);
+}
+
+#[test]
+fn silent_coded_side_gets_gap_events() {
+    let call = Call {
+        fragments: 6,
+        silence: vec![(Side::Agent, 1024..4096)],
+        ..Call::default()
+    };
+    let run = demux_with(&call.bytes(), || 4096, &[("connect-pcm", "never")]);
+    let agent = run.pad("audio_1");
+    assert!(agent.buffers.iter().all(|b| !b.gap));
+    let covered: u64 = agent.gaps.iter().map(|(_, d)| d.nseconds()).sum();
+    assert!(covered >= ms(2500).nseconds(), "gaps cover {covered} ns");
+    // AAC blocks carry no duration, so the gap starts at the last block's start.
+    assert_eq!(agent.gaps[0].0, ms(960));
+}
+
+#[test]
+fn long_jump_continues_the_timeline() {
+    let a = Call {
+        fragments: 2,
+        ..Call::default()
+    };
+    let b = Call {
+        fragments: 2,
+        start_ms: a.start_ms + 5 * 86_400_000,
+        ..Call::default()
+    };
+    let mut data = a.bytes();
+    data.extend(b.bytes());
+    let run = demux(&data);
+    let bufs = &run.pad("audio_0").buffers;
+    assert!(bufs.iter().all(|b| !b.gap));
+    assert_eq!(bufs[32].pts, Some(ms(2048)));
+    assert!(bufs[32].discont);
+    assert_eq!(bufs[32].unix, Some(ms(b.start_ms)));
+    let short = Call {
+        fragments: 1,
+        start_ms: a.start_ms + 5000,
+        ..Call::default()
+    };
+    let mut data = a.bytes();
+    data.extend(short.bytes());
+    let run = demux(&data);
+    let bufs = &run.pad("audio_0").buffers;
+    let first = bufs.iter().position(|b| b.gap).unwrap();
+    assert_eq!(bufs[first].pts, Some(ms(2048)));
+    let resumed = bufs.iter().find(|b| !b.gap && b.pts >= Some(ms(2048))).unwrap();
+    assert_eq!(resumed.pts, Some(ms(5000)));
+    assert!(resumed.discont);
+}
+
+#[test]
+fn audiomixer_and_interleave_do_not_stall_on_a_silent_side() {
+    common::init();
+    let call = Call {
+        fragments: 5,
+        silence: vec![(Side::Agent, 1024..4096)],
+        ..Call::default()
+    };
+    let dir = tempdir();
+    let path = dir.join("call.mkv");
+    std::fs::write(&path, call.bytes()).unwrap();
+    for mixer in ["interleave", "audiomixer"] {
+        let out = dir.join(format!("{mixer}.wav"));
+        let desc = format!(
+            "filesrc location={} ! kvsaudiodemux name=d {mixer} name=m ! audioconvert ! wavenc ! filesink location={} \
+             d.audio_0 ! queue ! m. d.audio_1 ! queue ! m.",
+            path.display(),
+            out.display()
+        );
+        run_launch(&desc);
+        let data = wav_data(&std::fs::read(&out).unwrap());
+        if mixer == "interleave" {
+            // Stereo S16: caller left, agent right with zeros where it was silent.
+            let (left, right) = deinterleave(&data);
+            assert_eq!(left, call.pcm(Side::Caller));
+            assert_eq!(right, call.pcm_with_silence(Side::Agent));
+        } else {
+            assert_eq!(data.len(), 5 * 8192 * 2, "{mixer}");
+        }
+    }
+}
+
+/// The payload of a WAV file's data chunk.
+pub fn wav_data(wav: &[u8]) -> Vec<u8> {
+    let mut pos = 12;
+    while pos + 8 <= wav.len() {
+        let size = u32::from_le_bytes(wav[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        if &wav[pos..pos + 4] == b"data" {
+            return wav[pos + 8..pos + 8 + size].to_vec();
+        }
+        pos += 8 + size + (size & 1);
+    }
+    panic!("no data chunk");
+}
+
+/// Splits stereo S16 frames into left and right channel bytes.
+pub fn deinterleave(data: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let left = data.chunks(4).flat_map(|f| [f[0], f[1]]).collect();
+    let right = data.chunks(4).flat_map(|f| [f[2], f[3]]).collect();
+    (left, right)
+}
+
+pub fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kvs-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs a gst-launch style pipeline to EOS; panics on an error.
+pub fn run_launch(desc: &str) -> Vec<gst::Message> {
+    common::init();
+    let pipeline = gst::parse::launch(desc).unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let mut messages = Vec::new();
+    loop {
+        let msg = bus.timed_pop(gst::ClockTime::from_seconds(30)).unwrap_or_else(|| panic!("{desc}: no EOS in 30 s"));
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("{desc}: {} ({:?})", e.error(), e.debug()),
+            _ => messages.push(msg.clone()),
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    messages
+}
+
+#[test]
+fn contact_change_is_reported_and_can_stop() {
+    let a = Call {
+        fragments: 2,
+        contact_id: "contact-a".into(),
+        ..Call::default()
+    };
+    let b = Call {
+        fragments: 2,
+        contact_id: "contact-b".into(),
+        start_ms: a.start_ms + 2048,
+        ..Call::default()
+    };
+    let mut data = a.bytes();
+    data.extend(b.bytes());
+    let run = demux(&data);
+    let changes: Vec<_> = run.messages.iter().filter(|s| s.name() == "kvs-contact-changed").collect();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].get::<&str>("previous-contact-id").unwrap(), "contact-a");
+    assert_eq!(changes[0].get::<&str>("contact-id").unwrap(), "contact-b");
+    let contacts: Vec<String> = run.pad("audio_0").tags.iter().map(|t| t.get::<gstkvs::tags::ContactId>().unwrap().get().to_string()).collect();
+    assert_eq!(contacts, ["contact-a", "contact-a", "contact-b", "contact-b"]);
+    assert_eq!(run.pad("audio_0").buffers.len(), 64);
+
+    let run = demux_with(&data, || 4096, &[("stop-at-contact-end", "true")]);
+    assert!(run.eos);
+    assert_eq!(run.pad("audio_0").pcm(), a.pcm(Side::Caller));
+    assert_eq!(run.pad("audio_1").pcm(), a.pcm(Side::Agent));
+    assert_eq!(run.fragments().len(), 2);
+}
+
+fn pcm_track(number: u64, name: &str, codec: &str, rate: f64, channels: u64, bits: u64) -> TrackSpec {
+    TrackSpec {
+        number,
+        track_type: 2,
+        name: name.into(),
+        codec_id: codec.into(),
+        codec_private: vec![],
+        audio: Some(AudioSpec {
+            rate,
+            channels,
+            bit_depth: Some(bits),
+        }),
+    }
+}
+
+fn frag(tracks: Vec<TrackSpec>, cluster_timecode: u64, blocks: Vec<BlockSpec>) -> Fragment {
+    Fragment {
+        timestamp_scale: Some(1_000_000),
+        tracks,
+        tags_before: vec![vec![("AWS_KINESISVIDEO_FRAGMENT_NUMBER".into(), cluster_timecode.to_string())]],
+        cluster_timecode,
+        blocks,
+        ..Fragment::default()
+    }
+}
+
+#[test]
+fn plain_pcm_codecs_video_skipped_and_lacing() {
+    let video = TrackSpec {
+        number: 1,
+        track_type: 1,
+        name: "video".into(),
+        codec_id: "V_MPEG4/ISO/AVC".into(),
+        codec_private: vec![1, 2, 3],
+        audio: None,
+    };
+    let tracks = vec![
+        video,
+        pcm_track(2, "stereo", "A_PCM/INT/LIT", 48000.0, 2, 16),
+        pcm_track(3, "float", "A_PCM/FLOAT/IEEE", 16000.0, 1, 32),
+        pcm_track(5, "big", "A_PCM/INT/BIG", 8000.0, 1, 24),
+    ];
+    let laced = BlockSpec {
+        track: 2,
+        relative: 0,
+        frames: vec![vec![1; 400], vec![2; 800], vec![3; 4]],
+        lacing: Lacing::Xiph,
+        group: None,
+    };
+    let grouped = BlockSpec {
+        track: 3,
+        relative: 0,
+        frames: vec![vec![4; 64], vec![5; 64]],
+        lacing: Lacing::Ebml,
+        group: Some(Some(2)),
+    };
+    let fixed = BlockSpec {
+        track: 5,
+        relative: 0,
+        frames: vec![vec![6; 30], vec![7; 30]],
+        lacing: Lacing::Fixed,
+        group: None,
+    };
+    let blocks = vec![BlockSpec::simple(1, 0, vec![9; 5000]), laced, grouped, fixed];
+    let run = demux(&frag(tracks, 5000, blocks).to_bytes());
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    assert_eq!(run.pads.keys().collect::<Vec<_>>(), ["audio_0", "audio_1", "audio_2"]);
+    let stereo = run.pad("audio_0");
+    assert!(stereo.caps[0].to_string().contains("S16LE") && stereo.caps[0].to_string().contains("channels=(int)2"));
+    let sizes: Vec<usize> = stereo.buffers.iter().map(|b| b.data.len()).collect();
+    assert_eq!(sizes, [400, 800, 4]);
+    // 400 bytes = 100 stereo frames at 48 kHz.
+    let pts: Vec<_> = stereo.buffers.iter().map(|b| b.pts.unwrap().nseconds()).collect();
+    assert_eq!(pts, [0, 2_083_333, 6_249_999]);
+    assert!(run.pad("audio_1").caps[0].to_string().contains("F32LE"));
+    assert_eq!(run.pad("audio_1").pcm(), [vec![4u8; 64], vec![5; 64]].concat());
+    assert!(run.pad("audio_2").caps[0].to_string().contains("S24BE"));
+    assert_eq!(run.pad("audio_2").pcm(), [vec![6u8; 30], vec![7; 30]].concat());
+}
+
+#[test]
+fn unsupported_codec_is_skipped_with_a_warning() {
+    let tracks = vec![
+        pcm_track(1, "vorbis", "A_VORBIS", 48000.0, 2, 16),
+        pcm_track(2, "pcm", "A_PCM/INT/LIT", 8000.0, 1, 16),
+    ];
+    let blocks = vec![BlockSpec::simple(1, 0, vec![1; 10]), BlockSpec::simple(2, 0, vec![2; 16])];
+    let run = demux(&frag(tracks, 0, blocks).to_bytes());
+    assert_eq!(run.pads.len(), 1);
+    assert_eq!(run.pad("audio_0").pcm(), vec![2; 16]);
+    assert!(run.warnings.iter().any(|w| w.contains("A_VORBIS")), "{:?}", run.warnings);
+}
+
+#[test]
+fn connect_pcm_property() {
+    let call = Call {
+        fragments: 1,
+        ..Call::default()
+    };
+    let run = demux_with(&call.bytes(), || 4096, &[("connect-pcm", "never")]);
+    assert!(run.pad("audio_0").caps[0].to_string().starts_with("audio/mpeg"));
+    // Without a MimeType tag, auto reads AAC and always reads PCM.
+    let mut f = call.fragment(0);
+    f.tags_before.remove(0);
+    f.tags_after.clear();
+    let run = demux_with(&f.to_bytes(), || 4096, &[]);
+    assert!(run.pad("audio_0").caps[0].to_string().starts_with("audio/mpeg"));
+    let run = demux_with(&f.to_bytes(), || 4096, &[("connect-pcm", "always")]);
+    assert!(run.pad("audio_0").caps[0].to_string().contains("S16LE"));
+    assert_eq!(run.pad("audio_0").pcm(), call.pcm(Side::Caller));
+}
+
+#[test]
+fn in_band_error_reaches_the_bus() {
+    let call = Call {
+        fragments: 2,
+        ..Call::default()
+    };
+    let mut data = call.fragment(0).to_bytes();
+    let mut f = call.fragment(1);
+    f.tags_after = vec![vec![
+        ("AWS_KINESISVIDEO_ERROR_CODE".into(), "KMS_KEY_DISABLED".into()),
+        ("AWS_KINESISVIDEO_ERROR_ID".into(), "4501".into()),
+    ]];
+    f.write(&mut data);
+    let run = demux(&data);
+    let e = &run.errors[0];
+    assert!(e.contains("KMS_KEY_DISABLED") && e.contains("4501") && e.contains("KMS key is disabled"), "{e}");
+    assert!(e.contains(&call.fragment_number(1)), "{e}");
+
+    let mut f = call.fragment(0);
+    f.tags_after = vec![vec![
+        ("AWS_KINESISVIDEO_EXCEPTION_ERROR_CODE".into(), "MISSING_FRAGMENT".into()),
+        ("AWS_KINESISVIDEO_EXCEPTION_MESSAGE".into(), "Fragment 123 was not found".into()),
+    ]];
+    let run = demux(&f.to_bytes());
+    assert!(run.errors[0].contains("MISSING_FRAGMENT") && run.errors[0].contains("Fragment 123 was not found"));
+}
+
+#[test]
+fn damaged_fragment_is_skipped_and_the_rest_plays() {
+    let call = Call {
+        fragments: 3,
+        ..Call::default()
+    };
+    let good = call.bytes();
+    let f0 = call.fragment(0).to_bytes();
+    let f1 = call.fragment(1).to_bytes();
+    // Break a block size inside fragment 1 so that it claims 100 MiB.
+    let mut data = f0.clone();
+    let mut broken = f1.clone();
+    let at = broken.windows(3).position(|w| w == [0xA3, 0x44, 0x04]).expect("a 1028-byte SimpleBlock");
+    broken[at + 1..at + 3].copy_from_slice(&[0x16, 0x40]);
+    broken.splice(at + 1..at + 1, [0x00u8, 0x00]);
+    broken[at + 1] = 0x16;
+    broken[at + 2] = 0x40;
+    broken[at + 3] = 0x00;
+    broken[at + 4] = 0x00;
+    data.extend_from_slice(&broken);
+    data.extend_from_slice(&good[f0.len() + f1.len()..]);
+    let run = demux(&data);
+    assert!(run.eos);
+    assert_eq!(run.warnings.len(), 1, "{:?}", run.warnings);
+    let offset = f0.len() + at;
+    assert!(run.warnings[0].contains(&format!("at byte {offset}")), "{}", run.warnings[0]);
+    assert!(run.warnings[0].contains("over the 16777216 byte limit"), "{}", run.warnings[0]);
+    let numbers: Vec<&str> = run.fragments().iter().map(|s| s.get::<&str>("fragment-number").unwrap()).collect();
+    assert_eq!(numbers, [call.fragment_number(0), call.fragment_number(2)]);
+    // Fragment 1 is lost from the broken block on; fragments 0 and 2 are whole.
+    let pcm = run.pad("audio_0").pcm();
+    let expected = call.pcm(Side::Caller);
+    assert_eq!(&pcm[..16 * 1024], &expected[..16 * 1024]);
+    assert_eq!(&pcm[pcm.len() - 16 * 1024..], &expected[2 * 16 * 1024..]);
+    let resumed = run.pad("audio_0").buffers.iter().find(|b| b.pts == Some(ms(2048))).unwrap();
+    assert!(resumed.discont);
+}
+
+#[test]
+fn truncated_last_fragment_delivers_complete_blocks_then_eos() {
+    let call = Call {
+        fragments: 2,
+        ..Call::default()
+    };
+    let data = call.bytes();
+    let cut = data.len() - 3000;
+    let run = demux(&data[..cut]);
+    assert!(run.eos);
+    assert!(run.warnings.iter().any(|w| w.contains("ended inside fragment")), "{:?}", run.warnings);
+    assert_eq!(run.fragments().len(), 1);
+    let pcm = run.pad("audio_0").pcm();
+    assert!(pcm.len() > 16 * 1024 && pcm.len() < 32 * 1024);
+    assert_eq!(pcm[..], call.pcm(Side::Caller)[..pcm.len()]);
+}
+
+#[test]
+fn no_audio_track_is_an_error_after_the_fragments() {
+    let video = TrackSpec {
+        number: 1,
+        track_type: 1,
+        name: "v".into(),
+        codec_id: "V_MPEG4/ISO/AVC".into(),
+        codec_private: vec![],
+        audio: None,
+    };
+    let data: Vec<u8> = (0..3)
+        .flat_map(|i| frag(vec![video.clone()], i * 1000, vec![BlockSpec::simple(1, 0, vec![0; 100])]).to_bytes())
+        .collect();
+    let run = demux(&data);
+    assert!(run.pads.is_empty());
+    assert_eq!(run.fragments().len(), 3);
+    assert_eq!(run.errors.len(), 1);
+    assert!(run.errors[0].starts_with("No audio track in stream"), "{}", run.errors[0]);
+}
+
+#[test]
+fn garbage_and_hostile_input_never_panic() {
+    let call = Call {
+        fragments: 2,
+        ..Call::default()
+    };
+    let data = call.bytes();
+    let mut rng = Rng(7);
+    for round in 0..20 {
+        let mut bad = data.clone();
+        for _ in 0..(1 + round % 5) {
+            let i = rng.below(bad.len() as u64) as usize;
+            bad[i] = rng.below(256) as u8;
+        }
+        let run = demux_with(&bad, || 777, &[]);
+        assert!(run.eos || !run.errors.is_empty());
+    }
+    let noise: Vec<u8> = (0..50_000).map(|_| rng.below(256) as u8).collect();
+    let run = demux(&noise);
+    assert!(run.pads.is_empty());
+    assert!(!run.warnings.is_empty());
+}
+
+/// A Harness feeding kvsaudiodemux, with an appsink linked to `audio_0` as
+/// soon as it appears (the Harness cannot link a `audio_%u` sometimes pad).
+fn harness() -> (gst_check::Harness, gst_app::AppSink) {
+    common::init();
+    let mut h = gst_check::Harness::with_padnames("kvsaudiodemux", Some("sink"), None);
+    h.set_src_caps_str("video/x-matroska");
+    let sink = gst_app::AppSink::builder().sync(false).wait_on_eos(false).build();
+    sink.set_state(gst::State::Playing).unwrap();
+    let sink_pad = sink.static_pad("sink").unwrap();
+    h.element().unwrap().connect_pad_added(move |_, pad| {
+        if pad.name() == "audio_0" {
+            pad.link(&sink_pad).unwrap();
+        }
+    });
+    (h, sink)
+}
+
+fn pull_all(sink: &gst_app::AppSink) -> Vec<gst::Buffer> {
+    std::iter::from_fn(|| sink.try_pull_sample(gst::ClockTime::ZERO))
+        .map(|s| s.buffer_owned().unwrap())
+        .collect()
+}
+
+/// The fragment with only its first track.
+fn first_track_only(mut f: Fragment) -> Vec<u8> {
+    f.tracks.truncate(1);
+    f.blocks.retain(|b| b.track == 1);
+    f.to_bytes()
+}
+
+#[test]
+fn harness_one_byte_at_a_time() {
+    common::init();
+    let call = Call {
+        fragments: 1,
+        blocks_per_fragment: 4,
+        ..Call::default()
+    };
+    let (mut h, sink) = harness();
+    for byte in call.bytes() {
+        h.push(gst::Buffer::from_slice([byte])).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    let mut pcm = Vec::new();
+    let mut pts = Vec::new();
+    for buf in pull_all(&sink) {
+        pts.push(buf.pts().unwrap().mseconds());
+        pcm.extend_from_slice(&buf.map_readable().unwrap());
+    }
+    sink.set_state(gst::State::Null).unwrap();
+    assert_eq!(pcm, call.pcm(Side::Caller));
+    assert_eq!(pts, [0, 64, 128, 192]);
+}
+
+#[test]
+fn replayed_fragment_after_reconnect_is_not_duplicated() {
+    // What a resumed GetMedia sends: part of fragment 1, then (DISCONT) fragment 1 again.
+    let call = Call {
+        fragments: 3,
+        ..Call::default()
+    };
+    let f0 = first_track_only(call.fragment(0));
+    let f1 = first_track_only(call.fragment(1));
+    let f2 = first_track_only(call.fragment(2));
+    let (mut h, sink) = harness();
+    h.push(gst::Buffer::from_slice(f0.clone())).unwrap();
+    h.push(gst::Buffer::from_slice(f1[..f1.len() / 2].to_vec())).unwrap();
+    let mut again = gst::Buffer::from_slice([f1.clone(), f2].concat());
+    again.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
+    h.push(again).unwrap();
+    h.push_event(gst::event::Eos::new());
+    let mut pcm = Vec::new();
+    let mut last = None;
+    for buf in pull_all(&sink) {
+        assert!(last < buf.pts(), "timestamps go forward");
+        last = buf.pts();
+        pcm.extend_from_slice(&buf.map_readable().unwrap());
+    }
+    sink.set_state(gst::State::Null).unwrap();
+    assert_eq!(pcm, call.pcm(Side::Caller));
+}
