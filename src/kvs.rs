@@ -69,7 +69,10 @@ pub struct FragmentMeta {
 
 /// True for the tag names that report an in-band error.
 pub fn is_error_tag(name: &str) -> bool {
-    matches!(name, ERROR_CODE | ERROR_ID | EXCEPTION_ERROR_CODE | EXCEPTION_MESSAGE)
+    matches!(
+        name,
+        ERROR_CODE | ERROR_ID | EXCEPTION_ERROR_CODE | EXCEPTION_MESSAGE
+    )
 }
 
 /// Tags beyond this many distinct names per fragment are dropped, so that a
@@ -119,7 +122,10 @@ impl FragmentMeta {
 /// Parses KVS decimal seconds ("1517789296.298") into nanoseconds.
 pub fn parse_seconds(s: &str) -> Option<u64> {
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let secs: u64 = int.parse().ok()?;
@@ -173,7 +179,10 @@ mod tests {
 
     #[test]
     fn seconds() {
-        assert_eq!(parse_seconds("1517789296.298"), Some(1_517_789_296_298_000_000));
+        assert_eq!(
+            parse_seconds("1517789296.298"),
+            Some(1_517_789_296_298_000_000)
+        );
         assert_eq!(parse_seconds("12"), Some(12_000_000_000));
         assert_eq!(parse_seconds("0.000000001"), Some(1));
         assert_eq!(parse_seconds("-1.0"), None);
@@ -183,8 +192,14 @@ mod tests {
 
     #[test]
     fn l16() {
-        assert_eq!(parse_l16("audio/L16;rate=8000;channels=1;"), Some((8000, 1)));
-        assert_eq!(parse_l16("audio/L16; rate=16000; channels=2"), Some((16000, 2)));
+        assert_eq!(
+            parse_l16("audio/L16;rate=8000;channels=1;"),
+            Some((8000, 1))
+        );
+        assert_eq!(
+            parse_l16("audio/L16; rate=16000; channels=2"),
+            Some((16000, 2))
+        );
         assert_eq!(parse_l16("audio/L16"), Some((8000, 1)));
         assert_eq!(parse_l16("audio/aac"), None);
         assert_eq!(parse_l16("audio/L16;rate=0"), None);
@@ -211,14 +226,25 @@ mod tests {
             tag(ERROR_CODE, "Internal"),
             tag(ERROR_ID, "5000"),
         ]);
-        m.apply(&[tag(CONTACT_ID, ""), tag("InstanceId", "i2"), tag(MILLIS_BEHIND_NOW, "250")]);
+        m.apply(&[
+            tag(CONTACT_ID, ""),
+            tag("InstanceId", "i2"),
+            tag(MILLIS_BEHIND_NOW, "250"),
+        ]);
         assert_eq!(m.fragment_number.as_deref(), Some("42"));
         assert_eq!(m.server_timestamp, Some(1_500_000_000));
         assert_eq!(m.contact_id.as_deref(), Some("c1"));
         assert_eq!(m.millis_behind_now, Some(250));
         assert_eq!(m.other, vec![("InstanceId".into(), "i2".into())]);
         let e = m.error.unwrap();
-        assert_eq!((e.code.as_str(), e.id.as_str(), e.meaning()), ("Internal", "5000", "internal error in Kinesis Video Streams"));
+        assert_eq!(
+            (e.code.as_str(), e.id.as_str(), e.meaning()),
+            (
+                "Internal",
+                "5000",
+                "internal error in Kinesis Video Streams"
+            )
+        );
         let mut big = FragmentMeta::default();
         let tags: Vec<_> = (0..1000).map(|i| tag(&format!("T{i}"), "v")).collect();
         big.apply(&tags);

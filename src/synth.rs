@@ -88,7 +88,10 @@ impl Call {
 
     /// KVS-style 47-digit fragment number.
     pub fn fragment_number(&self, index: u64) -> String {
-        format!("91343852333181432392682062607743920146{:09}", 264_245_331 + index * 7)
+        format!(
+            "91343852333181432392682062607743920146{:09}",
+            264_245_331 + index * 7
+        )
     }
 
     pub fn continuation_token(&self, index: u64) -> String {
@@ -104,12 +107,16 @@ impl Call {
     }
 
     fn silent(&self, side: Side, ms: u64) -> bool {
-        self.silence.iter().any(|(s, r)| *s == side && r.contains(&ms))
+        self.silence
+            .iter()
+            .any(|(s, r)| *s == side && r.contains(&ms))
     }
 
     fn block_payload(&self, side: Side, block: u64) -> Vec<u8> {
         let n = self.samples_per_block();
-        (block * n..(block + 1) * n).flat_map(|i| sample(side, i).to_le_bytes()).collect()
+        (block * n..(block + 1) * n)
+            .flat_map(|i| sample(side, i).to_le_bytes())
+            .collect()
     }
 
     fn seconds(ms: u64) -> String {
@@ -125,7 +132,11 @@ impl Call {
             for (i, side) in sides.iter().enumerate() {
                 if !self.silent(*side, block * self.block_ms) {
                     let relative = (b * self.block_ms) as i16;
-                    blocks.push(BlockSpec::simple(i as u64 + 1, relative, self.block_payload(*side, block)));
+                    blocks.push(BlockSpec::simple(
+                        i as u64 + 1,
+                        relative,
+                        self.block_payload(*side, block),
+                    ));
                 }
             }
         }
@@ -140,13 +151,25 @@ impl Call {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let kvs_tags = vec![
-            ("AWS_KINESISVIDEO_FRAGMENT_NUMBER".into(), self.fragment_number(index)),
-            ("AWS_KINESISVIDEO_SERVER_TIMESTAMP".into(), Self::seconds(start + 450)),
-            ("AWS_KINESISVIDEO_PRODUCER_TIMESTAMP".into(), Self::seconds(start)),
+            (
+                "AWS_KINESISVIDEO_FRAGMENT_NUMBER".into(),
+                self.fragment_number(index),
+            ),
+            (
+                "AWS_KINESISVIDEO_SERVER_TIMESTAMP".into(),
+                Self::seconds(start + 450),
+            ),
+            (
+                "AWS_KINESISVIDEO_PRODUCER_TIMESTAMP".into(),
+                Self::seconds(start),
+            ),
         ];
         let trailer = vec![
             ("AWS_KINESISVIDEO_MILLIS_BEHIND_NOW".into(), "1250".into()),
-            ("AWS_KINESISVIDEO_CONTINUATION_TOKEN".into(), self.continuation_token(index)),
+            (
+                "AWS_KINESISVIDEO_CONTINUATION_TOKEN".into(),
+                self.continuation_token(index),
+            ),
         ];
         Fragment {
             doc_type: None,

@@ -19,18 +19,48 @@ macro_rules! kvs_tag {
     };
 }
 
-kvs_tag!(FragmentNumber, &'a str, "kvs-fragment-number", "KVS fragment number",
-    "AWS_KINESISVIDEO_FRAGMENT_NUMBER of the fragment (a decimal string)");
-kvs_tag!(ServerTimestamp, u64, "kvs-server-timestamp", "KVS server timestamp",
-    "Server-side timestamp of the fragment, in nanoseconds since the Unix epoch");
-kvs_tag!(ProducerTimestamp, u64, "kvs-producer-timestamp", "KVS producer timestamp",
-    "Producer-side timestamp of the fragment, in nanoseconds since the Unix epoch");
-kvs_tag!(MillisBehindNow, u64, "kvs-millis-behind-now", "KVS milliseconds behind now",
-    "How far behind live the stream was at the previous complete fragment, in milliseconds");
-kvs_tag!(ContinuationToken, &'a str, "kvs-continuation-token", "KVS continuation token",
-    "GetMedia continuation token that resumes the stream at this fragment");
-kvs_tag!(ContactId, &'a str, "kvs-contact-id", "Amazon Connect contact id",
-    "ContactId of the Amazon Connect contact the audio belongs to");
+kvs_tag!(
+    FragmentNumber,
+    &'a str,
+    "kvs-fragment-number",
+    "KVS fragment number",
+    "AWS_KINESISVIDEO_FRAGMENT_NUMBER of the fragment (a decimal string)"
+);
+kvs_tag!(
+    ServerTimestamp,
+    u64,
+    "kvs-server-timestamp",
+    "KVS server timestamp",
+    "Server-side timestamp of the fragment, in nanoseconds since the Unix epoch"
+);
+kvs_tag!(
+    ProducerTimestamp,
+    u64,
+    "kvs-producer-timestamp",
+    "KVS producer timestamp",
+    "Producer-side timestamp of the fragment, in nanoseconds since the Unix epoch"
+);
+kvs_tag!(
+    MillisBehindNow,
+    u64,
+    "kvs-millis-behind-now",
+    "KVS milliseconds behind now",
+    "How far behind live the stream was at the previous complete fragment, in milliseconds"
+);
+kvs_tag!(
+    ContinuationToken,
+    &'a str,
+    "kvs-continuation-token",
+    "KVS continuation token",
+    "GetMedia continuation token that resumes the stream at this fragment"
+);
+kvs_tag!(
+    ContactId,
+    &'a str,
+    "kvs-contact-id",
+    "Amazon Connect contact id",
+    "ContactId of the Amazon Connect contact the audio belongs to"
+);
 
 /// Registers the tags once per process.
 pub fn register() {
@@ -47,4 +77,3 @@ pub fn register() {
         gst::tags::register::<ContactId>();
     });
 }
-

@@ -24,7 +24,9 @@ fn connect_call_pcm_is_bit_exact_per_track() {
     assert_eq!(agent.title().as_deref(), Some(AGENT));
     assert_eq!(caller.pcm(), call.pcm(Side::Caller));
     assert_eq!(agent.pcm(), call.pcm(Side::Agent));
-    let expected: gst::Caps = "audio/x-raw,format=S16LE,layout=interleaved,rate=8000,channels=1".parse().unwrap();
+    let expected: gst::Caps = "audio/x-raw,format=S16LE,layout=interleaved,rate=8000,channels=1"
+        .parse()
+        .unwrap();
     assert_eq!(caller.caps, vec![expected.clone()]);
     assert_eq!(agent.caps, vec![expected]);
     assert!(caller.eos && agent.eos);
@@ -41,7 +43,11 @@ fn timestamps_run_on_from_zero_across_fragments() {
         assert_eq!(b.pts, Some(ms(64 * i as u64)), "buffer {i}");
         assert_eq!(b.duration, Some(ms(64)));
         assert_eq!(b.discont, i == 0, "buffer {i}");
-        assert_eq!(b.unix, Some(ms(call.start_ms + 64 * i as u64)), "absolute producer time");
+        assert_eq!(
+            b.unix,
+            Some(ms(call.start_ms + 64 * i as u64)),
+            "absolute producer time"
+        );
     }
 }
 
@@ -51,7 +57,11 @@ fn split_invariant_over_chunkings() {
     let data = call.bytes();
     let reference = demux(&data).summary();
     for size in [1usize, 7, 1000, 65536] {
-        assert_eq!(demux_with(&data, || size, &[]).summary(), reference, "chunks of {size}");
+        assert_eq!(
+            demux_with(&data, || size, &[]).summary(),
+            reference,
+            "chunks of {size}"
+        );
     }
     let mut rng = Rng(42);
     for _ in 0..3 {
@@ -66,7 +76,7 @@ fn tags_once_per_fragment_and_constant_in_size() {
     let run = demux(&call.bytes());
     let pad = run.pad("audio_1");
     assert_eq!(pad.tags.len() as u64, call.fragments);
-    let sizes: Vec<usize> = pad.tags.iter().map(|t| t.n_tags() as usize).collect();
+    let sizes: Vec<usize> = pad.tags.iter().map(|t| t.n_tags()).collect();
     // The first fragment has no previous continuation token or lag.
     assert!(sizes[1..].iter().all(|&n| n == sizes[1]), "{sizes:?}");
     for (i, t) in pad.tags.iter().enumerate() {
@@ -79,13 +89,22 @@ fn tags_once_per_fragment_and_constant_in_size() {
         assert_eq!(producer, (call.start_ms + 1024 * i as u64) * 1_000_000);
         let server = t.get::<gstkvs::tags::ServerTimestamp>().unwrap().get();
         assert_eq!(server, producer + 450_000_000);
-        let comments: Vec<String> = t.iter_tag::<gst::tags::ExtendedComment>().map(|c| c.get().to_string()).collect();
-        assert!(comments.contains(&"MimeType=audio/L16;rate=8000;channels=1;".to_string()), "{comments:?}");
+        let comments: Vec<String> = t
+            .iter_tag::<gst::tags::ExtendedComment>()
+            .map(|c| c.get().to_string())
+            .collect();
+        assert!(
+            comments.contains(&"MimeType=audio/L16;rate=8000;channels=1;".to_string()),
+            "{comments:?}"
+        );
         assert!(comments.iter().any(|c| c.starts_with("InstanceId=")));
         if i > 0 {
             let token = t.get::<gstkvs::tags::ContinuationToken>().unwrap();
             assert_eq!(token.get(), call.continuation_token(i as u64 - 1));
-            assert_eq!(t.get::<gstkvs::tags::MillisBehindNow>().unwrap().get(), 1250);
+            assert_eq!(
+                t.get::<gstkvs::tags::MillisBehindNow>().unwrap().get(),
+                1250
+            );
         }
     }
 }
@@ -99,11 +118,20 @@ fn one_message_per_fragment() {
     for (i, s) in frags.iter().enumerate() {
         let i = i as u64;
         assert_eq!(s.get::<u64>("index").unwrap(), i);
-        assert_eq!(s.get::<&str>("fragment-number").unwrap(), call.fragment_number(i));
-        assert_eq!(s.get::<&str>("continuation-token").unwrap(), call.continuation_token(i));
+        assert_eq!(
+            s.get::<&str>("fragment-number").unwrap(),
+            call.fragment_number(i)
+        );
+        assert_eq!(
+            s.get::<&str>("continuation-token").unwrap(),
+            call.continuation_token(i)
+        );
         assert_eq!(s.get::<u64>("millis-behind-now").unwrap(), 1250);
         assert_eq!(s.get::<&str>("contact-id").unwrap(), call.contact_id);
-        assert_eq!(s.get::<u64>("producer-timestamp").unwrap(), (call.start_ms + 1024 * i) * 1_000_000);
+        assert_eq!(
+            s.get::<u64>("producer-timestamp").unwrap(),
+            (call.start_ms + 1024 * i) * 1_000_000
+        );
         let blocks = s.get::<gst::Structure>("blocks").unwrap();
         assert_eq!(blocks.get::<u64>("track-1").unwrap(), 16);
         assert_eq!(blocks.get::<u64>("track-2").unwrap(), 16);
@@ -142,7 +170,11 @@ fn track_order_change_mid_stream_keeps_each_pad_on_its_speaker() {
         // Continue the sample sequence so the expected PCM is the same call.
         let mut f = second.fragment(i);
         for b in &mut f.blocks {
-            let side = if b.track == 1 { Side::Agent } else { Side::Caller };
+            let side = if b.track == 1 {
+                Side::Agent
+            } else {
+                Side::Caller
+            };
             let block = (2 + i) * 16 + u64::from(b.relative as u16) / 64;
             b.frames[0] = (block * 512..(block + 1) * 512)
                 .flat_map(|n| gstkvs::synth::sample(side, n).to_le_bytes())
@@ -171,7 +203,11 @@ fn silent_side_is_filled_with_silence() {
     let agent = run.pad("audio_1");
     assert_eq!(agent.pcm(), call.pcm(Side::Agent));
     assert_eq!(agent.pcm_with_gaps(), call.pcm_with_silence(Side::Agent));
-    let resumed = agent.buffers.iter().find(|b| b.pts == Some(ms(4096))).unwrap();
+    let resumed = agent
+        .buffers
+        .iter()
+        .find(|b| b.pts == Some(ms(4096)))
+        .unwrap();
     assert!(resumed.discont && !resumed.gap);
     // Filled while the caller went on, not all at once when the agent came back.
     let first_gap = agent.buffers.iter().position(|b| b.gap).unwrap();
@@ -225,7 +261,10 @@ fn long_jump_continues_the_timeline() {
     let bufs = &run.pad("audio_0").buffers;
     let first = bufs.iter().position(|b| b.gap).unwrap();
     assert_eq!(bufs[first].pts, Some(ms(2048)));
-    let resumed = bufs.iter().find(|b| !b.gap && b.pts >= Some(ms(2048))).unwrap();
+    let resumed = bufs
+        .iter()
+        .find(|b| !b.gap && b.pts >= Some(ms(2048)))
+        .unwrap();
     assert_eq!(resumed.pts, Some(ms(5000)));
     assert!(resumed.discont);
 }
@@ -283,7 +322,11 @@ pub fn deinterleave(data: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 
 pub fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("kvs-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let dir = std::env::temp_dir().join(format!(
+        "kvs-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -296,7 +339,9 @@ pub fn run_launch(desc: &str) -> Vec<gst::Message> {
     let bus = pipeline.bus().unwrap();
     let mut messages = Vec::new();
     loop {
-        let msg = bus.timed_pop(gst::ClockTime::from_seconds(30)).unwrap_or_else(|| panic!("{desc}: no EOS in 30 s"));
+        let msg = bus
+            .timed_pop(gst::ClockTime::from_seconds(30))
+            .unwrap_or_else(|| panic!("{desc}: no EOS in 30 s"));
         match msg.view() {
             gst::MessageView::Eos(_) => break,
             gst::MessageView::Error(e) => panic!("{desc}: {} ({:?})", e.error(), e.debug()),
@@ -323,12 +368,32 @@ fn contact_change_is_reported_and_can_stop() {
     let mut data = a.bytes();
     data.extend(b.bytes());
     let run = demux(&data);
-    let changes: Vec<_> = run.messages.iter().filter(|s| s.name() == "kvs-contact-changed").collect();
+    let changes: Vec<_> = run
+        .messages
+        .iter()
+        .filter(|s| s.name() == "kvs-contact-changed")
+        .collect();
     assert_eq!(changes.len(), 1);
-    assert_eq!(changes[0].get::<&str>("previous-contact-id").unwrap(), "contact-a");
+    assert_eq!(
+        changes[0].get::<&str>("previous-contact-id").unwrap(),
+        "contact-a"
+    );
     assert_eq!(changes[0].get::<&str>("contact-id").unwrap(), "contact-b");
-    let contacts: Vec<String> = run.pad("audio_0").tags.iter().map(|t| t.get::<gstkvs::tags::ContactId>().unwrap().get().to_string()).collect();
-    assert_eq!(contacts, ["contact-a", "contact-a", "contact-b", "contact-b"]);
+    let contacts: Vec<String> = run
+        .pad("audio_0")
+        .tags
+        .iter()
+        .map(|t| {
+            t.get::<gstkvs::tags::ContactId>()
+                .unwrap()
+                .get()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        contacts,
+        ["contact-a", "contact-a", "contact-b", "contact-b"]
+    );
     assert_eq!(run.pad("audio_0").buffers.len(), 64);
 
     let run = demux_with(&data, || 4096, &[("stop-at-contact-end", "true")]);
@@ -338,7 +403,14 @@ fn contact_change_is_reported_and_can_stop() {
     assert_eq!(run.fragments().len(), 2);
 }
 
-fn pcm_track(number: u64, name: &str, codec: &str, rate: f64, channels: u64, bits: u64) -> TrackSpec {
+fn pcm_track(
+    number: u64,
+    name: &str,
+    codec: &str,
+    rate: f64,
+    channels: u64,
+    bits: u64,
+) -> TrackSpec {
     TrackSpec {
         number,
         track_type: 2,
@@ -357,7 +429,10 @@ fn frag(tracks: Vec<TrackSpec>, cluster_timecode: u64, blocks: Vec<BlockSpec>) -
     Fragment {
         timestamp_scale: Some(1_000_000),
         tracks,
-        tags_before: vec![vec![("AWS_KINESISVIDEO_FRAGMENT_NUMBER".into(), cluster_timecode.to_string())]],
+        tags_before: vec![vec![(
+            "AWS_KINESISVIDEO_FRAGMENT_NUMBER".into(),
+            cluster_timecode.to_string(),
+        )]],
         cluster_timecode,
         blocks,
         ..Fragment::default()
@@ -401,21 +476,42 @@ fn plain_pcm_codecs_video_skipped_and_lacing() {
         lacing: Lacing::Fixed,
         group: None,
     };
-    let blocks = vec![BlockSpec::simple(1, 0, vec![9; 5000]), laced, grouped, fixed];
+    let blocks = vec![
+        BlockSpec::simple(1, 0, vec![9; 5000]),
+        laced,
+        grouped,
+        fixed,
+    ];
     let run = demux(&frag(tracks, 5000, blocks).to_bytes());
     assert!(run.errors.is_empty(), "{:?}", run.errors);
-    assert_eq!(run.pads.keys().collect::<Vec<_>>(), ["audio_0", "audio_1", "audio_2"]);
+    assert_eq!(
+        run.pads.keys().collect::<Vec<_>>(),
+        ["audio_0", "audio_1", "audio_2"]
+    );
     let stereo = run.pad("audio_0");
-    assert!(stereo.caps[0].to_string().contains("S16LE") && stereo.caps[0].to_string().contains("channels=(int)2"));
+    assert!(
+        stereo.caps[0].to_string().contains("S16LE")
+            && stereo.caps[0].to_string().contains("channels=(int)2")
+    );
     let sizes: Vec<usize> = stereo.buffers.iter().map(|b| b.data.len()).collect();
     assert_eq!(sizes, [400, 800, 4]);
     // 400 bytes = 100 stereo frames at 48 kHz.
-    let pts: Vec<_> = stereo.buffers.iter().map(|b| b.pts.unwrap().nseconds()).collect();
+    let pts: Vec<_> = stereo
+        .buffers
+        .iter()
+        .map(|b| b.pts.unwrap().nseconds())
+        .collect();
     assert_eq!(pts, [0, 2_083_333, 6_249_999]);
     assert!(run.pad("audio_1").caps[0].to_string().contains("F32LE"));
-    assert_eq!(run.pad("audio_1").pcm(), [vec![4u8; 64], vec![5; 64]].concat());
+    assert_eq!(
+        run.pad("audio_1").pcm(),
+        [vec![4u8; 64], vec![5; 64]].concat()
+    );
     assert!(run.pad("audio_2").caps[0].to_string().contains("S24BE"));
-    assert_eq!(run.pad("audio_2").pcm(), [vec![6u8; 30], vec![7; 30]].concat());
+    assert_eq!(
+        run.pad("audio_2").pcm(),
+        [vec![6u8; 30], vec![7; 30]].concat()
+    );
 }
 
 #[test]
@@ -424,11 +520,18 @@ fn unsupported_codec_is_skipped_with_a_warning() {
         pcm_track(1, "vorbis", "A_VORBIS", 48000.0, 2, 16),
         pcm_track(2, "pcm", "A_PCM/INT/LIT", 8000.0, 1, 16),
     ];
-    let blocks = vec![BlockSpec::simple(1, 0, vec![1; 10]), BlockSpec::simple(2, 0, vec![2; 16])];
+    let blocks = vec![
+        BlockSpec::simple(1, 0, vec![1; 10]),
+        BlockSpec::simple(2, 0, vec![2; 16]),
+    ];
     let run = demux(&frag(tracks, 0, blocks).to_bytes());
     assert_eq!(run.pads.len(), 1);
     assert_eq!(run.pad("audio_0").pcm(), vec![2; 16]);
-    assert!(run.warnings.iter().any(|w| w.contains("A_VORBIS")), "{:?}", run.warnings);
+    assert!(
+        run.warnings.iter().any(|w| w.contains("A_VORBIS")),
+        "{:?}",
+        run.warnings
+    );
 }
 
 #[test]
@@ -438,13 +541,21 @@ fn connect_pcm_property() {
         ..Call::default()
     };
     let run = demux_with(&call.bytes(), || 4096, &[("connect-pcm", "never")]);
-    assert!(run.pad("audio_0").caps[0].to_string().starts_with("audio/mpeg"));
+    assert!(
+        run.pad("audio_0").caps[0]
+            .to_string()
+            .starts_with("audio/mpeg")
+    );
     // Without a MimeType tag, auto reads AAC and always reads PCM.
     let mut f = call.fragment(0);
     f.tags_before.remove(0);
     f.tags_after.clear();
     let run = demux_with(&f.to_bytes(), || 4096, &[]);
-    assert!(run.pad("audio_0").caps[0].to_string().starts_with("audio/mpeg"));
+    assert!(
+        run.pad("audio_0").caps[0]
+            .to_string()
+            .starts_with("audio/mpeg")
+    );
     let run = demux_with(&f.to_bytes(), || 4096, &[("connect-pcm", "always")]);
     assert!(run.pad("audio_0").caps[0].to_string().contains("S16LE"));
     assert_eq!(run.pad("audio_0").pcm(), call.pcm(Side::Caller));
@@ -459,22 +570,37 @@ fn in_band_error_reaches_the_bus() {
     let mut data = call.fragment(0).to_bytes();
     let mut f = call.fragment(1);
     f.tags_after = vec![vec![
-        ("AWS_KINESISVIDEO_ERROR_CODE".into(), "KMS_KEY_DISABLED".into()),
+        (
+            "AWS_KINESISVIDEO_ERROR_CODE".into(),
+            "KMS_KEY_DISABLED".into(),
+        ),
         ("AWS_KINESISVIDEO_ERROR_ID".into(), "4501".into()),
     ]];
     f.write(&mut data);
     let run = demux(&data);
     let e = &run.errors[0];
-    assert!(e.contains("KMS_KEY_DISABLED") && e.contains("4501") && e.contains("KMS key is disabled"), "{e}");
+    assert!(
+        e.contains("KMS_KEY_DISABLED") && e.contains("4501") && e.contains("KMS key is disabled"),
+        "{e}"
+    );
     assert!(e.contains(&call.fragment_number(1)), "{e}");
 
     let mut f = call.fragment(0);
     f.tags_after = vec![vec![
-        ("AWS_KINESISVIDEO_EXCEPTION_ERROR_CODE".into(), "MISSING_FRAGMENT".into()),
-        ("AWS_KINESISVIDEO_EXCEPTION_MESSAGE".into(), "Fragment 123 was not found".into()),
+        (
+            "AWS_KINESISVIDEO_EXCEPTION_ERROR_CODE".into(),
+            "MISSING_FRAGMENT".into(),
+        ),
+        (
+            "AWS_KINESISVIDEO_EXCEPTION_MESSAGE".into(),
+            "Fragment 123 was not found".into(),
+        ),
     ]];
     let run = demux(&f.to_bytes());
-    assert!(run.errors[0].contains("MISSING_FRAGMENT") && run.errors[0].contains("Fragment 123 was not found"));
+    assert!(
+        run.errors[0].contains("MISSING_FRAGMENT")
+            && run.errors[0].contains("Fragment 123 was not found")
+    );
 }
 
 #[test]
@@ -489,7 +615,10 @@ fn damaged_fragment_is_skipped_and_the_rest_plays() {
     // Break a block size inside fragment 1 so that it claims 100 MiB.
     let mut data = f0.clone();
     let mut broken = f1.clone();
-    let at = broken.windows(3).position(|w| w == [0xA3, 0x44, 0x04]).expect("a 1028-byte SimpleBlock");
+    let at = broken
+        .windows(3)
+        .position(|w| w == [0xA3, 0x44, 0x04])
+        .expect("a 1028-byte SimpleBlock");
     broken[at + 1..at + 3].copy_from_slice(&[0x16, 0x40]);
     broken.splice(at + 1..at + 1, [0x00u8, 0x00]);
     broken[at + 1] = 0x16;
@@ -502,16 +631,33 @@ fn damaged_fragment_is_skipped_and_the_rest_plays() {
     assert!(run.eos);
     assert_eq!(run.warnings.len(), 1, "{:?}", run.warnings);
     let offset = f0.len() + at;
-    assert!(run.warnings[0].contains(&format!("at byte {offset}")), "{}", run.warnings[0]);
-    assert!(run.warnings[0].contains("over the 16777216 byte limit"), "{}", run.warnings[0]);
-    let numbers: Vec<&str> = run.fragments().iter().map(|s| s.get::<&str>("fragment-number").unwrap()).collect();
+    assert!(
+        run.warnings[0].contains(&format!("at byte {offset}")),
+        "{}",
+        run.warnings[0]
+    );
+    assert!(
+        run.warnings[0].contains("over the 16777216 byte limit"),
+        "{}",
+        run.warnings[0]
+    );
+    let numbers: Vec<&str> = run
+        .fragments()
+        .iter()
+        .map(|s| s.get::<&str>("fragment-number").unwrap())
+        .collect();
     assert_eq!(numbers, [call.fragment_number(0), call.fragment_number(2)]);
     // Fragment 1 is lost from the broken block on; fragments 0 and 2 are whole.
     let pcm = run.pad("audio_0").pcm();
     let expected = call.pcm(Side::Caller);
     assert_eq!(&pcm[..16 * 1024], &expected[..16 * 1024]);
     assert_eq!(&pcm[pcm.len() - 16 * 1024..], &expected[2 * 16 * 1024..]);
-    let resumed = run.pad("audio_0").buffers.iter().find(|b| b.pts == Some(ms(2048))).unwrap();
+    let resumed = run
+        .pad("audio_0")
+        .buffers
+        .iter()
+        .find(|b| b.pts == Some(ms(2048)))
+        .unwrap();
     assert!(resumed.discont);
 }
 
@@ -525,7 +671,13 @@ fn truncated_last_fragment_delivers_complete_blocks_then_eos() {
     let cut = data.len() - 3000;
     let run = demux(&data[..cut]);
     assert!(run.eos);
-    assert!(run.warnings.iter().any(|w| w.contains("ended inside fragment")), "{:?}", run.warnings);
+    assert!(
+        run.warnings
+            .iter()
+            .any(|w| w.contains("ended inside fragment")),
+        "{:?}",
+        run.warnings
+    );
     assert_eq!(run.fragments().len(), 1);
     let pcm = run.pad("audio_0").pcm();
     assert!(pcm.len() > 16 * 1024 && pcm.len() < 32 * 1024);
@@ -543,13 +695,24 @@ fn no_audio_track_is_an_error_after_the_fragments() {
         audio: None,
     };
     let data: Vec<u8> = (0..3)
-        .flat_map(|i| frag(vec![video.clone()], i * 1000, vec![BlockSpec::simple(1, 0, vec![0; 100])]).to_bytes())
+        .flat_map(|i| {
+            frag(
+                vec![video.clone()],
+                i * 1000,
+                vec![BlockSpec::simple(1, 0, vec![0; 100])],
+            )
+            .to_bytes()
+        })
         .collect();
     let run = demux(&data);
     assert!(run.pads.is_empty());
     assert_eq!(run.fragments().len(), 3);
     assert_eq!(run.errors.len(), 1);
-    assert!(run.errors[0].starts_with("No audio track in stream"), "{}", run.errors[0]);
+    assert!(
+        run.errors[0].starts_with("No audio track in stream"),
+        "{}",
+        run.errors[0]
+    );
 }
 
 #[test]
@@ -581,7 +744,10 @@ fn harness() -> (gst_check::Harness, gst_app::AppSink) {
     common::init();
     let mut h = gst_check::Harness::with_padnames("kvsaudiodemux", Some("sink"), None);
     h.set_src_caps_str("video/x-matroska");
-    let sink = gst_app::AppSink::builder().sync(false).wait_on_eos(false).build();
+    let sink = gst_app::AppSink::builder()
+        .sync(false)
+        .wait_on_eos(false)
+        .build();
     sink.set_state(gst::State::Playing).unwrap();
     let sink_pad = sink.static_pad("sink").unwrap();
     h.element().unwrap().connect_pad_added(move |_, pad| {
@@ -641,9 +807,13 @@ fn replayed_fragment_after_reconnect_is_not_duplicated() {
     let f2 = first_track_only(call.fragment(2));
     let (mut h, sink) = harness();
     h.push(gst::Buffer::from_slice(f0.clone())).unwrap();
-    h.push(gst::Buffer::from_slice(f1[..f1.len() / 2].to_vec())).unwrap();
+    h.push(gst::Buffer::from_slice(f1[..f1.len() / 2].to_vec()))
+        .unwrap();
     let mut again = gst::Buffer::from_slice([f1.clone(), f2].concat());
-    again.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
+    again
+        .get_mut()
+        .unwrap()
+        .set_flags(gst::BufferFlags::DISCONT);
     h.push(again).unwrap();
     h.push_event(gst::event::Eos::new());
     let mut pcm = Vec::new();

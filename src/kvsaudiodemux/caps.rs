@@ -12,7 +12,11 @@ use crate::mkv::Track;
 pub enum Payload {
     /// Raw samples: durations follow from the byte count. `silence` is the
     /// byte value of a silent sample.
-    Raw { bytes_per_frame: usize, rate: u32, silence: u8 },
+    Raw {
+        bytes_per_frame: usize,
+        rate: u32,
+        silence: u8,
+    },
     Coded,
 }
 
@@ -60,7 +64,10 @@ fn int_format(bits: u64, big_endian: bool) -> Option<AudioFormat> {
 }
 
 fn track_rate(track: &Track) -> u32 {
-    track.rate.filter(|r| *r >= 1.0 && *r < 1e7).map_or(8000, |r| r.round() as u32)
+    track
+        .rate
+        .filter(|r| *r >= 1.0 && *r < 1e7)
+        .map_or(8000, |r| r.round() as u32)
 }
 
 fn track_channels(track: &Track) -> u32 {
@@ -88,13 +95,18 @@ fn acm(private: &[u8]) -> Result<Output, String> {
     let bits = u64::from(u16le(14));
     match tag {
         1 | 0xFFFE => {
-            let format = int_format(bits, false).ok_or(format!("{bits}-bit PCM is not supported"))?;
+            let format =
+                int_format(bits, false).ok_or(format!("{bits}-bit PCM is not supported"))?;
             raw(format, rate, channels)
         }
         3 if bits == 32 => raw(AudioFormat::F32le, rate, channels),
         3 if bits == 64 => raw(AudioFormat::F64le, rate, channels),
         6 | 7 => {
-            let name = if tag == 6 { "audio/x-alaw" } else { "audio/x-mulaw" };
+            let name = if tag == 6 {
+                "audio/x-alaw"
+            } else {
+                "audio/x-mulaw"
+            };
             if rate == 0 || channels == 0 {
                 return Err(format!("invalid {name}: {rate} Hz, {channels} channels"));
             }
@@ -110,7 +122,9 @@ fn acm(private: &[u8]) -> Result<Output, String> {
                 },
             })
         }
-        other => Err(format!("WAVEFORMATEX format tag {other:#06x} is not supported")),
+        other => Err(format!(
+            "WAVEFORMATEX format tag {other:#06x} is not supported"
+        )),
     }
 }
 
@@ -126,9 +140,13 @@ fn opus(private: &[u8]) -> Result<Output, String> {
         .field("channels", channels)
         .field("channel-mapping-family", family);
     if family == 0 {
-        caps = caps.field("stream-count", 1i32).field("coupled-count", channels - 1);
+        caps = caps
+            .field("stream-count", 1i32)
+            .field("coupled-count", channels - 1);
     } else {
-        let table = private.get(19..21 + channels as usize).ok_or("short OpusHead mapping table")?;
+        let table = private
+            .get(19..21 + channels as usize)
+            .ok_or("short OpusHead mapping table")?;
         let mapping: Vec<i32> = table[2..].iter().map(|&c| i32::from(c)).collect();
         caps = caps
             .field("stream-count", i32::from(table[0]))
@@ -143,7 +161,11 @@ fn opus(private: &[u8]) -> Result<Output, String> {
 
 /// Output caps for an audio track. `l16` is the rate and channels of the
 /// latest `audio/L16` MimeType tag, if the stream has one.
-pub fn output_for(track: &Track, mode: ConnectPcm, l16: Option<(u32, u32)>) -> Result<Output, String> {
+pub fn output_for(
+    track: &Track,
+    mode: ConnectPcm,
+    l16: Option<(u32, u32)>,
+) -> Result<Output, String> {
     let codec = track.codec_id.as_str();
     let bits = track.bit_depth.unwrap_or(16);
     match codec {
@@ -157,7 +179,12 @@ pub fn output_for(track: &Track, mode: ConnectPcm, l16: Option<(u32, u32)>) -> R
                 return raw(AudioFormat::S16le, rate, channels);
             }
             let (rate, channels) = aac_config(&track.codec_private)
-                .map(|(r, c)| (track.rate.map_or(r, |_| track_rate(track)), track.channels.map_or(c, |_| track_channels(track))))
+                .map(|(r, c)| {
+                    (
+                        track.rate.map_or(r, |_| track_rate(track)),
+                        track.channels.map_or(c, |_| track_channels(track)),
+                    )
+                })
                 .unwrap_or((track_rate(track), track_channels(track)));
             let mut caps = gst::Caps::builder("audio/mpeg")
                 .field("mpegversion", 4i32)
@@ -166,7 +193,10 @@ pub fn output_for(track: &Track, mode: ConnectPcm, l16: Option<(u32, u32)>) -> R
                 .field("rate", rate as i32)
                 .field("channels", channels as i32);
             if !track.codec_private.is_empty() {
-                caps = caps.field("codec_data", gst::Buffer::from_slice(track.codec_private.clone()));
+                caps = caps.field(
+                    "codec_data",
+                    gst::Buffer::from_slice(track.codec_private.clone()),
+                );
             }
             Ok(Output {
                 caps: caps.build(),
@@ -174,7 +204,8 @@ pub fn output_for(track: &Track, mode: ConnectPcm, l16: Option<(u32, u32)>) -> R
             })
         }
         "A_PCM/INT/LIT" | "A_PCM/INT/BIG" => {
-            let format = int_format(bits, codec.ends_with("BIG")).ok_or(format!("{bits}-bit PCM is not supported"))?;
+            let format = int_format(bits, codec.ends_with("BIG"))
+                .ok_or(format!("{bits}-bit PCM is not supported"))?;
             raw(format, track_rate(track), track_channels(track))
         }
         "A_PCM/FLOAT/IEEE" => {
@@ -250,8 +281,16 @@ mod tests {
     fn codec_map() {
         gst::init().unwrap();
         let connect = track("A_AAC", &[0x11, 0x90]);
-        let expected: gst::Caps = "audio/x-raw,format=S16LE,layout=interleaved,rate=8000,channels=1".parse().unwrap();
-        assert_eq!(output_for(&connect, ConnectPcm::Auto, Some((8000, 1))).unwrap().caps, expected);
+        let expected: gst::Caps =
+            "audio/x-raw,format=S16LE,layout=interleaved,rate=8000,channels=1"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            output_for(&connect, ConnectPcm::Auto, Some((8000, 1)))
+                .unwrap()
+                .caps,
+            expected
+        );
         let aac = caps_str(&connect, ConnectPcm::Auto, None);
         assert!(aac.starts_with("audio/mpeg, mpegversion=(int)4"), "{aac}");
         assert!(aac.contains("rate=(int)48000, channels=(int)2"), "{aac}");
@@ -264,12 +303,23 @@ mod tests {
         pcm.bit_depth = Some(24);
         let out = output_for(&pcm, ConnectPcm::Auto, None).unwrap();
         assert!(out.caps.to_string().contains("S24BE"));
-        assert_eq!(out.payload, Payload::Raw { bytes_per_frame: 6, rate: 16000, silence: 0 });
+        assert_eq!(
+            out.payload,
+            Payload::Raw {
+                bytes_per_frame: 6,
+                rate: 16000,
+                silence: 0
+            }
+        );
 
         let mut wav = vec![7, 0, 1, 0, 0x40, 0x1F, 0, 0, 0x40, 0x1F, 0, 0, 1, 0, 8, 0];
-        assert!(caps_str(&track("A_MS/ACM", &wav), ConnectPcm::Auto, None).starts_with("audio/x-mulaw"));
+        assert!(
+            caps_str(&track("A_MS/ACM", &wav), ConnectPcm::Auto, None).starts_with("audio/x-mulaw")
+        );
         wav[0] = 6;
-        assert!(caps_str(&track("A_MS/ACM", &wav), ConnectPcm::Auto, None).starts_with("audio/x-alaw"));
+        assert!(
+            caps_str(&track("A_MS/ACM", &wav), ConnectPcm::Auto, None).starts_with("audio/x-alaw")
+        );
         wav[0] = 1;
         wav[14] = 16;
         assert!(caps_str(&track("A_MS/ACM", &wav), ConnectPcm::Auto, None).contains("S16LE"));
@@ -277,8 +327,13 @@ mod tests {
         let mut head = b"OpusHead".to_vec();
         head.extend_from_slice(&[1, 2, 0x38, 0x01, 0x80, 0xBB, 0, 0, 0, 0, 0]);
         let opus = caps_str(&track("A_OPUS", &head), ConnectPcm::Auto, None);
-        assert!(opus.contains("channels=(int)2") && opus.contains("coupled-count=(int)1"), "{opus}");
-        assert!(caps_str(&track("A_MPEG/L3", &[]), ConnectPcm::Auto, None).contains("layer=(int)3"));
+        assert!(
+            opus.contains("channels=(int)2") && opus.contains("coupled-count=(int)1"),
+            "{opus}"
+        );
+        assert!(
+            caps_str(&track("A_MPEG/L3", &[]), ConnectPcm::Auto, None).contains("layer=(int)3")
+        );
         assert!(output_for(&track("A_VORBIS", &[]), ConnectPcm::Auto, None).is_err());
         assert!(output_for(&track("A_OPUS", b"junk"), ConnectPcm::Auto, None).is_err());
     }

@@ -15,8 +15,8 @@ use gst::subclass::prelude::*;
 
 use super::ConnectPcm;
 use super::caps::{self, Output};
-use super::stream::{FlowResult, Stream};
 use super::imp::{CAT, KvsAudioDemux};
+use super::stream::{FlowResult, Stream};
 use crate::kvs::{self, FragmentMeta};
 use crate::mkv::elements::DEFAULT_TIMESTAMP_SCALE;
 use crate::mkv::{Block, Event, Parser, SimpleTag, Track, TrackKind};
@@ -30,7 +30,6 @@ pub const DEFAULT_MAX_GAP_MS: u32 = 10_000;
 /// A pad this far behind another gets GAP events up to that distance. It is
 /// well under a default queue's 1 s, so a silent pad never stalls a pipeline.
 const GAP_LAG: u64 = 400_000_000;
-
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -88,6 +87,9 @@ impl Default for Fragment {
     }
 }
 
+/// What the pads were last configured from.
+type Config = (Vec<Track>, Option<(u32, u32)>, ConnectPcm);
+
 #[derive(Default)]
 pub struct Demux {
     parser: Parser,
@@ -100,7 +102,7 @@ pub struct Demux {
     fragment: Fragment,
     /// The Tracks in force (a chunk without Tracks keeps the previous ones).
     tracks: Vec<Track>,
-    configured: Option<(Vec<Track>, Option<(u32, u32)>, ConnectPcm)>,
+    configured: Option<Config>,
     warned: Vec<u64>,
     /// Rate and channels of the latest audio/L16 MimeType tag.
     l16: Option<(u32, u32)>,
@@ -114,13 +116,17 @@ pub struct Demux {
     stopped: bool,
 }
 
-
 impl Demux {
     pub fn pads(&self) -> Vec<gst::Pad> {
         self.streams.iter().map(|s| s.pad.clone()).collect()
     }
 
-    pub fn chain(&mut self, imp: &KvsAudioDemux, settings: &Settings, buffer: gst::Buffer) -> FlowResult {
+    pub fn chain(
+        &mut self,
+        imp: &KvsAudioDemux,
+        settings: &Settings,
+        buffer: gst::Buffer,
+    ) -> FlowResult {
         if self.stopped {
             return Err(gst::FlowError::Eos);
         }
@@ -157,7 +163,11 @@ impl Demux {
                 self.parser.parse(&map, &mut events)
             };
             let region = if events.iter().any(|e| matches!(e, Event::Block(_))) {
-                Some(self.adapter.take_buffer(consumed).map_err(|_| gst::FlowError::Error)?)
+                Some(
+                    self.adapter
+                        .take_buffer(consumed)
+                        .map_err(|_| gst::FlowError::Error)?,
+                )
             } else {
                 self.adapter.flush(consumed);
                 None
@@ -169,6 +179,12 @@ impl Demux {
                 result = self.handle(imp, settings, event, region.as_ref());
                 if result.is_err() {
                     break;
+                }
+            }
+            for s in &mut self.streams {
+                let flushed = s.flush(imp);
+                if result.is_ok() {
+                    result = flushed;
                 }
             }
         }
@@ -186,7 +202,12 @@ impl Demux {
     ) -> FlowResult {
         match event {
             Event::Header { doc_type } => {
-                gst::trace!(CAT, imp = imp, "New {doc_type} chunk at byte {}", self.parser.offset());
+                gst::trace!(
+                    CAT,
+                    imp = imp,
+                    "New {doc_type} chunk at byte {}",
+                    self.parser.offset()
+                );
                 self.fragment = Fragment {
                     seen: true,
                     ..Fragment::default()
@@ -195,7 +216,9 @@ impl Demux {
             Event::Info { timestamp_scale } => self.fragment.timestamp_scale = timestamp_scale,
             Event::Tracks(tracks) => self.fragment.tracks = Some(tracks),
             Event::Tags(tags) => return self.on_tags(imp, &tags),
-            Event::ClusterStart if !self.fragment.started => return self.begin_fragment(imp, settings),
+            Event::ClusterStart if !self.fragment.started => {
+                return self.begin_fragment(imp, settings);
+            }
             Event::Block(block) => {
                 if let Some(region) = region {
                     return self.on_block(imp, settings, block, region);
@@ -206,7 +229,10 @@ impl Demux {
                 gst::element_imp_warning!(
                     imp,
                     gst::StreamError::Demux,
-                    ("Damaged KVS stream at byte {}: skipping to the next fragment", offset),
+                    (
+                        "Damaged KVS stream at byte {}: skipping to the next fragment",
+                        offset
+                    ),
                     ["{reason} (fragment {})", self.fragment_name()]
                 );
                 self.fragment.damaged = true;
@@ -218,7 +244,11 @@ impl Demux {
     }
 
     fn fragment_name(&self) -> &str {
-        self.fragment.meta.fragment_number.as_deref().unwrap_or("without number")
+        self.fragment
+            .meta
+            .fragment_number
+            .as_deref()
+            .unwrap_or("without number")
     }
 
     fn on_tags(&mut self, imp: &KvsAudioDemux, tags: &[SimpleTag]) -> FlowResult {
@@ -236,7 +266,12 @@ impl Demux {
                     err.id,
                     err.meaning()
                 ),
-                ["In-band error tags: code {:?}, id {:?}, message {:?}", err.code, err.id, err.message]
+                [
+                    "In-band error tags: code {:?}, id {:?}, message {:?}",
+                    err.code,
+                    err.id,
+                    err.message
+                ]
             );
             return Err(gst::FlowError::Error);
         }
@@ -250,33 +285,23 @@ impl Demux {
         self.fragment.started = true;
         let meta = &self.fragment.meta;
         if let Some(number) = &meta.fragment_number {
-            let replay = self
-                .last_number
-                .as_deref()
-                .is_some_and(|last| kvs::compare_fragment_numbers(number, last) != Ordering::Greater);
+            let replay = self.last_number.as_deref().is_some_and(|last| {
+                kvs::compare_fragment_numbers(number, last) != Ordering::Greater
+            });
             self.fragment.replay = replay;
             if !replay {
                 self.last_number = Some(number.clone());
             }
         }
-        if let Some(contact) = meta.contact_id.clone() {
-            if let Some(previous) = self.contact.replace(contact.clone()).filter(|p| *p != contact) {
-                gst::info!(CAT, imp = imp, "Contact changed from {previous} to {contact}");
-                let s = gst::Structure::builder("kvs-contact-changed")
-                    .field("previous-contact-id", &previous)
-                    .field("contact-id", &contact)
-                    .field("fragment-number", meta.fragment_number.as_deref().unwrap_or(""))
-                    .build();
-                imp.obj().post_message(gst::message::Element::builder(s).src(&*imp.obj()).build()).ok();
-                if settings.stop_at_contact_end {
-                    gst::info!(CAT, imp = imp, "stop-at-contact-end: sending EOS");
-                    self.stopped = true;
-                    for s in &self.streams {
-                        s.pad.push_event(gst::event::Eos::new());
-                    }
-                    return Err(gst::FlowError::Eos);
-                }
-            }
+        let previous = match meta.contact_id.clone() {
+            Some(contact) => self
+                .contact
+                .replace(contact)
+                .filter(|p| Some(p) != meta.contact_id.as_ref()),
+            None => None,
+        };
+        if let Some(previous) = previous {
+            self.contact_changed(imp, settings, previous)?;
         }
         if let Some(mime) = &self.fragment.meta.mime_type {
             self.l16 = kvs::parse_l16(mime);
@@ -285,8 +310,40 @@ impl Demux {
             self.tracks = tracks;
         }
         self.configure(imp, settings);
-        self.push_tags();
-        Ok(gst::FlowSuccess::Ok)
+        self.push_tags(imp)
+    }
+
+    /// Reports a new ContactId; with stop-at-contact-end, ends the stream.
+    fn contact_changed(
+        &mut self,
+        imp: &KvsAudioDemux,
+        settings: &Settings,
+        previous: String,
+    ) -> FlowResult {
+        let contact = self.contact.as_deref().unwrap_or_default();
+        gst::info!(
+            CAT,
+            imp = imp,
+            "Contact changed from {previous} to {contact}"
+        );
+        let number = self.fragment.meta.fragment_number.as_deref().unwrap_or("");
+        let s = gst::Structure::builder("kvs-contact-changed")
+            .field("previous-contact-id", &previous)
+            .field("contact-id", contact)
+            .field("fragment-number", number)
+            .build();
+        let obj = imp.obj();
+        obj.post_message(gst::message::Element::builder(s).src(&*obj).build())
+            .ok();
+        if !settings.stop_at_contact_end {
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        gst::info!(CAT, imp = imp, "stop-at-contact-end: sending EOS");
+        self.stopped = true;
+        for s in &mut self.streams {
+            let _ = s.send_event(imp, gst::event::Eos::new());
+        }
+        Err(gst::FlowError::Eos)
     }
 
     /// Brings the pads in line with the tracks in force.
@@ -299,7 +356,14 @@ impl Demux {
         let mut wanted = Vec::new();
         for track in &self.tracks {
             if track.kind != TrackKind::Audio {
-                gst::debug!(CAT, imp = imp, "Skipping {:?} track {} ({:?})", track.kind, track.number, track.codec_id);
+                gst::debug!(
+                    CAT,
+                    imp = imp,
+                    "Skipping {:?} track {} ({:?})",
+                    track.kind,
+                    track.number,
+                    track.codec_id
+                );
                 continue;
             }
             match caps::output_for(track, settings.connect_pcm, self.l16) {
@@ -309,13 +373,21 @@ impl Demux {
                     gst::element_imp_warning!(
                         imp,
                         gst::StreamError::CodecNotFound,
-                        ("Skipping audio track {} ({:?}): {}", track.number, track.name, err)
+                        (
+                            "Skipping audio track {} ({:?}): {}",
+                            track.number,
+                            track.name,
+                            err
+                        )
                     );
                 }
                 Err(_) => {}
             }
         }
-        let mut old: Vec<Option<Stream>> = std::mem::take(&mut self.streams).into_iter().map(Some).collect();
+        let mut old: Vec<Option<Stream>> = std::mem::take(&mut self.streams)
+            .into_iter()
+            .map(Some)
+            .collect();
         let mut added = false;
         for (track, output) in wanted {
             // Same number and name, else same name: a pad keeps its speaker
@@ -325,15 +397,16 @@ impl Demux {
                     s.track.name == track.name && (!by_number || s.track.number == track.number)
                 })
             };
-            let found = old
-                .iter()
-                .position(|s| same(s, true))
-                .or_else(|| (!track.name.is_empty()).then(|| old.iter().position(|s| same(s, false))).flatten());
+            let found = old.iter().position(|s| same(s, true)).or_else(|| {
+                (!track.name.is_empty())
+                    .then(|| old.iter().position(|s| same(s, false)))
+                    .flatten()
+            });
             let stream = match found.and_then(|i| old[i].take()) {
                 Some(mut s) => {
                     if s.output.caps != output.caps {
                         gst::debug!(CAT, obj = s.pad, "New caps {}", output.caps);
-                        s.pad.push_event(gst::event::Caps::new(&output.caps));
+                        let _ = s.send_event(imp, gst::event::Caps::new(&output.caps));
                     }
                     s.track = track;
                     s.output = output;
@@ -346,10 +419,15 @@ impl Demux {
             };
             self.streams.push(stream);
         }
-        let removed: Vec<Stream> = old.into_iter().flatten().collect();
-        for s in &removed {
-            gst::debug!(CAT, obj = s.pad, "Track {} is gone, removing its pad", s.track.number);
-            s.pad.push_event(gst::event::Eos::new());
+        let mut removed: Vec<Stream> = old.into_iter().flatten().collect();
+        for s in &mut removed {
+            gst::debug!(
+                CAT,
+                obj = s.pad,
+                "Track {} is gone, removing its pad",
+                s.track.number
+            );
+            let _ = s.send_event(imp, gst::event::Eos::new());
             imp.remove_src_pad(&s.pad);
         }
         if added || !removed.is_empty() {
@@ -360,7 +438,9 @@ impl Demux {
     fn segment_event(&mut self) -> gst::Event {
         let segment = gst::FormattedSegment::<gst::ClockTime>::new();
         let seqnum = *self.seqnum.get_or_insert_with(gst::Seqnum::next);
-        gst::event::Segment::builder(&segment).seqnum(seqnum).build()
+        gst::event::Segment::builder(&segment)
+            .seqnum(seqnum)
+            .build()
     }
 
     fn new_stream(&mut self, imp: &KvsAudioDemux, track: Track, output: Output) -> Stream {
@@ -370,11 +450,22 @@ impl Demux {
             .name(format!("audio_{}", self.next_index))
             .build();
         self.next_index += 1;
-        gst::debug!(CAT, obj = pad, "Track {} ({:?}) with caps {}", track.number, track.name, output.caps);
+        gst::debug!(
+            CAT,
+            obj = pad,
+            "Track {} ({:?}) with caps {}",
+            track.number,
+            track.name,
+            output.caps
+        );
         pad.set_active(true).ok();
         let stream_id = pad.create_stream_id(&*obj, Some(&track.number.to_string()));
         let group = *self.group_id.get_or_insert_with(gst::GroupId::next);
-        pad.push_event(gst::event::StreamStart::builder(&stream_id).group_id(group).build());
+        pad.push_event(
+            gst::event::StreamStart::builder(&stream_id)
+                .group_id(group)
+                .build(),
+        );
         pad.push_event(gst::event::Caps::new(&output.caps));
         pad.push_event(self.segment_event());
         imp.add_src_pad(&pad);
@@ -386,12 +477,14 @@ impl Demux {
             position,
             last_abs: None,
             discont: true,
+            pending: None,
         }
     }
 
-    fn push_tags(&self) {
+    fn push_tags(&mut self, imp: &KvsAudioDemux) -> FlowResult {
         let meta = &self.fragment.meta;
-        for s in &self.streams {
+        let mut result = Ok(gst::FlowSuccess::Ok);
+        for s in &mut self.streams {
             let mut list = gst::TagList::new();
             {
                 let l = list.get_mut().unwrap();
@@ -418,28 +511,55 @@ impl Demux {
                     l.add::<tags::ContactId>(&c.as_str(), replace);
                 }
                 for (name, value) in &meta.other {
-                    l.add::<gst::tags::ExtendedComment>(&format!("{name}={value}").as_str(), gst::TagMergeMode::Append);
+                    l.add::<gst::tags::ExtendedComment>(
+                        &format!("{name}={value}").as_str(),
+                        gst::TagMergeMode::Append,
+                    );
                 }
                 l.set_scope(gst::TagScope::Stream);
             }
-            s.pad.push_event(gst::event::Tag::new(list));
+            result = result.and(s.send_event(imp, gst::event::Tag::new(list)));
         }
+        result
     }
 
-    fn on_block(&mut self, imp: &KvsAudioDemux, settings: &Settings, block: Block, region: &gst::Buffer) -> FlowResult {
-        match self.fragment.blocks.iter_mut().find(|(t, _)| *t == block.track) {
+    fn on_block(
+        &mut self,
+        imp: &KvsAudioDemux,
+        settings: &Settings,
+        block: Block,
+        region: &gst::Buffer,
+    ) -> FlowResult {
+        match self
+            .fragment
+            .blocks
+            .iter_mut()
+            .find(|(t, _)| *t == block.track)
+        {
             Some((_, n)) => *n += 1,
             None => self.fragment.blocks.push((block.track, 1)),
         }
-        let Some(idx) = self.streams.iter().position(|s| s.track.number == block.track) else {
+        let Some(idx) = self
+            .streams
+            .iter()
+            .position(|s| s.track.number == block.track)
+        else {
             return Ok(gst::FlowSuccess::Ok);
         };
         let scale = self.fragment.timestamp_scale;
-        let abs = (i128::from(block.cluster_timecode) + i128::from(block.relative)).saturating_mul(i128::from(scale));
-        let (anchor_abs, anchor_producer) =
-            *self.fragment.anchor.get_or_insert((abs, self.fragment.meta.producer_timestamp));
+        let abs = (i128::from(block.cluster_timecode) + i128::from(block.relative))
+            .saturating_mul(i128::from(scale));
+        let (anchor_abs, anchor_producer) = *self
+            .fragment
+            .anchor
+            .get_or_insert((abs, self.fragment.meta.producer_timestamp));
         if self.fragment.replay && self.streams[idx].last_abs.is_some_and(|last| abs <= last) {
-            gst::trace!(CAT, imp = imp, "Dropping replayed block of track {} at {abs} ns", block.track);
+            gst::trace!(
+                CAT,
+                imp = imp,
+                "Dropping replayed block of track {} at {abs} ns",
+                block.track
+            );
             return Ok(gst::FlowSuccess::Ok);
         }
         let out = self.place(imp, settings, idx, abs);
@@ -459,7 +579,7 @@ impl Demux {
         stream.last_abs = Some(abs);
         let producer = anchor_producer.map_or(abs, |p| i128::from(p) + abs - anchor_abs);
         let producer = gst::ClockTime::from_nseconds(u64::try_from(producer).unwrap_or(0));
-        stream.push_block(imp, &block, region, out, scale, producer)
+        stream.push_block(&block, region, out, scale, producer)
     }
 
     /// Output time of a block of stream `idx` at absolute time `abs`. Moves
@@ -469,13 +589,28 @@ impl Demux {
         let offset = *self.offset.get_or_insert(-abs);
         let out = abs + offset;
         let position = i128::from(self.streams[idx].position);
-        let newest = self.streams.iter().map(|s| i128::from(s.position)).max().unwrap_or(0);
+        let newest = self
+            .streams
+            .iter()
+            .map(|s| i128::from(s.position))
+            .max()
+            .unwrap_or(0);
         let max_gap = i128::from(settings.max_gap) * 1_000_000;
         let target = if out + i128::from(DISCONT_TOLERANCE) < position {
-            gst::debug!(CAT, imp = imp, "Time went back by {} ns; continuing from {position}", position - out);
+            gst::debug!(
+                CAT,
+                imp = imp,
+                "Time went back by {} ns; continuing from {position}",
+                position - out
+            );
             position
         } else if out > newest + max_gap {
-            gst::debug!(CAT, imp = imp, "Time jumped by {} ns; continuing from {newest}", out - newest);
+            gst::debug!(
+                CAT,
+                imp = imp,
+                "Time jumped by {} ns; continuing from {newest}",
+                out - newest
+            );
             newest
         } else {
             return u64::try_from(out).unwrap_or(0);
@@ -510,7 +645,9 @@ impl Demux {
             .field("blocks", blocks.build())
             .build();
         gst::debug!(CAT, imp = imp, "Fragment complete: {s}");
-        imp.obj().post_message(gst::message::Element::builder(s).src(&*imp.obj()).build()).ok();
+        imp.obj()
+            .post_message(gst::message::Element::builder(s).src(&*imp.obj()).build())
+            .ok();
     }
 
     /// Handles EOS: delivers what is complete, then EOS on every pad.
@@ -521,7 +658,10 @@ impl Demux {
                 imp,
                 gst::StreamError::Demux,
                 ("The stream ended inside fragment {}", self.fragment_name()),
-                ["Dropped an incomplete element at byte {} ({left} bytes); every complete block was output", self.parser.offset()]
+                [
+                    "Dropped an incomplete element at byte {} ({left} bytes); every complete block was output",
+                    self.parser.offset()
+                ]
             );
             self.fragment.damaged = true;
         }
@@ -539,7 +679,11 @@ impl Demux {
                 imp,
                 gst::StreamError::Demux,
                 ("No audio track in stream"),
-                ["Parsed {} complete fragments ({} bytes) and found no audio track to output", self.fragments, self.bytes]
+                [
+                    "Parsed {} complete fragments ({} bytes) and found no audio track to output",
+                    self.fragments,
+                    self.bytes
+                ]
             );
             return;
         }
@@ -548,7 +692,7 @@ impl Demux {
             if s.position < newest && s.fill(imp, newest).is_err() {
                 gst::debug!(CAT, obj = s.pad, "Could not fill up to {newest} before EOS");
             }
-            s.pad.push_event(gst::event::Eos::new());
+            let _ = s.send_event(imp, gst::event::Eos::new());
         }
     }
 
@@ -565,6 +709,7 @@ impl Demux {
             s.position = 0;
             s.last_abs = None;
             s.discont = true;
+            s.pending = None;
             s.pad.push_event(segment.clone());
         }
     }

@@ -38,7 +38,10 @@ impl KvsAudioDemux {
         gst::log!(CAT, obj = pad, "Handling event {event:?}");
         match event.view() {
             // Output has its own stream-start, caps and TIME segment.
-            EventView::Caps(_) | EventView::Segment(_) | EventView::Tag(_) | EventView::StreamStart(_) => true,
+            EventView::Caps(_)
+            | EventView::Segment(_)
+            | EventView::Tag(_)
+            | EventView::StreamStart(_) => true,
             EventView::Eos(_) => {
                 let settings = self.settings.lock().unwrap().clone();
                 self.demux.lock().unwrap().finish(self, &settings);
@@ -92,7 +95,11 @@ impl ObjectSubclass for KvsAudioDemux {
                 )
             })
             .event_function(|pad, parent, event| {
-                KvsAudioDemux::catch_panic_pad_function(parent, || false, |demux| demux.sink_event(pad, event))
+                KvsAudioDemux::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |demux| demux.sink_event(pad, event),
+                )
             })
             .build();
         KvsAudioDemux {
@@ -201,12 +208,25 @@ impl ElementImpl for KvsAudioDemux {
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let mut sink_caps = gst::Caps::new_empty();
-            for name in ["video/x-matroska", "audio/x-matroska", "video/webm", "audio/webm"] {
-                sink_caps.get_mut().unwrap().append(gst::Caps::new_empty_simple(name));
+            for name in [
+                "video/x-matroska",
+                "audio/x-matroska",
+                "video/webm",
+                "audio/webm",
+            ] {
+                sink_caps
+                    .get_mut()
+                    .unwrap()
+                    .append(gst::Caps::new_empty_simple(name));
             }
             vec![
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &sink_caps)
-                    .unwrap(),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &sink_caps,
+                )
+                .unwrap(),
                 gst::PadTemplate::new(
                     "audio_%u",
                     gst::PadDirection::Src,
@@ -219,7 +239,10 @@ impl ElementImpl for KvsAudioDemux {
         TEMPLATES.as_ref()
     }
 
-    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         let ret = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {
             let old = std::mem::take(&mut *self.demux.lock().unwrap());

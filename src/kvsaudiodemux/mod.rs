@@ -31,9 +31,15 @@ glib::wrapper! {
 #[enum_type(name = "GstKvsConnectPcm")]
 pub enum ConnectPcm {
     #[default]
-    #[enum_value(name = "Auto: raw S16LE PCM when the fragment's MimeType tag is audio/L16", nick = "auto")]
+    #[enum_value(
+        name = "Auto: raw S16LE PCM when the fragment's MimeType tag is audio/L16",
+        nick = "auto"
+    )]
     Auto,
-    #[enum_value(name = "Always: raw S16LE PCM (rate and channels from the MimeType tag, else 8000 Hz mono)", nick = "always")]
+    #[enum_value(
+        name = "Always: raw S16LE PCM (rate and channels from the MimeType tag, else 8000 Hz mono)",
+        nick = "always"
+    )]
     Always,
     #[enum_value(name = "Never: AAC, as the CodecID says", nick = "never")]
     Never,

@@ -11,7 +11,8 @@ use crate::mkv::{Block, Track};
 
 pub(super) type FlowResult = Result<gst::FlowSuccess, gst::FlowError>;
 
-static UNIX_CAPS: LazyLock<gst::Caps> = LazyLock::new(|| gst::Caps::new_empty_simple("timestamp/x-unix"));
+static UNIX_CAPS: LazyLock<gst::Caps> =
+    LazyLock::new(|| gst::Caps::new_empty_simple("timestamp/x-unix"));
 
 /// Silence is pushed in buffers of at most this long.
 const SILENCE_CHUNK: u64 = 1_000_000_000;
@@ -25,6 +26,8 @@ pub(super) struct Stream {
     /// Absolute time of the last block pushed, in ns.
     pub last_abs: Option<i128>,
     pub discont: bool,
+    /// Buffers not pushed yet: they leave as one list per input chunk.
+    pub pending: Option<gst::BufferList>,
 }
 
 fn samples_to_ns(samples: u64, rate: u32) -> u64 {
@@ -32,6 +35,28 @@ fn samples_to_ns(samples: u64, rate: u32) -> u64 {
 }
 
 impl Stream {
+    fn queue(&mut self, buffer: gst::Buffer) {
+        let list = self
+            .pending
+            .get_or_insert_with(|| gst::BufferList::new_sized(32));
+        list.get_mut().unwrap().add(buffer);
+    }
+
+    /// Pushes the pending buffers.
+    pub fn flush(&mut self, imp: &KvsAudioDemux) -> FlowResult {
+        match self.pending.take() {
+            Some(list) => imp.combine(&self.pad, self.pad.push_list(list)),
+            None => Ok(gst::FlowSuccess::Ok),
+        }
+    }
+
+    /// Pushes an event after the pending buffers.
+    pub fn send_event(&mut self, imp: &KvsAudioDemux, event: gst::Event) -> FlowResult {
+        let result = self.flush(imp);
+        self.pad.push_event(event);
+        result
+    }
+
     /// Brings the pad up to `until`: raw audio gets silent buffers flagged
     /// GAP (interleave in GStreamer 1.22 cannot fill GAP events), coded audio
     /// a GAP event.
@@ -44,9 +69,11 @@ impl Stream {
         else {
             let start = gst::ClockTime::from_nseconds(self.position);
             let duration = gst::ClockTime::from_nseconds(until.saturating_sub(self.position));
-            self.pad.push_event(gst::event::Gap::builder(start).duration(duration).build());
             self.position = self.position.max(until);
-            return Ok(gst::FlowSuccess::Ok);
+            return self.send_event(
+                imp,
+                gst::event::Gap::builder(start).duration(duration).build(),
+            );
         };
         while self.position < until {
             let span = (until - self.position).min(SILENCE_CHUNK);
@@ -54,7 +81,8 @@ impl Stream {
             if samples == 0 {
                 break;
             }
-            let mut buffer = gst::Buffer::from_mut_slice(vec![silence; samples as usize * bytes_per_frame]);
+            let mut buffer =
+                gst::Buffer::from_mut_slice(vec![silence; samples as usize * bytes_per_frame]);
             let duration = samples_to_ns(samples, rate);
             {
                 let b = buffer.get_mut().unwrap();
@@ -63,27 +91,27 @@ impl Stream {
                 b.set_flags(gst::BufferFlags::GAP);
             }
             self.position += duration;
-            imp.combine(&self.pad, self.pad.push(buffer))?;
+            self.queue(buffer);
         }
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// Pushes the frames of `block`, the first at `pts`. `producer` is the
+    /// Queues the frames of `block`, the first at `pts`. `producer` is the
     /// absolute producer time of the block.
     pub fn push_block(
         &mut self,
-        imp: &KvsAudioDemux,
         block: &Block,
         region: &gst::Buffer,
         mut pts: u64,
         scale: u64,
         producer: gst::ClockTime,
     ) -> FlowResult {
-        let mut result = Ok(gst::FlowSuccess::Ok);
-        for frame in &block.frames {
+        for frame in block.frames.iter() {
             let duration = match self.output.payload {
                 Payload::Raw {
-                    bytes_per_frame, rate, ..
+                    bytes_per_frame,
+                    rate,
+                    ..
                 } => Some(samples_to_ns((frame.len() / bytes_per_frame) as u64, rate)),
                 Payload::Coded => block
                     .duration
@@ -105,11 +133,8 @@ impl Stream {
             }
             pts += duration.unwrap_or(0);
             self.position = self.position.max(pts);
-            result = imp.combine(&self.pad, self.pad.push(buffer));
-            if result.is_err() {
-                break;
-            }
+            self.queue(buffer);
         }
-        result
+        Ok(gst::FlowSuccess::Ok)
     }
 }

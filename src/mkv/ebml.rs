@@ -73,7 +73,9 @@ pub fn read_vint(data: &[u8]) -> Option<(u64, usize)> {
     let bytes = data.get(1..len)?;
     let v = bytes
         .iter()
-        .fold(u64::from(first & value_mask(len)), |acc, &b| (acc << 8) | u64::from(b));
+        .fold(u64::from(first & value_mask(len)), |acc, &b| {
+            (acc << 8) | u64::from(b)
+        });
     Some((v, len))
 }
 
@@ -153,8 +155,10 @@ mod tests {
     #[test]
     fn headers() {
         // Segment, unknown size (8-byte all ones).
-        let h = read_header(&[0x18, 0x53, 0x80, 0x67, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
-            .unwrap();
+        let h = read_header(&[
+            0x18, 0x53, 0x80, 0x67, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        ])
+        .unwrap();
         assert_eq!((h.id, h.size, h.len), (0x1853_8067, UNKNOWN_SIZE, 12));
         // One-byte unknown size.
         assert_eq!(read_header(&[0xA3, 0xFF]).unwrap().size, UNKNOWN_SIZE);
@@ -165,7 +169,10 @@ mod tests {
         assert_eq!(read_header(&[]), Err(HeaderError::Short(1)));
         assert_eq!(read_header(&[0xA3, 0x10]), Err(HeaderError::Short(5)));
         assert_eq!(read_header(&[0x00, 0x81]), Err(HeaderError::Invalid));
-        assert_eq!(read_header(&[0x08, 0, 0, 0, 0x81]), Err(HeaderError::Invalid));
+        assert_eq!(
+            read_header(&[0x08, 0, 0, 0, 0x81]),
+            Err(HeaderError::Invalid)
+        );
         assert_eq!(read_header(&[0xA3, 0x00]), Err(HeaderError::Invalid));
     }
 

@@ -194,7 +194,44 @@ pub struct Block {
     pub keyframe: bool,
     /// BlockDuration in ticks, when a BlockGroup gives one.
     pub duration: Option<u64>,
-    pub frames: Vec<Range<usize>>,
+    pub frames: Frames,
+}
+
+/// Frame ranges of a block. The first is stored inline, so an unlaced block
+/// (nearly all of them) costs no allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frames {
+    first: Range<usize>,
+    rest: Vec<Range<usize>>,
+    count: usize,
+}
+
+impl Frames {
+    pub fn push(&mut self, range: Range<usize>) {
+        if self.count == 0 {
+            self.first = range;
+        } else {
+            self.rest.push(range);
+        }
+        self.count += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        let first = (self.count > 0).then(|| self.first.clone());
+        first.into_iter().chain(self.rest.iter().cloned())
+    }
+
+    pub fn to_vec(&self) -> Vec<Range<usize>> {
+        self.iter().collect()
+    }
 }
 
 /// Why a block could not be decoded.
@@ -207,7 +244,7 @@ pub fn parse_block(body: &[u8], base: usize, cluster_timecode: u64) -> Result<Bl
     let relative = i16::from_be_bytes([head[0], head[1]]);
     let flags = head[2];
     let mut pos = n + 3;
-    let mut frames = Vec::with_capacity(1);
+    let mut frames = Frames::default();
     let lacing = (flags >> 1) & 3;
     if lacing == 0 {
         frames.push(base + pos..base + body.len());
@@ -245,7 +282,7 @@ pub fn parse_block(body: &[u8], base: usize, cluster_timecode: u64) -> Result<Bl
             }
             _ => {
                 let total = body.len() - pos;
-                if total % count != 0 {
+                if !total.is_multiple_of(count) {
                     return Err("fixed lace does not divide evenly");
                 }
                 sizes.resize(count - 1, total / count);
@@ -278,8 +315,7 @@ pub fn parse_block_group(
     let mut block = None;
     let mut duration = None;
     let mut keyframe = true;
-    let mut children = Children::new(body);
-    while let Some((id, value)) = children.next() {
+    for (id, value) in Children::new(body) {
         // `value` is a sub-slice of `body`; find where it starts.
         let start = value.as_ptr() as usize - body.as_ptr() as usize;
         match id {
@@ -312,7 +348,7 @@ mod tests {
         let body = block_body(0x80, &[1, 2, 3]);
         let b = parse_block(&body, 100, 5).unwrap();
         assert_eq!((b.track, b.relative, b.keyframe), (1, 10, true));
-        assert_eq!(b.frames, vec![104..107]);
+        assert_eq!(b.frames.to_vec(), vec![104..107]);
     }
 
     #[test]
@@ -321,7 +357,7 @@ mod tests {
         let mut extra = vec![2, 255, 45, 2];
         extra.extend(std::iter::repeat_n(7u8, 303));
         let b = parse_block(&block_body(0x02, &extra), 0, 0).unwrap();
-        assert_eq!(b.frames, vec![8..308, 308..310, 310..311]);
+        assert_eq!(b.frames.to_vec(), vec![8..308, 308..310, 310..311]);
     }
 
     #[test]
@@ -330,7 +366,7 @@ mod tests {
         let mut extra = vec![2, 0x8A, 0xC1];
         extra.extend(std::iter::repeat_n(1u8, 27));
         let b = parse_block(&block_body(0x06, &extra), 0, 0).unwrap();
-        assert_eq!(b.frames, vec![7..17, 17..29, 29..34]);
+        assert_eq!(b.frames.to_vec(), vec![7..17, 17..29, 29..34]);
     }
 
     #[test]
@@ -338,7 +374,7 @@ mod tests {
         let mut extra = vec![1];
         extra.extend([0u8; 8]);
         let b = parse_block(&block_body(0x04, &extra), 0, 0).unwrap();
-        assert_eq!(b.frames, vec![5..9, 9..13]);
+        assert_eq!(b.frames.to_vec(), vec![5..9, 9..13]);
         let mut extra = vec![1];
         extra.extend([0u8; 7]);
         assert!(parse_block(&block_body(0x04, &extra), 0, 0).is_err());
@@ -356,8 +392,14 @@ mod tests {
 
     #[test]
     fn ebml_header_doc_types() {
-        assert_eq!(parse_ebml_header(&[0x42, 0x82, 0x84, b'w', b'e', b'b', b'm']).as_deref(), Some("webm"));
+        assert_eq!(
+            parse_ebml_header(&[0x42, 0x82, 0x84, b'w', b'e', b'b', b'm']).as_deref(),
+            Some("webm")
+        );
         assert_eq!(parse_ebml_header(&[]).as_deref(), Some("matroska"));
-        assert_eq!(parse_ebml_header(&[0x42, 0x82, 0x83, b'a', b'v', b'i']), None);
+        assert_eq!(
+            parse_ebml_header(&[0x42, 0x82, 0x83, b'a', b'v', b'i']),
+            None
+        );
     }
 }

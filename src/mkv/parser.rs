@@ -19,8 +19,12 @@ const MAX_EBML_HEADER: u64 = 256;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// An EBML header: a new chunk (KVS fragment) starts.
-    Header { doc_type: String },
-    Info { timestamp_scale: u64 },
+    Header {
+        doc_type: String,
+    },
+    Info {
+        timestamp_scale: u64,
+    },
     Tracks(Vec<Track>),
     Tags(Vec<SimpleTag>),
     ClusterStart,
@@ -29,7 +33,10 @@ pub enum Event {
     SegmentEnd,
     /// Damaged input at this stream offset. The parser now skips to the next
     /// valid EBML header.
-    Corrupt { offset: u64, reason: String },
+    Corrupt {
+        offset: u64,
+        reason: String,
+    },
 }
 
 pub struct Parser {
@@ -161,11 +168,17 @@ impl Parser {
     }
 
     fn close_ended(&mut self, out: &mut Vec<Event>) {
-        if self.cluster.is_some_and(|end| end != UNKNOWN_SIZE && self.pos >= end) {
+        if self
+            .cluster
+            .is_some_and(|end| end != UNKNOWN_SIZE && self.pos >= end)
+        {
             self.cluster = None;
             out.push(Event::ClusterEnd);
         }
-        if self.segment.is_some_and(|end| end != UNKNOWN_SIZE && self.pos >= end) {
+        if self
+            .segment
+            .is_some_and(|end| end != UNKNOWN_SIZE && self.pos >= end)
+        {
             self.segment = None;
             out.push(Event::SegmentEnd);
         }
@@ -208,17 +221,17 @@ impl Parser {
         }
         let parent_end = self.cluster.or(self.segment).unwrap_or(UNKNOWN_SIZE);
         let end = (h.size != UNKNOWN_SIZE).then(|| self.pos + h.len as u64 + h.size);
-        if let (Some(end), true) = (end, parent_end != UNKNOWN_SIZE) {
-            if end > parent_end {
-                let msg = format!("element {:#x} of {} bytes overruns its parent", h.id, h.size);
-                return self.corrupt(msg, out);
-            }
+        if end.is_some_and(|end| parent_end != UNKNOWN_SIZE && end > parent_end) {
+            let msg = format!(
+                "element {:#x} of {} bytes overruns its parent",
+                h.id, h.size
+            );
+            return self.corrupt(msg, out);
         }
-        let enter = match (self.segment, self.cluster, h.id) {
-            (None, _, id::SEGMENT) => true,
-            (Some(_), None, id::CLUSTER) => true,
-            _ => false,
-        };
+        let enter = matches!(
+            (self.segment, self.cluster, h.id),
+            (None, _, id::SEGMENT) | (Some(_), None, id::CLUSTER)
+        );
         if enter {
             let end = end.unwrap_or(UNKNOWN_SIZE);
             if self.segment.is_none() {
@@ -245,7 +258,10 @@ impl Parser {
             (false, _, id::EBML) => true,
             (false, _, id::VOID | id::CRC32) => false,
             (false, _, _) => {
-                return self.corrupt(format!("unexpected element {:#x} outside a Segment", h.id), out);
+                return self.corrupt(
+                    format!("unexpected element {:#x} outside a Segment", h.id),
+                    out,
+                );
             }
             (true, false, id::INFO | id::TRACKS | id::TAGS) => true,
             (true, true, id::TIMECODE | id::SIMPLE_BLOCK | id::BLOCK_GROUP) => true,
@@ -354,7 +370,7 @@ mod tests {
                             b.track,
                             b.cluster_timecode,
                             b.relative,
-                            b.frames.iter().map(|r| pending[r.clone()].to_vec()).collect(),
+                            b.frames.iter().map(|r| pending[r].to_vec()).collect(),
                         ),
                         other => Owned::Event(other),
                     });
@@ -377,13 +393,22 @@ mod tests {
     fn fragment(n: u64) -> Fragment {
         Fragment {
             timestamp_scale: Some(1_000_000),
-            tracks: vec![TrackSpec::connect(1, "AUDIO_FROM_CUSTOMER"), TrackSpec::connect(2, "AUDIO_TO_CUSTOMER")],
-            tags_before: vec![vec![("AWS_KINESISVIDEO_FRAGMENT_NUMBER".into(), n.to_string())]],
+            tracks: vec![
+                TrackSpec::connect(1, "AUDIO_FROM_CUSTOMER"),
+                TrackSpec::connect(2, "AUDIO_TO_CUSTOMER"),
+            ],
+            tags_before: vec![vec![(
+                "AWS_KINESISVIDEO_FRAGMENT_NUMBER".into(),
+                n.to_string(),
+            )]],
             cluster_timecode: 1000 * n,
             blocks: (0..4)
                 .map(|i| BlockSpec::simple(1 + i % 2, (i / 2 * 64) as i16, vec![i as u8; 300]))
                 .collect(),
-            tags_after: vec![vec![("AWS_KINESISVIDEO_CONTINUATION_TOKEN".into(), n.to_string())]],
+            tags_after: vec![vec![(
+                "AWS_KINESISVIDEO_CONTINUATION_TOKEN".into(),
+                n.to_string(),
+            )]],
             ..Default::default()
         }
     }
@@ -393,7 +418,10 @@ mod tests {
     }
 
     fn blocks(events: &[Owned]) -> usize {
-        events.iter().filter(|e| matches!(e, Owned::Block(..))).count()
+        events
+            .iter()
+            .filter(|e| matches!(e, Owned::Block(..)))
+            .count()
     }
 
     #[test]
@@ -413,8 +441,18 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "Header", "Info", "Tracks 2", "Tags 7", "ClusterStart", "Block 1 7000 0", "Block 2 7000 0",
-                "Block 1 7000 64", "Block 2 7000 64", "ClusterEnd", "Tags 7", "SegmentEnd"
+                "Header",
+                "Info",
+                "Tracks 2",
+                "Tags 7",
+                "ClusterStart",
+                "Block 1 7000 0",
+                "Block 2 7000 0",
+                "Block 1 7000 64",
+                "Block 2 7000 64",
+                "ClusterEnd",
+                "Tags 7",
+                "SegmentEnd"
             ]
         );
     }
@@ -467,7 +505,11 @@ mod tests {
             },
         ];
         let ev = whole(&f.to_bytes());
-        let got: Vec<_> = ev.iter().filter(|e| matches!(e, Owned::Block(..))).cloned().collect();
+        let got: Vec<_> = ev
+            .iter()
+            .filter(|e| matches!(e, Owned::Block(..)))
+            .cloned()
+            .collect();
         assert_eq!(
             got,
             [
@@ -483,10 +525,15 @@ mod tests {
     fn resync_after_garbage() {
         let mut data = fragment(0).to_bytes();
         // Cut after the last block, where the trailing Tags start.
-        let cut = data.windows(4).rposition(|w| w == [0x12, 0x54, 0xC3, 0x67]).unwrap();
+        let cut = data
+            .windows(4)
+            .rposition(|w| w == [0x12, 0x54, 0xC3, 0x67])
+            .unwrap();
         data.truncate(cut);
         // A broken vint, then fake magic inside junk, then a good fragment.
-        data.extend_from_slice(&[0x00, 0x00, 0x1A, 0x45, 0xDF, 0xA3, 0x84, 0x42, 0x82, 0x81, b'x', 0x55]);
+        data.extend_from_slice(&[
+            0x00, 0x00, 0x1A, 0x45, 0xDF, 0xA3, 0x84, 0x42, 0x82, 0x81, b'x', 0x55,
+        ]);
         data.extend(fragment(1).to_bytes());
         let ev = whole(&data);
         let corrupt: Vec<_> = ev
@@ -497,7 +544,10 @@ mod tests {
             })
             .collect();
         assert_eq!(corrupt, [cut as u64]);
-        let headers = ev.iter().filter(|e| matches!(e, Owned::Event(Event::Header { .. }))).count();
+        let headers = ev
+            .iter()
+            .filter(|e| matches!(e, Owned::Event(Event::Header { .. })))
+            .count();
         assert_eq!(headers, 2);
         assert_eq!(run(&data, || 5), ev);
     }
@@ -537,7 +587,11 @@ mod tests {
         let f = fragment(3);
         let bytes = f.to_bytes();
         // Insert an unknown master-like element and a Void right after the Segment header.
-        let seg = bytes.windows(4).position(|w| w == [0x18, 0x53, 0x80, 0x67]).unwrap() + 12;
+        let seg = bytes
+            .windows(4)
+            .position(|w| w == [0x18, 0x53, 0x80, 0x67])
+            .unwrap()
+            + 12;
         data.extend_from_slice(&bytes[..seg]);
         crate::mkv::writer::element(&mut data, 0x4FFF, &[0xD7, 0x81, 0x01, 0xAA, 0x80]);
         crate::mkv::writer::element(&mut data, id::VOID, &[0; 40]);

@@ -141,7 +141,10 @@ impl BlockSpec {
         body.push(key | lace_bits);
         if self.lacing != Lacing::None {
             body.push((self.frames.len() - 1) as u8);
-            let sizes: Vec<usize> = self.frames[..self.frames.len() - 1].iter().map(Vec::len).collect();
+            let sizes: Vec<usize> = self.frames[..self.frames.len() - 1]
+                .iter()
+                .map(Vec::len)
+                .collect();
             match self.lacing {
                 Lacing::Xiph => {
                     for mut size in sizes {
@@ -228,10 +231,14 @@ impl Fragment {
         });
         unknown_size_header(out, id::SEGMENT);
         if let Some(scale) = self.timestamp_scale {
-            master(out, id::INFO, |i| uint_element(i, id::TIMESTAMP_SCALE, scale));
+            master(out, id::INFO, |i| {
+                uint_element(i, id::TIMESTAMP_SCALE, scale)
+            });
         }
         if !self.tracks.is_empty() {
-            master(out, id::TRACKS, |t| self.tracks.iter().for_each(|tr| tr.write(t)));
+            master(out, id::TRACKS, |t| {
+                self.tracks.iter().for_each(|tr| tr.write(t))
+            });
         }
         for tags in &self.tags_before {
             write_tags(out, tags);

@@ -44,16 +44,26 @@ pub struct PadLog {
 impl PadLog {
     /// The payload of the stream's own blocks.
     pub fn pcm(&self) -> Vec<u8> {
-        self.buffers.iter().filter(|b| !b.gap).flat_map(|b| b.data.iter().copied()).collect()
+        self.buffers
+            .iter()
+            .filter(|b| !b.gap)
+            .flat_map(|b| b.data.iter().copied())
+            .collect()
     }
 
     /// Everything the pad carried, made-up silence included.
     pub fn pcm_with_gaps(&self) -> Vec<u8> {
-        self.buffers.iter().flat_map(|b| b.data.iter().copied()).collect()
+        self.buffers
+            .iter()
+            .flat_map(|b| b.data.iter().copied())
+            .collect()
     }
 
     pub fn title(&self) -> Option<String> {
-        self.tags.first()?.get::<gst::tags::Title>().map(|t| t.get().to_string())
+        self.tags
+            .first()?
+            .get::<gst::tags::Title>()
+            .map(|t| t.get().to_string())
     }
 }
 
@@ -69,38 +79,51 @@ pub struct Run {
 
 impl Run {
     pub fn pad(&self, name: &str) -> &PadLog {
-        self.pads.get(name).unwrap_or_else(|| panic!("no pad {name}; pads: {:?}", self.pads.keys()))
+        self.pads
+            .get(name)
+            .unwrap_or_else(|| panic!("no pad {name}; pads: {:?}", self.pads.keys()))
     }
 
     pub fn fragments(&self) -> Vec<&gst::Structure> {
-        self.messages.iter().filter(|s| s.name() == "kvs-fragment").collect()
+        self.messages
+            .iter()
+            .filter(|s| s.name() == "kvs-fragment")
+            .collect()
     }
 
     /// Everything but timing-free details, for comparing runs.
     pub fn summary(&self) -> String {
-        format!("{:?}\n{:?}\n{:?}\n{:?}", self.pads, self.messages, self.warnings, self.errors)
+        format!(
+            "{:?}\n{:?}\n{:?}\n{:?}",
+            self.pads, self.messages, self.warnings, self.errors
+        )
     }
 }
 
 fn record(pad: &gst::Pad, log: Arc<Mutex<PadLog>>) {
     let unix_caps = gst::Caps::new_empty_simple("timestamp/x-unix");
-    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+    let probe_types = gst::PadProbeType::BUFFER
+        | gst::PadProbeType::BUFFER_LIST
+        | gst::PadProbeType::EVENT_DOWNSTREAM;
+    pad.add_probe(probe_types, move |_, info| {
         let mut log = log.lock().unwrap();
+        let mut add = |b: &gst::BufferRef| {
+            let unix = b
+                .iter_meta::<gst::ReferenceTimestampMeta>()
+                .find(|m| m.reference().is_subset(&unix_caps))
+                .map(|m| m.timestamp());
+            log.buffers.push(Buf {
+                pts: b.pts(),
+                duration: b.duration(),
+                discont: b.flags().contains(gst::BufferFlags::DISCONT),
+                gap: b.flags().contains(gst::BufferFlags::GAP),
+                data: b.map_readable().unwrap().to_vec(),
+                unix,
+            });
+        };
         match &info.data {
-            Some(gst::PadProbeData::Buffer(b)) => {
-                let unix = b
-                    .iter_meta::<gst::ReferenceTimestampMeta>()
-                    .find(|m| m.reference().is_subset(&unix_caps))
-                    .map(|m| m.timestamp());
-                log.buffers.push(Buf {
-                    pts: b.pts(),
-                    duration: b.duration(),
-                    discont: b.flags().contains(gst::BufferFlags::DISCONT),
-                    gap: b.flags().contains(gst::BufferFlags::GAP),
-                    data: b.map_readable().unwrap().to_vec(),
-                    unix,
-                });
-            }
+            Some(gst::PadProbeData::Buffer(b)) => add(b),
+            Some(gst::PadProbeData::BufferList(list)) => list.iter().for_each(add),
             Some(gst::PadProbeData::Event(e)) => match e.view() {
                 gst::EventView::Caps(c) => log.caps.push(c.caps_owned()),
                 gst::EventView::Tag(t) => log.tags.push(t.tag_owned()),
@@ -120,7 +143,11 @@ fn record(pad: &gst::Pad, log: Arc<Mutex<PadLog>>) {
 
 /// Feeds `data` to kvsaudiodemux in chunks sized by `next_size` and records
 /// its output. `props` are set on the demuxer.
-pub fn demux_with(data: &[u8], mut next_size: impl FnMut() -> usize, props: &[(&str, &str)]) -> Run {
+pub fn demux_with(
+    data: &[u8],
+    mut next_size: impl FnMut() -> usize,
+    props: &[(&str, &str)],
+) -> Run {
     init();
     let pipeline = gst::Pipeline::new();
     let src = gst_app::AppSrc::builder()
@@ -128,7 +155,10 @@ pub fn demux_with(data: &[u8], mut next_size: impl FnMut() -> usize, props: &[(&
         .format(gst::Format::Bytes)
         .max_bytes(0)
         .build();
-    let demux = gst::ElementFactory::make("kvsaudiodemux").name("demux").build().unwrap();
+    let demux = gst::ElementFactory::make("kvsaudiodemux")
+        .name("demux")
+        .build()
+        .unwrap();
     for (k, v) in props {
         demux.set_property_from_str(k, v);
     }
@@ -139,7 +169,10 @@ pub fn demux_with(data: &[u8], mut next_size: impl FnMut() -> usize, props: &[(&
     let logs_added = logs.clone();
     demux.connect_pad_added(move |_, pad| {
         let log = Arc::new(Mutex::new(PadLog::default()));
-        logs_added.lock().unwrap().insert(pad.name().to_string(), log.clone());
+        logs_added
+            .lock()
+            .unwrap()
+            .insert(pad.name().to_string(), log.clone());
         record(pad, log);
         let pipeline = weak.upgrade().unwrap();
         let sink = gst::ElementFactory::make("fakesink")
@@ -154,7 +187,8 @@ pub fn demux_with(data: &[u8], mut next_size: impl FnMut() -> usize, props: &[(&
     let mut fed = 0;
     while fed < data.len() {
         let n = next_size().clamp(1, data.len() - fed);
-        src.push_buffer(gst::Buffer::from_slice(data[fed..fed + n].to_vec())).unwrap();
+        src.push_buffer(gst::Buffer::from_slice(data[fed..fed + n].to_vec()))
+            .unwrap();
         fed += n;
     }
     src.end_of_stream().unwrap();
@@ -165,7 +199,10 @@ pub fn demux_with(data: &[u8], mut next_size: impl FnMut() -> usize, props: &[(&
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
-            assert!(std::time::Instant::now() < deadline, "no EOS or error within 30 s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no EOS or error within 30 s"
+            );
             continue;
         };
         match msg.view() {
@@ -174,11 +211,13 @@ pub fn demux_with(data: &[u8], mut next_size: impl FnMut() -> usize, props: &[(&
                 break;
             }
             gst::MessageView::Error(e) => {
-                run.errors.push(format!("{} | {}", e.error(), e.debug().unwrap_or_default()));
+                run.errors
+                    .push(format!("{} | {}", e.error(), e.debug().unwrap_or_default()));
                 break;
             }
             gst::MessageView::Warning(w) => {
-                run.warnings.push(format!("{} | {}", w.error(), w.debug().unwrap_or_default()))
+                run.warnings
+                    .push(format!("{} | {}", w.error(), w.debug().unwrap_or_default()))
             }
             gst::MessageView::Element(e) if msg.src() == Some(demux.upcast_ref()) => {
                 run.messages.push(e.structure().unwrap().to_owned());
@@ -193,10 +232,12 @@ pub fn demux_with(data: &[u8], mut next_size: impl FnMut() -> usize, props: &[(&
                 run.messages.push(e.structure().unwrap().to_owned());
             }
             gst::MessageView::Warning(w) => {
-                run.warnings.push(format!("{} | {}", w.error(), w.debug().unwrap_or_default()))
+                run.warnings
+                    .push(format!("{} | {}", w.error(), w.debug().unwrap_or_default()))
             }
             gst::MessageView::Error(e) => {
-                run.errors.push(format!("{} | {}", e.error(), e.debug().unwrap_or_default()))
+                run.errors
+                    .push(format!("{} | {}", e.error(), e.debug().unwrap_or_default()))
             }
             _ => {}
         }

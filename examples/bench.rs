@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Demuxer benchmark: kvsaudiodemux against matroskademux on a generated
+//! one-hour, two-track Amazon Connect stream and on plain one-track PCM.
+//!
+//! ```sh
+//! cargo run --release --example bench            # one hour
+//! cargo run --release --example bench -- --minutes 10
+//! ```
+//!
+//! Each run is a child process of its own, so that its peak RSS is its own.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use gst::prelude::*;
+use gstkvs::mkv::writer::{AudioSpec, Fragment, TrackSpec};
+use gstkvs::synth::Call;
+
+fn usage() -> ! {
+    eprintln!("usage: bench [--minutes N]");
+    std::process::exit(2)
+}
+
+/// The Connect call: 1 s fragments of 20 blocks of 50 ms per track, all tags.
+fn connect_call(minutes: u64) -> Call {
+    Call {
+        fragments: minutes * 60,
+        blocks_per_fragment: 20,
+        block_ms: 50,
+        ..Call::default()
+    }
+}
+
+/// Plain 16-bit PCM, one track, no Connect or KVS tags.
+fn write_plain(call: &Call, out: &mut Vec<u8>) {
+    for i in 0..call.fragments {
+        let mut f: Fragment = call.fragment(i);
+        f.tracks = vec![TrackSpec {
+            number: 1,
+            track_type: 2,
+            name: "audio".into(),
+            codec_id: "A_PCM/INT/LIT".into(),
+            codec_private: vec![],
+            audio: Some(AudioSpec {
+                rate: 8000.0,
+                channels: 1,
+                bit_depth: Some(16),
+            }),
+        }];
+        f.blocks.retain(|b| b.track == 1);
+        f.tags_before.clear();
+        f.tags_after.clear();
+        f.write(out);
+    }
+}
+
+fn ensure_file(path: &Path, make: impl FnOnce() -> Vec<u8>) {
+    if !path.exists() {
+        let data = make();
+        std::fs::write(path, data).unwrap();
+    }
+}
+
+/// CPU seconds used so far, and the peak RSS in MB (VmHWM: unlike
+/// ru_maxrss, it does not carry the parent's peak over exec).
+fn cpu_and_rss() -> (f64, f64) {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    (secs(usage.ru_utime) + secs(usage.ru_stime), hwm_kb / 1024.0)
+}
+
+/// Child: demux one file into fakesinks, print "wall cpu rss".
+fn child(demuxer: &str, path: &str) {
+    gst::init().unwrap();
+    gstkvs::plugin_register_static().unwrap();
+    let (cpu0, _) = cpu_and_rss();
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={path} blocksize=65536 ! queue ! {demuxer} name=d"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let demux = pipeline.by_name("d").unwrap();
+    let weak = pipeline.downgrade();
+    demux.connect_pad_added(move |_, pad| {
+        let pipeline = weak.upgrade().unwrap();
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .build()
+            .unwrap();
+        pipeline.add(&sink).unwrap();
+        sink.sync_state_with_parent().unwrap();
+        pad.link(&sink.static_pad("sink").unwrap()).unwrap();
+    });
+    let start = Instant::now();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    for msg in bus.iter_timed(gst::ClockTime::NONE) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => {
+                eprintln!("{demuxer}: {}", e.error());
+                break;
+            }
+            _ => {}
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let (cpu1, rss) = cpu_and_rss();
+    println!("{wall} {} {rss}", cpu1 - cpu0);
+}
+
+struct Figures {
+    wall: f64,
+    cpu: f64,
+    rss: f64,
+}
+
+fn run(demuxer: &str, path: &Path) -> Figures {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--child", demuxer, path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    assert_eq!(
+        v.len(),
+        3,
+        "child output: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Figures {
+        wall: v[0],
+        cpu: v[1],
+        rss: v[2],
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child") {
+        return child(&args[2], &args[3]);
+    }
+    let minutes = match args.get(1).map(String::as_str) {
+        None => 60,
+        Some("--minutes") => args
+            .get(2)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| usage()),
+        Some(_) => usage(),
+    };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let call = connect_call(minutes);
+    let connect = dir.join(format!("connect-{minutes}min.mkv"));
+    let plain = dir.join(format!("pcm-{minutes}min.mkv"));
+    ensure_file(&connect, || call.bytes());
+    ensure_file(&plain, || {
+        let mut out = Vec::new();
+        write_plain(&call, &mut out);
+        out
+    });
+    println!(
+        "{:<24} {:<14} {:>8} {:>9} {:>8} {:>10}",
+        "stream", "demuxer", "wall s", "MB/s", "CPU s", "peak RSS"
+    );
+    for (label, path) in [
+        ("connect, 2 tracks", &connect),
+        ("plain PCM, 1 track", &plain),
+    ] {
+        let mb = std::fs::metadata(path).unwrap().len() as f64 / 1e6;
+        let stream = format!("{label} {minutes} min ({mb:.0} MB)");
+        let ours = run("kvsaudiodemux", path);
+        let theirs = run("matroskademux", path);
+        for (name, f) in [("kvsaudiodemux", &ours), ("matroskademux", &theirs)] {
+            println!(
+                "{:<24} {:<14} {:>8.2} {:>9.1} {:>8.2} {:>7.1} MB",
+                stream.split(" (").next().unwrap(),
+                name,
+                f.wall,
+                mb / f.wall,
+                f.cpu,
+                f.rss
+            );
+        }
+        println!(
+            "{:<24} kvsaudiodemux is {:.1}x faster (wall), {:.1}x less CPU; {mb:.0} MB in\n",
+            "",
+            theirs.wall / ours.wall,
+            theirs.cpu / ours.cpu
+        );
+    }
+}
