@@ -27,15 +27,17 @@ impl Side {
     }
 }
 
-/// A deterministic, side-specific sample value, so that any lost, repeated
-/// or swapped sample shows in a comparison.
+/// A deterministic, side-specific sample value: a tone (440 Hz for the
+/// caller, 660 Hz for the agent at 8 kHz) with a hashed dither, so that it
+/// sounds like two speakers and any lost, repeated or swapped sample shows.
 pub fn sample(side: Side, n: u64) -> i16 {
-    let seed = match side {
-        Side::Caller => 0x9E37_79B9u64,
-        Side::Agent => 0x85EB_CA6Bu64,
+    let (seed, hz) = match side {
+        Side::Caller => (0x9E37_79B9u64, 440.0),
+        Side::Agent => (0x85EB_CA6Bu64, 660.0),
     };
-    let x = (n.wrapping_add(seed)).wrapping_mul(0x2545_F491_4F6C_DD1D);
-    (x >> 48) as u16 as i16
+    let dither = (n.wrapping_add(seed)).wrapping_mul(0x2545_F491_4F6C_DD1D) >> 58;
+    let tone = (n as f64 * hz * std::f64::consts::TAU / 8000.0).sin() * 6000.0;
+    tone as i16 + dither as i16
 }
 
 #[derive(Debug, Clone)]

@@ -38,6 +38,7 @@ pub struct Settings {
     pub max_element_size: u32,
     /// Longest jump of the whole stream, in ms, that is filled rather than skipped.
     pub max_gap: u32,
+    pub buffer_lists: bool,
 }
 
 impl Default for Settings {
@@ -47,6 +48,7 @@ impl Default for Settings {
             stop_at_contact_end: false,
             max_element_size: crate::mkv::parser::DEFAULT_MAX_ELEMENT_SIZE as u32,
             max_gap: DEFAULT_MAX_GAP_MS,
+            buffer_lists: false,
         }
     }
 }
@@ -96,6 +98,7 @@ pub struct Demux {
     adapter: gst_base::UniqueAdapter,
     events: Vec<Event>,
     streams: Vec<Stream>,
+    new_pads: Vec<gst::Pad>,
     next_index: u32,
     group_id: Option<gst::GroupId>,
     seqnum: Option<gst::Seqnum>,
@@ -114,6 +117,8 @@ pub struct Demux {
     fragments: u64,
     bytes: u64,
     stopped: bool,
+    /// The buffer-lists setting, taken when the first pad is made.
+    lists: bool,
 }
 
 impl Demux {
@@ -142,6 +147,7 @@ impl Demux {
         }
         if self.bytes == 0 {
             self.parser = Parser::new(u64::from(settings.max_element_size));
+            self.lists = settings.buffer_lists;
         }
         self.bytes += buffer.size() as u64;
         self.adapter.push(buffer);
@@ -309,8 +315,17 @@ impl Demux {
         if let Some(tracks) = self.fragment.tracks.take() {
             self.tracks = tracks;
         }
-        self.configure(imp, settings);
-        self.push_tags(imp)
+        let changed = self.configure(imp, settings);
+        // Tags first: a pad-added handler finds the track name in the sticky
+        // tag event.
+        let result = self.push_tags(imp);
+        for pad in std::mem::take(&mut self.new_pads) {
+            imp.add_src_pad(&pad);
+        }
+        if changed {
+            imp.obj().no_more_pads();
+        }
+        result
     }
 
     /// Reports a new ContactId; with stop-at-contact-end, ends the stream.
@@ -346,11 +361,13 @@ impl Demux {
         Err(gst::FlowError::Eos)
     }
 
-    /// Brings the pads in line with the tracks in force.
-    fn configure(&mut self, imp: &KvsAudioDemux, settings: &Settings) {
+    /// Brings the pads in line with the tracks in force. New pads go to
+    /// `new_pads`, to be added once they carry their tags. Returns whether
+    /// the set of pads changed.
+    fn configure(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> bool {
         let key = (self.tracks.clone(), self.l16, settings.connect_pcm);
         if self.configured.as_ref() == Some(&key) {
-            return;
+            return false;
         }
         self.configured = Some(key);
         let mut wanted = Vec::new();
@@ -430,9 +447,7 @@ impl Demux {
             let _ = s.send_event(imp, gst::event::Eos::new());
             imp.remove_src_pad(&s.pad);
         }
-        if added || !removed.is_empty() {
-            imp.obj().no_more_pads();
-        }
+        added || !removed.is_empty()
     }
 
     fn segment_event(&mut self) -> gst::Event {
@@ -468,7 +483,7 @@ impl Demux {
         );
         pad.push_event(gst::event::Caps::new(&output.caps));
         pad.push_event(self.segment_event());
-        imp.add_src_pad(&pad);
+        self.new_pads.push(pad.clone());
         let position = self.streams.iter().map(|s| s.position).max().unwrap_or(0);
         Stream {
             pad,
@@ -477,7 +492,8 @@ impl Demux {
             position,
             last_abs: None,
             discont: true,
-            pending: None,
+            pending: Vec::new(),
+            lists: self.lists,
         }
     }
 
@@ -709,7 +725,7 @@ impl Demux {
             s.position = 0;
             s.last_abs = None;
             s.discont = true;
-            s.pending = None;
+            s.pending.clear();
             s.pad.push_event(segment.clone());
         }
     }

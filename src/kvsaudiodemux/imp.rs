@@ -145,6 +145,16 @@ impl ObjectImpl for KvsAudioDemux {
                     .default_value(super::demux::DEFAULT_MAX_GAP_MS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("buffer-lists")
+                    .nick("Buffer lists")
+                    .blurb(
+                        "Push the blocks of each input chunk as one buffer list per pad: less \
+                         overhead for archive and file input. Off by default because some \
+                         elements, such as splitmuxsink in GStreamer 1.22, do not handle lists",
+                    )
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("max-element-size")
                     .nick("Max element size")
                     .blurb(
@@ -167,6 +177,7 @@ impl ObjectImpl for KvsAudioDemux {
             "stop-at-contact-end" => settings.stop_at_contact_end = value.get().unwrap(),
             "max-element-size" => settings.max_element_size = value.get().unwrap(),
             "max-gap" => settings.max_gap = value.get().unwrap(),
+            "buffer-lists" => settings.buffer_lists = value.get().unwrap(),
             _ => unreachable!(),
         }
     }
@@ -178,6 +189,7 @@ impl ObjectImpl for KvsAudioDemux {
             "stop-at-contact-end" => settings.stop_at_contact_end.to_value(),
             "max-element-size" => settings.max_element_size.to_value(),
             "max-gap" => settings.max_gap.to_value(),
+            "buffer-lists" => settings.buffer_lists.to_value(),
             _ => unreachable!(),
         }
     }

@@ -26,8 +26,10 @@ pub(super) struct Stream {
     /// Absolute time of the last block pushed, in ns.
     pub last_abs: Option<i128>,
     pub discont: bool,
-    /// Buffers not pushed yet: they leave as one list per input chunk.
-    pub pending: Option<gst::BufferList>,
+    /// Buffers not pushed yet: they leave at the end of each input chunk.
+    pub pending: Vec<gst::Buffer>,
+    /// Push `pending` as one buffer list rather than buffer by buffer.
+    pub lists: bool,
 }
 
 fn samples_to_ns(samples: u64, rate: u32) -> u64 {
@@ -36,18 +38,24 @@ fn samples_to_ns(samples: u64, rate: u32) -> u64 {
 
 impl Stream {
     fn queue(&mut self, buffer: gst::Buffer) {
-        let list = self
-            .pending
-            .get_or_insert_with(|| gst::BufferList::new_sized(32));
-        list.get_mut().unwrap().add(buffer);
+        self.pending.push(buffer);
     }
 
     /// Pushes the pending buffers.
     pub fn flush(&mut self, imp: &KvsAudioDemux) -> FlowResult {
-        match self.pending.take() {
-            Some(list) => imp.combine(&self.pad, self.pad.push_list(list)),
-            None => Ok(gst::FlowSuccess::Ok),
+        if self.pending.is_empty() {
+            return Ok(gst::FlowSuccess::Ok);
         }
+        if self.lists {
+            let mut list = gst::BufferList::new_sized(self.pending.len());
+            let l = list.get_mut().unwrap();
+            self.pending.drain(..).for_each(|b| l.add(b));
+            return imp.combine(&self.pad, self.pad.push_list(list));
+        }
+        for buffer in std::mem::take(&mut self.pending) {
+            imp.combine(&self.pad, self.pad.push(buffer))?;
+        }
+        Ok(gst::FlowSuccess::Ok)
     }
 
     /// Pushes an event after the pending buffers.

@@ -3,6 +3,7 @@
 
 pub mod ebml;
 pub mod elements;
+pub mod feed;
 pub mod parser;
 pub mod writer;
 

@@ -342,48 +342,10 @@ mod tests {
     use super::*;
     use crate::mkv::writer::{BlockSpec, Fragment, Lacing, TrackSpec};
 
-    /// An event with block payloads copied out, so runs can be compared.
-    #[derive(Debug, Clone, PartialEq)]
-    enum Owned {
-        Event(Event),
-        Block(u64, u64, i16, Vec<Vec<u8>>),
-    }
+    use crate::mkv::feed::{Owned, feed};
 
-    /// Feeds `data` in chunks whose sizes `next_size` picks.
-    fn run(data: &[u8], mut next_size: impl FnMut() -> usize) -> Vec<Owned> {
-        let mut parser = Parser::new(1 << 20);
-        let mut pending = Vec::new();
-        let mut events = Vec::new();
-        let mut result = Vec::new();
-        let mut fed = 0;
-        while fed < data.len() {
-            let n = next_size().clamp(1, data.len() - fed);
-            pending.extend_from_slice(&data[fed..fed + n]);
-            fed += n;
-            while pending.len() >= parser.need() && !pending.is_empty() {
-                let need = parser.need();
-                let used = parser.parse(&pending, &mut events);
-                let progressed = used > 0 || !events.is_empty() || parser.need() > need;
-                for ev in events.drain(..) {
-                    result.push(match ev {
-                        Event::Block(b) => Owned::Block(
-                            b.track,
-                            b.cluster_timecode,
-                            b.relative,
-                            b.frames.iter().map(|r| pending[r].to_vec()).collect(),
-                        ),
-                        other => Owned::Event(other),
-                    });
-                }
-                pending.drain(..used);
-                if !progressed {
-                    break;
-                }
-            }
-        }
-        parser.finish(&mut events);
-        result.extend(events.drain(..).map(Owned::Event));
-        result
+    fn run(data: &[u8], next_size: impl FnMut() -> usize) -> Vec<Owned> {
+        feed(&mut Parser::new(1 << 20), data, next_size)
     }
 
     fn whole(data: &[u8]) -> Vec<Owned> {
