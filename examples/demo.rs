@@ -9,7 +9,7 @@
 //! ```
 
 use gst::prelude::*;
-use gstkvs::synth::{AGENT, CALLER, Call, Side};
+use gstkvs::synth::{AGENT, CALLER, Call};
 
 struct Args {
     seconds: u64,
@@ -60,11 +60,8 @@ fn main() {
         eprintln!("demo: {e}");
         std::process::exit(2)
     });
-    let call = Call {
-        // The agent says nothing for two seconds: that channel gets silence.
-        silence: vec![(Side::Agent, 3000..5000)],
-        ..Call::of_seconds(args.seconds)
-    };
+    // The agent says nothing from 3 s to 5 s: that channel gets silence.
+    let call = Call::demo(args.seconds);
     let bytes = call.bytes();
     if let Some(path) = args.capture {
         std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("writing {path}: {e}"));

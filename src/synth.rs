@@ -88,6 +88,14 @@ impl Call {
         self.block_ms * u64::from(self.rate) / 1000
     }
 
+    /// The demo call: `seconds` long, with the agent silent from 3 s to 5 s.
+    pub fn demo(seconds: u64) -> Self {
+        Call {
+            silence: vec![(Side::Agent, 3000..5000)],
+            ..Call::of_seconds(seconds)
+        }
+    }
+
     /// KVS-style 47-digit fragment number.
     pub fn fragment_number(&self, index: u64) -> String {
         format!(

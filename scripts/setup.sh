@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what gst-plugin-kvs needs on Debian 12: GStreamer 1.22 with its
+# development files, and the elements the tests and recipes use.
+set -euo pipefail
+packages=(
+    pkg-config meson
+    libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+    gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-bad
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null; then
+    echo "cargo is missing: install Rust 1.95 or newer (https://rustup.rs), then run this again" >&2
+    exit 1
+fi
