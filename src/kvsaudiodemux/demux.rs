@@ -16,11 +16,11 @@ use gst::subclass::prelude::*;
 use super::ConnectPcm;
 use super::caps::{self, Output};
 use super::imp::{CAT, KvsAudioDemux};
+use super::report;
 use super::stream::{FlowResult, Stream};
 use crate::kvs::{self, FragmentMeta};
 use crate::mkv::elements::DEFAULT_TIMESTAMP_SCALE;
 use crate::mkv::{Block, Event, Parser, SimpleTag, Track, TrackKind};
-use crate::tags;
 
 /// A block this much later than its pad's position starts a gap (DISCONT);
 /// this much earlier counts as time going backwards.
@@ -342,11 +342,7 @@ impl Demux {
             "Contact changed from {previous} to {contact}"
         );
         let number = self.fragment.meta.fragment_number.as_deref().unwrap_or("");
-        let s = gst::Structure::builder("kvs-contact-changed")
-            .field("previous-contact-id", &previous)
-            .field("contact-id", contact)
-            .field("fragment-number", number)
-            .build();
+        let s = report::contact_changed(&previous, contact, number);
         let obj = imp.obj();
         obj.post_message(gst::message::Element::builder(s).src(&*obj).build())
             .ok();
@@ -498,42 +494,14 @@ impl Demux {
     }
 
     fn push_tags(&mut self, imp: &KvsAudioDemux) -> FlowResult {
-        let meta = &self.fragment.meta;
+        let ctx = report::Context {
+            prev_token: self.prev_token.as_deref(),
+            prev_millis: self.prev_millis,
+            contact: self.contact.as_deref(),
+        };
         let mut result = Ok(gst::FlowSuccess::Ok);
         for s in &mut self.streams {
-            let mut list = gst::TagList::new();
-            {
-                let l = list.get_mut().unwrap();
-                let replace = gst::TagMergeMode::Replace;
-                if !s.track.name.is_empty() {
-                    l.add::<gst::tags::Title>(&s.track.name.as_str(), replace);
-                }
-                if let Some(n) = &meta.fragment_number {
-                    l.add::<tags::FragmentNumber>(&n.as_str(), replace);
-                }
-                if let Some(t) = meta.server_timestamp {
-                    l.add::<tags::ServerTimestamp>(&t, replace);
-                }
-                if let Some(t) = meta.producer_timestamp {
-                    l.add::<tags::ProducerTimestamp>(&t, replace);
-                }
-                if let Some(m) = self.prev_millis {
-                    l.add::<tags::MillisBehindNow>(&m, replace);
-                }
-                if let Some(t) = &self.prev_token {
-                    l.add::<tags::ContinuationToken>(&t.as_str(), replace);
-                }
-                if let Some(c) = &self.contact {
-                    l.add::<tags::ContactId>(&c.as_str(), replace);
-                }
-                for (name, value) in &meta.other {
-                    l.add::<gst::tags::ExtendedComment>(
-                        &format!("{name}={value}").as_str(),
-                        gst::TagMergeMode::Append,
-                    );
-                }
-                l.set_scope(gst::TagScope::Stream);
-            }
+            let list = report::fragment_tags(&self.fragment.meta, &s.track.name, &ctx);
             result = result.and(s.send_event(imp, gst::event::Tag::new(list)));
         }
         result
@@ -645,21 +613,12 @@ impl Demux {
         self.fragments += 1;
         self.prev_token = f.meta.continuation_token.clone();
         self.prev_millis = f.meta.millis_behind_now;
-        let mut blocks = gst::Structure::builder("blocks");
-        for (track, n) in &f.blocks {
-            blocks = blocks.field(format!("track-{track}"), n);
-        }
-        let meta = &f.meta;
-        let s = gst::Structure::builder("kvs-fragment")
-            .field("index", self.fragments - 1)
-            .field_if_some("fragment-number", meta.fragment_number.as_deref())
-            .field_if_some("server-timestamp", meta.server_timestamp)
-            .field_if_some("producer-timestamp", meta.producer_timestamp)
-            .field_if_some("millis-behind-now", meta.millis_behind_now)
-            .field_if_some("continuation-token", meta.continuation_token.as_deref())
-            .field_if_some("contact-id", self.contact.as_deref())
-            .field("blocks", blocks.build())
-            .build();
+        let s = report::fragment_message(
+            self.fragments - 1,
+            &f.meta,
+            self.contact.as_deref(),
+            &f.blocks,
+        );
         gst::debug!(CAT, imp = imp, "Fragment complete: {s}");
         imp.obj()
             .post_message(gst::message::Element::builder(s).src(&*imp.obj()).build())
@@ -718,6 +677,7 @@ impl Demux {
         self.parser.reset();
         self.fragment = Fragment::default();
         self.offset = None;
+        self.last_number = None;
         self.stopped = false;
         self.seqnum = None;
         let segment = self.segment_event();

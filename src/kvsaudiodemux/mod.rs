@@ -19,6 +19,7 @@ use gst::prelude::*;
 mod caps;
 mod demux;
 mod imp;
+mod report;
 mod stream;
 
 glib::wrapper! {

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The GstTags and bus messages kvsaudiodemux makes from KVS fragment values.
+
+use crate::kvs::FragmentMeta;
+use crate::tags;
+
+/// Stream state a fragment's tags carry besides the fragment's own values.
+pub struct Context<'a> {
+    /// Continuation token and lag of the previous complete fragment.
+    pub prev_token: Option<&'a str>,
+    pub prev_millis: Option<u64>,
+    /// The contact in force (a fragment without ContactId keeps the last one).
+    pub contact: Option<&'a str>,
+}
+
+/// The stream-scope tag list of one fragment on the pad of track `title`.
+pub fn fragment_tags(meta: &FragmentMeta, title: &str, ctx: &Context) -> gst::TagList {
+    let mut list = gst::TagList::new();
+    {
+        let l = list.get_mut().unwrap();
+        let replace = gst::TagMergeMode::Replace;
+        if !title.is_empty() {
+            l.add::<gst::tags::Title>(&title, replace);
+        }
+        if let Some(n) = &meta.fragment_number {
+            l.add::<tags::FragmentNumber>(&n.as_str(), replace);
+        }
+        if let Some(t) = meta.server_timestamp {
+            l.add::<tags::ServerTimestamp>(&t, replace);
+        }
+        if let Some(t) = meta.producer_timestamp {
+            l.add::<tags::ProducerTimestamp>(&t, replace);
+        }
+        if let Some(m) = ctx.prev_millis {
+            l.add::<tags::MillisBehindNow>(&m, replace);
+        }
+        if let Some(t) = ctx.prev_token {
+            l.add::<tags::ContinuationToken>(&t, replace);
+        }
+        if let Some(c) = ctx.contact {
+            l.add::<tags::ContactId>(&c, replace);
+        }
+        for (name, value) in &meta.other {
+            let comment = format!("{name}={value}");
+            l.add::<gst::tags::ExtendedComment>(&comment.as_str(), gst::TagMergeMode::Append);
+        }
+        l.set_scope(gst::TagScope::Stream);
+    }
+    list
+}
+
+/// The `kvs-fragment` message of a complete fragment.
+pub fn fragment_message(
+    index: u64,
+    meta: &FragmentMeta,
+    contact: Option<&str>,
+    blocks: &[(u64, u64)],
+) -> gst::Structure {
+    let mut per_track = gst::Structure::builder("blocks");
+    for (track, n) in blocks {
+        per_track = per_track.field(format!("track-{track}"), n);
+    }
+    gst::Structure::builder("kvs-fragment")
+        .field("index", index)
+        .field_if_some("fragment-number", meta.fragment_number.as_deref())
+        .field_if_some("server-timestamp", meta.server_timestamp)
+        .field_if_some("producer-timestamp", meta.producer_timestamp)
+        .field_if_some("millis-behind-now", meta.millis_behind_now)
+        .field_if_some("continuation-token", meta.continuation_token.as_deref())
+        .field_if_some("contact-id", contact)
+        .field("blocks", per_track.build())
+        .build()
+}
+
+/// The `kvs-contact-changed` message.
+pub fn contact_changed(previous: &str, contact: &str, fragment_number: &str) -> gst::Structure {
+    gst::Structure::builder("kvs-contact-changed")
+        .field("previous-contact-id", previous)
+        .field("contact-id", contact)
+        .field("fragment-number", fragment_number)
+        .build()
+}
