@@ -10,13 +10,16 @@ use gst::glib;
 
 pub mod kvs;
 pub mod kvsaudiodemux;
+pub mod kvsgetmediasrc;
 pub mod mkv;
+pub mod server;
 pub mod synth;
 pub mod tags;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     tags::register();
-    kvsaudiodemux::register(plugin)
+    kvsaudiodemux::register(plugin)?;
+    kvsgetmediasrc::register(plugin)
 }
 
 gst::plugin_define!(

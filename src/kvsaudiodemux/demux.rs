@@ -207,13 +207,8 @@ impl Demux {
         region: Option<&gst::Buffer>,
     ) -> FlowResult {
         match event {
-            Event::Header { doc_type } => {
-                gst::trace!(
-                    CAT,
-                    imp = imp,
-                    "New {doc_type} chunk at byte {}",
-                    self.parser.offset()
-                );
+            Event::Header { offset, doc_type } => {
+                gst::trace!(CAT, imp = imp, "New {doc_type} chunk at byte {offset}");
                 self.fragment = Fragment {
                     seen: true,
                     ..Fragment::default()

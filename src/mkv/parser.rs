@@ -18,10 +18,8 @@ const MAX_EBML_HEADER: u64 = 256;
 /// What the parser found. Block frame ranges index the slice given to `parse`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// An EBML header: a new chunk (KVS fragment) starts.
-    Header {
-        doc_type: String,
-    },
+    /// An EBML header at this stream offset: a new chunk (KVS fragment) starts.
+    Header { offset: u64, doc_type: String },
     Info {
         timestamp_scale: u64,
     },
@@ -49,6 +47,8 @@ pub struct Parser {
     cluster: Option<u64>,
     cluster_timecode: u64,
     max_element_size: u64,
+    /// Skip blocks instead of decoding them (for readers that only want tags).
+    skip_blocks: bool,
 }
 
 impl Default for Parser {
@@ -85,6 +85,16 @@ impl Parser {
             cluster: None,
             cluster_timecode: 0,
             max_element_size,
+            skip_blocks: false,
+        }
+    }
+
+    /// A parser that reports everything but blocks, which it skips without
+    /// needing them whole: cheap for a reader that only wants tags.
+    pub fn metadata_only() -> Self {
+        Parser {
+            skip_blocks: true,
+            ..Self::default()
         }
     }
 
@@ -105,7 +115,10 @@ impl Parser {
 
     /// Forgets all state, as after a flush.
     pub fn reset(&mut self) {
-        *self = Self::new(self.max_element_size);
+        *self = Parser {
+            skip_blocks: self.skip_blocks,
+            ..Self::new(self.max_element_size)
+        };
     }
 
     /// Closes what is open at the end of the stream.
@@ -264,7 +277,8 @@ impl Parser {
                 );
             }
             (true, false, id::INFO | id::TRACKS | id::TAGS) => true,
-            (true, true, id::TIMECODE | id::SIMPLE_BLOCK | id::BLOCK_GROUP) => true,
+            (true, true, id::TIMECODE) => true,
+            (true, true, id::SIMPLE_BLOCK | id::BLOCK_GROUP) => !self.skip_blocks,
             _ => false,
         };
         if !whole {
@@ -278,7 +292,10 @@ impl Parser {
         let body_base = base + h.len;
         match h.id {
             id::EBML => match elements::parse_ebml_header(body) {
-                Some(doc_type) => out.push(Event::Header { doc_type }),
+                Some(doc_type) => out.push(Event::Header {
+                    offset: self.pos,
+                    doc_type,
+                }),
                 None => return self.corrupt("EBML header is not Matroska or WebM".into(), out),
             },
             id::INFO => out.push(Event::Info {

@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: MPL-2.0
+//! A local Kinesis Video Streams server for tests, benchmarks and demos.
+//! Point kvsgetmediasrc (or any AWS SDK) at it with `endpoint-uri`.
+
+use std::sync::atomic::Ordering;
+
+use gstkvs::server::{LocalKvs, State, Stream};
+use gstkvs::synth::Call;
+
+const USAGE: &str = "\
+Usage: kvs-local-server [OPTIONS]
+
+Serves the KVS REST API (GetDataEndpoint, GetMedia) on 127.0.0.1 and prints
+the endpoint URL. Requests must be SigV4-signed; any credentials work except
+the access key AKIDDENIED, which gets NotAuthorizedException.
+
+Streams:
+  --stream NAME=FILE.mkv   serve the chunks of a GetMedia capture or MKV file
+  --demo-call SECONDS      serve a live synthetic Connect call as stream
+                           'demo-call', paced in real time (default: 60)
+Options:
+  --port N                 port to listen on (default: 0, any free port)
+Faults:
+  --cut-after BYTES        cut each connection after BYTES body bytes
+  --cut-random MAX         cut each connection after a random count up to MAX
+  --cuts N                 how many connections to cut (default with a cut: 1000000)
+  --throttle K             refuse the first K GetMedia calls (ClientLimitExceeded)
+  --stall-ms T --stall-after BYTES   stall one body for T ms after BYTES
+  --error-at N             send in-band error tags in place of fragment N
+  --end-after N            serve only the first N fragments
+  --idle-end-ms MS         end a body with nothing to send after MS (default 3000)
+";
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut port = 0u16;
+    let mut streams = Vec::new();
+    let mut demo = None;
+    let mut faults: Vec<(String, u64)> = Vec::new();
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next().unwrap_or_else(|| {
+                eprintln!("kvs-local-server: {arg} needs a value\n\n{USAGE}");
+                std::process::exit(2)
+            })
+        };
+        let number = |v: String| -> u64 {
+            v.parse().unwrap_or_else(|_| {
+                eprintln!("kvs-local-server: {v:?} is not a number");
+                std::process::exit(2)
+            })
+        };
+        match arg.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return;
+            }
+            "--port" => port = number(value()) as u16,
+            "--demo-call" => demo = Some(number(value())),
+            "--stream" => {
+                let spec = value();
+                let Some((name, file)) = spec.split_once('=') else {
+                    eprintln!("kvs-local-server: --stream takes NAME=FILE.mkv");
+                    std::process::exit(2)
+                };
+                let data = std::fs::read(file).unwrap_or_else(|e| {
+                    eprintln!("kvs-local-server: cannot read {file}: {e}");
+                    std::process::exit(1)
+                });
+                streams.push(Stream::from_mkv(name, &data));
+            }
+            "--cut-after" | "--cut-random" | "--cuts" | "--throttle" | "--stall-ms" | "--stall-after"
+            | "--error-at" | "--end-after" | "--idle-end-ms" => {
+                let v = number(value());
+                faults.push((arg, v));
+            }
+            other => {
+                eprintln!("kvs-local-server: unknown option {other:?}\n\n{USAGE}");
+                std::process::exit(2)
+            }
+        }
+    }
+    if streams.is_empty() || demo.is_some() {
+        streams.push(Stream::from_call("demo-call", &Call::demo(demo.unwrap_or(60)), true));
+    }
+    let state = State::new(streams);
+    let f = &state.faults;
+    for (name, v) in faults {
+        match name.as_str() {
+            "--cut-after" => f.cut_after.store(v, Ordering::SeqCst),
+            "--cut-random" => f.cut_max.store(v, Ordering::SeqCst),
+            "--cuts" => f.cuts.store(v as u32, Ordering::SeqCst),
+            "--throttle" => f.throttle.store(v as u32, Ordering::SeqCst),
+            "--stall-ms" => f.stall_ms.store(v, Ordering::SeqCst),
+            "--stall-after" => f.stall_after.store(v, Ordering::SeqCst),
+            "--error-at" => f.error_at.store(v as u32, Ordering::SeqCst),
+            "--end-after" => f.end_after.store(v as u32, Ordering::SeqCst),
+            _ => f.idle_end_ms.store(v, Ordering::SeqCst),
+        }
+        if matches!(name.as_str(), "--cut-after" | "--cut-random") && f.cuts.load(Ordering::SeqCst) == 0 {
+            f.cuts.store(1_000_000, Ordering::SeqCst);
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    runtime.block_on(async {
+        let server = LocalKvs::start(port, state).await.unwrap_or_else(|e| {
+            eprintln!("kvs-local-server: cannot listen on 127.0.0.1:{port}: {e}");
+            std::process::exit(1)
+        });
+        let mut names: Vec<&String> = server.state.streams.keys().collect();
+        names.sort();
+        println!("kvs-local-server listening on {}", server.endpoint());
+        println!("streams: {}", names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+        tokio::signal::ctrl_c().await.ok();
+    });
+}

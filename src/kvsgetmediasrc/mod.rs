@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: MPL-2.0
+/**
+ * element-kvsgetmediasrc:
+ *
+ * Reads a Kinesis video stream with GetMedia, pushing the bytes downstream as
+ * they arrive. After any drop it reconnects with the continuation token of the
+ * last complete fragment; `kvsaudiodemux` drops what it already output, so
+ * every sample leaves once.
+ *
+ * ```sh
+ * gst-launch-1.0 kvsgetmediasrc stream-name=my-stream region=us-east-1 ! kvsaudiodemux ! ...
+ * ```
+ */
+use gst::glib;
+use gst::prelude::*;
+
+mod aws;
+mod imp;
+mod session;
+
+glib::wrapper! {
+    pub struct KvsGetMediaSrc(ObjectSubclass<imp::KvsGetMediaSrc>)
+        @extends gst_base::PushSrc, gst_base::BaseSrc, gst::Element, gst::Object;
+}
+
+/// Where GetMedia starts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstKvsStartSelector")]
+pub enum StartSelector {
+    #[default]
+    #[enum_value(name = "Now: the latest fragment", nick = "now")]
+    Now,
+    #[enum_value(name = "Earliest: the oldest fragment kept", nick = "earliest")]
+    Earliest,
+    #[enum_value(name = "After the fragment given by fragment-number", nick = "fragment-number")]
+    FragmentNumber,
+    #[enum_value(name = "At start-timestamp, server time", nick = "server-timestamp")]
+    ServerTimestamp,
+    #[enum_value(name = "At start-timestamp, producer time", nick = "producer-timestamp")]
+    ProducerTimestamp,
+    #[enum_value(name = "At continuation-token", nick = "continuation-token")]
+    ContinuationToken,
+}
+
+impl StartSelector {
+    pub fn nick(self) -> &'static str {
+        match self {
+            StartSelector::Now => "now",
+            StartSelector::Earliest => "earliest",
+            StartSelector::FragmentNumber => "fragment-number",
+            StartSelector::ServerTimestamp => "server-timestamp",
+            StartSelector::ProducerTimestamp => "producer-timestamp",
+            StartSelector::ContinuationToken => "continuation-token",
+        }
+    }
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gst::Element::register(
+        Some(plugin),
+        "kvsgetmediasrc",
+        gst::Rank::NONE,
+        KvsGetMediaSrc::static_type(),
+    )
+}

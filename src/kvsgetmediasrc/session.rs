@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: MPL-2.0
+//! One kvsgetmediasrc run: connects, reads the GetMedia body as it arrives,
+//! watches the KVS tags go by, and reconnects after any drop from the last
+//! complete fragment.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesisvideomedia::primitives::ByteStream;
+use bytes::Bytes;
+
+use super::aws::{self, Clients, Failure, Start, Target};
+use crate::kvs::{self, FragmentMeta};
+use crate::mkv::{Event, Parser};
+
+/// How a session behaves when connections fail or go quiet.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// EOS after this long without a new fragment, however many reconnects.
+    pub idle_timeout: Duration,
+    /// A body that sends nothing for this long is dropped and reconnected.
+    pub read_timeout: Duration,
+    /// Attempts in a row that may fail before the error is final.
+    pub max_retries: u32,
+    pub max_backoff: Duration,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub bytes: u64,
+    pub fragments: u64,
+    pub reconnects: u64,
+    pub throttles: u64,
+    pub endpoint_refreshes: u64,
+    pub continuation_token: Option<String>,
+    pub millis_behind_now: Option<u64>,
+}
+
+/// What `next` gives.
+pub enum Next {
+    /// Bytes, and whether they start after a reconnect.
+    Data(Bytes, bool),
+    /// No new fragment for `idle-timeout`: the stream is over.
+    Idle,
+}
+
+pub struct Session {
+    target: Target,
+    policy: Policy,
+    clients: Clients,
+    media: Option<aws_sdk_kinesisvideomedia::Client>,
+    body: Option<ByteStream>,
+    start: Start,
+    /// Scans the bytes for the KVS tags.
+    scanner: Parser,
+    pending: Vec<u8>,
+    events: Vec<Event>,
+    fragment: FragmentMeta,
+    in_cluster: bool,
+    last_fragment: Instant,
+    last_refresh: Option<Instant>,
+    connected_once: bool,
+    discont: bool,
+    pub stats: Stats,
+}
+
+impl Session {
+    pub async fn new(target: Target, start: Start, policy: Policy) -> Session {
+        let clients = Clients::new(&target).await;
+        Session {
+            target,
+            policy,
+            clients,
+            media: None,
+            body: None,
+            start,
+            scanner: Parser::metadata_only(),
+            pending: Vec::new(),
+            events: Vec::new(),
+            fragment: FragmentMeta::default(),
+            in_cluster: false,
+            last_fragment: Instant::now(),
+            last_refresh: None,
+            connected_once: false,
+            discont: false,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn region(&self) -> &str {
+        &self.clients.region
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The next bytes of the stream, reconnecting as needed.
+    pub async fn next(&mut self) -> Result<Next, Failure> {
+        let mut attempt = 0;
+        loop {
+            if self.body.is_none() {
+                if self.last_fragment.elapsed() >= self.policy.idle_timeout {
+                    return Ok(Next::Idle);
+                }
+                match self.connect().await {
+                    Ok(()) => attempt = 0,
+                    Err(failure) => {
+                        attempt += 1;
+                        self.recover(failure, attempt).await?;
+                        continue;
+                    }
+                }
+            }
+            let body = self.body.as_mut().unwrap();
+            match tokio::time::timeout(self.policy.read_timeout, body.next()).await {
+                Ok(Some(Ok(bytes))) => {
+                    self.watch(&bytes);
+                    self.stats.bytes += bytes.len() as u64;
+                    return Ok(Next::Data(bytes, std::mem::take(&mut self.discont)));
+                }
+                // The body ended (KVS ends a quiet one after about 3 s), broke,
+                // or went quiet: resume from the last complete fragment.
+                Ok(None) | Ok(Some(Err(_))) | Err(_) => self.drop_body(),
+            }
+        }
+    }
+
+    fn drop_body(&mut self) {
+        self.body = None;
+        self.stats.reconnects += 1;
+        self.discont = true;
+    }
+
+    async fn connect(&mut self) -> Result<(), Failure> {
+        if self.media.is_none() {
+            self.media = Some(self.clients.media_client(&self.target).await?);
+        }
+        let start = match &self.stats.continuation_token {
+            Some(token) => Start::ContinuationToken(token.clone()),
+            None => self.start.clone(),
+        };
+        let body = aws::get_media(self.media.as_ref().unwrap(), &self.target, &start).await?;
+        self.body = Some(body);
+        // A new body starts with a new chunk.
+        self.scanner.reset();
+        self.pending.clear();
+        self.in_cluster = false;
+        self.discont = self.connected_once;
+        self.connected_once = true;
+        Ok(())
+    }
+
+    /// Waits before the next attempt, or gives up.
+    async fn recover(&mut self, failure: Failure, attempt: u32) -> Result<(), Failure> {
+        match &failure {
+            Failure::Throttled(_) => self.stats.throttles += 1,
+            Failure::Endpoint(_) => {
+                // At most one refresh every 200 ms: KVS allows 5 calls a second.
+                if self.last_refresh.is_some_and(|t| t.elapsed() < Duration::from_millis(200)) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                self.last_refresh = Some(Instant::now());
+                self.media = None;
+                self.stats.endpoint_refreshes += 1;
+            }
+            Failure::Transient(_) => {
+                if attempt > 2 {
+                    self.media = None;
+                    self.stats.endpoint_refreshes += 1;
+                }
+            }
+            _ => return Err(failure),
+        }
+        if attempt > self.policy.max_retries {
+            return Err(failure);
+        }
+        tokio::time::sleep(aws::backoff(attempt - 1, self.policy.max_backoff)).await;
+        Ok(())
+    }
+
+    /// Follows the KVS tags: the continuation token of the last complete
+    /// fragment is where a reconnect resumes.
+    fn watch(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        while self.pending.len() >= self.scanner.need() {
+            let used = self.scanner.parse(&self.pending, &mut self.events);
+            for ev in self.events.drain(..) {
+                match ev {
+                    Event::Header { .. } => {
+                        self.fragment = FragmentMeta::default();
+                        self.in_cluster = false;
+                    }
+                    Event::ClusterStart => self.in_cluster = true,
+                    Event::Tags(tags) => {
+                        self.fragment.apply(&tags);
+                        let token = tags.iter().find(|t| t.name == kvs::CONTINUATION_TOKEN);
+                        if let (true, Some(token)) = (self.in_cluster, token) {
+                            self.stats.fragments += 1;
+                            self.stats.continuation_token = Some(token.value.trim().to_string());
+                            self.stats.millis_behind_now = self.fragment.millis_behind_now;
+                            self.last_fragment = Instant::now();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.pending.drain(..used);
+            if used == 0 {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,283 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The HTTP side of the local KVS server: routing, SigV4 header checks,
+//! JSON errors the SDK maps to its modeled errors, and streaming bodies.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::{State, Stream};
+use crate::mkv::writer::Fragment as ChunkWriter;
+
+type Body = BoxBody<Bytes, io::Error>;
+
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, addr: SocketAddr) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(state.clone(), addr, req));
+            let io = hyper_util::rt::TokioIo::new(tcp);
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+        });
+    }
+}
+
+fn full(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("x-amzn-RequestId", "00000000-0000-4000-8000-000000000000")
+        .body(Full::new(Bytes::from(body)).map_err(|e: Infallible| match e {}).boxed())
+        .unwrap()
+}
+
+/// A KVS error: the SDK reads the name from `x-amzn-ErrorType`.
+fn error(status: StatusCode, name: &str, message: String) -> Response<Body> {
+    let body = json!({ "__type": name, "Message": message }).to_string().into_bytes();
+    let mut resp = full(status, "application/json", body);
+    resp.headers_mut().insert("x-amzn-ErrorType", name.parse().unwrap());
+    resp
+}
+
+fn invalid(message: impl Into<String>) -> Response<Body> {
+    error(StatusCode::BAD_REQUEST, "InvalidArgumentException", message.into())
+}
+
+/// Checks the SigV4 Authorization header and returns the access key id.
+fn access_key(req: &Request<Incoming>) -> Result<String, Response<Body>> {
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let credential = auth
+        .strip_prefix("AWS4-HMAC-SHA256 Credential=")
+        .filter(|rest| rest.contains("/kinesisvideo/aws4_request") && rest.contains("Signature="))
+        .and_then(|rest| rest.split('/').next());
+    match credential {
+        Some(key) if req.headers().contains_key("x-amz-date") => Ok(key.to_string()),
+        _ => Err(error(
+            StatusCode::FORBIDDEN,
+            "MissingAuthenticationTokenException",
+            "Requests must be signed with AWS Signature Version 4 for the kinesisvideo service".into(),
+        )),
+    }
+}
+
+async fn handle(state: Arc<State>, addr: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let key = match access_key(&req) {
+        Ok(key) => key,
+        Err(resp) => return Ok(resp),
+    };
+    let path = req.uri().path().to_string();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Ok(invalid(format!("Could not read the request: {e}"))),
+    };
+    let json: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return Ok(invalid(format!("The request is not JSON: {e}"))),
+    };
+    if state.denied_keys.contains(&key) {
+        let msg = format!("The access key {key} is not authorized to perform this operation");
+        return Ok(error(StatusCode::UNAUTHORIZED, "NotAuthorizedException", msg));
+    }
+    let name = json["StreamName"].as_str();
+    let arn = json["StreamARN"].as_str();
+    let Some(stream) = state.stream(name, arn) else {
+        let which = name.or(arn).unwrap_or("(no StreamName or StreamARN)");
+        let msg = format!("The stream {which} does not exist");
+        return Ok(error(StatusCode::NOT_FOUND, "ResourceNotFoundException", msg));
+    };
+    Ok(match path.as_str() {
+        "/getDataEndpoint" => {
+            state.counters.get_data_endpoint.fetch_add(1, Ordering::SeqCst);
+            let body = json!({ "DataEndpoint": format!("http://{addr}") }).to_string();
+            full(StatusCode::OK, "application/json", body.into_bytes())
+        }
+        "/getMedia" => get_media(&state, stream, &json["StartSelector"]),
+        other => error(StatusCode::NOT_FOUND, "UnknownOperationException", format!("No operation at {other}")),
+    })
+}
+
+/// The index of the first fragment a StartSelector asks for.
+fn start_index(stream: &Stream, selector: &Value) -> Result<usize, Response<Body>> {
+    let kind = selector["StartSelectorType"].as_str().ok_or_else(|| invalid("StartSelectorType is required"))?;
+    let field = |name: &str| {
+        selector[name]
+            .as_str()
+            .ok_or_else(|| invalid(format!("StartSelectorType {kind} needs {name}")))
+    };
+    let timestamp_ms = || {
+        selector["StartTimestamp"]
+            .as_f64()
+            .map(|s| (s * 1000.0) as u64)
+            .ok_or_else(|| invalid(format!("StartSelectorType {kind} needs StartTimestamp")))
+    };
+    match kind {
+        "NOW" => Ok(stream.now_index()),
+        "EARLIEST" => Ok(0),
+        "FRAGMENT_NUMBER" => {
+            let number = field("AfterFragmentNumber")?;
+            stream
+                .index_after(number)
+                .ok_or_else(|| invalid(format!("No fragment {number} in stream {}", stream.name)))
+        }
+        "CONTINUATION_TOKEN" => {
+            let token = field("ContinuationToken")?;
+            stream
+                .index_after(token)
+                .ok_or_else(|| invalid(format!("Invalid continuation token {token}")))
+        }
+        "SERVER_TIMESTAMP" => Ok(stream.index_at(timestamp_ms()?, false)),
+        "PRODUCER_TIMESTAMP" => Ok(stream.index_at(timestamp_ms()?, true)),
+        other => Err(invalid(format!("Unknown StartSelectorType {other}"))),
+    }
+}
+
+fn get_media(state: &Arc<State>, stream: Arc<Stream>, selector: &Value) -> Response<Body> {
+    state.counters.get_media.fetch_add(1, Ordering::SeqCst);
+    if super::take(&state.faults.throttle) {
+        state.counters.throttled.fetch_add(1, Ordering::SeqCst);
+        let msg = "Too many GetMedia calls for this stream (limit: 5 per second)".into();
+        return error(StatusCode::BAD_REQUEST, "ClientLimitExceededException", msg);
+    }
+    let start = match start_index(&stream, selector) {
+        Ok(i) => i,
+        Err(resp) => return resp,
+    };
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(send_fragments(state.clone(), stream, start, tx));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "video/webm")
+        .body(ChannelBody(rx).boxed())
+        .unwrap()
+}
+
+/// A response body fed by a task; an `Err` aborts the connection.
+struct ChannelBody(mpsc::Receiver<io::Result<Bytes>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        self.0.poll_recv(cx).map(|item| item.map(|r| r.map(Frame::data)))
+    }
+}
+
+/// Writes a body, applying the cut and stall faults.
+struct Writer {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    sent: u64,
+    cut: Option<u64>,
+    stall: Option<(u64, Duration)>,
+}
+
+impl Writer {
+    /// Sends `data`; false when the body must end (client gone or cut).
+    async fn send(&mut self, state: &State, mut data: Bytes) -> bool {
+        if let Some((after, pause)) = self.stall {
+            if self.sent + data.len() as u64 > after {
+                let head = data.split_to((after.saturating_sub(self.sent) as usize).min(data.len()));
+                self.sent += head.len() as u64;
+                if !head.is_empty() && self.tx.send(Ok(head)).await.is_err() {
+                    return false;
+                }
+                self.stall = None;
+                tokio::time::sleep(pause).await;
+            }
+        }
+        if let Some(cut) = self.cut {
+            if self.sent + data.len() as u64 >= cut {
+                let head = data.split_to((cut - self.sent) as usize);
+                if !head.is_empty() {
+                    let _ = self.tx.send(Ok(head)).await;
+                }
+                state.counters.cut.fetch_add(1, Ordering::SeqCst);
+                let _ = self.tx.send(Err(io::Error::other("cut by fault injection"))).await;
+                return false;
+            }
+        }
+        self.sent += data.len() as u64;
+        data.is_empty() || self.tx.send(Ok(data)).await.is_ok()
+    }
+}
+
+/// A chunk with in-band error tags, as KVS sends when GetMedia fails mid-stream.
+fn error_chunk() -> Bytes {
+    let chunk = ChunkWriter {
+        tags_before: vec![vec![
+            ("AWS_KINESISVIDEO_ERROR_CODE".into(), "INTERNAL_ERROR".into()),
+            ("AWS_KINESISVIDEO_ERROR_ID".into(), "5000".into()),
+        ]],
+        ..ChunkWriter::default()
+    };
+    let mut bytes = chunk.to_bytes();
+    // Only the header, the Segment and the Tags: drop the empty Cluster.
+    let cluster = bytes.windows(4).rposition(|w| w == [0x1F, 0x43, 0xB6, 0x75]).unwrap_or(bytes.len());
+    bytes.truncate(cluster);
+    Bytes::from(bytes)
+}
+
+async fn send_fragments(state: Arc<State>, stream: Arc<Stream>, start: usize, tx: mpsc::Sender<io::Result<Bytes>>) {
+    let faults = &state.faults;
+    let mut w = Writer {
+        tx,
+        sent: 0,
+        cut: faults.next_cut(),
+        stall: faults.next_stall(),
+    };
+    let end = (faults.end_after.load(Ordering::SeqCst) as usize).min(stream.fragments.len());
+    let idle = Duration::from_millis(faults.idle_end_ms.load(Ordering::SeqCst));
+    for i in start..end {
+        if i as u32 == faults.error_at.load(Ordering::SeqCst) {
+            w.send(&state, error_chunk()).await;
+            return;
+        }
+        let f = &stream.fragments[i];
+        let Some(t0) = stream.fragment_start(i) else {
+            if !w.send(&state, f.bytes.clone()).await {
+                return;
+            }
+            continue;
+        };
+        // Live: nothing to send until the fragment starts; KVS ends an idle body.
+        if t0 > Instant::now() + idle {
+            tokio::time::sleep(idle).await;
+            return;
+        }
+        tokio::time::sleep_until(t0.into()).await;
+        let mut from = 0;
+        for &(upto, at_ms) in &f.steps {
+            tokio::time::sleep_until((t0 + Duration::from_millis(at_ms)).into()).await;
+            if !w.send(&state, f.bytes.slice(from..upto)).await {
+                return;
+            }
+            from = upto;
+        }
+        tokio::time::sleep_until((t0 + Duration::from_millis(f.duration_ms)).into()).await;
+        if !w.send(&state, f.bytes.slice(from..)).await {
+            return;
+        }
+    }
+    // Nothing more: KVS keeps the body open about 3 s, then ends it.
+    tokio::time::sleep(idle).await;
+}

@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: MPL-2.0
+//! A local Kinesis Video Streams server that speaks the KVS REST wire
+//! protocol (restJson1 over HTTP/1.1, SigV4-signed requests), so that the
+//! real aws-sdk-rust clients run against it unmodified. It serves stored and
+//! live synthetic streams, and injects faults for tests.
+
+mod http;
+pub mod store;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use store::Stream;
+
+/// Faults to inject, shared by all connections; tests may change them while
+/// the server runs.
+#[derive(Debug)]
+pub struct Faults {
+    /// Connections still to cut.
+    pub cuts: AtomicU32,
+    /// Cut a connection after this many body bytes; 0 picks a random count
+    /// up to `cut_max`.
+    pub cut_after: AtomicU64,
+    pub cut_max: AtomicU64,
+    /// GetMedia calls still to refuse with ClientLimitExceededException.
+    pub throttle: AtomicU32,
+    /// Stall one body for this many ms after `stall_after` bytes (0: never).
+    pub stall_ms: AtomicU64,
+    pub stall_after: AtomicU64,
+    /// Put in-band error tags in place of this fragment (u32::MAX: never).
+    pub error_at: AtomicU32,
+    /// Serve only this many fragments (u32::MAX: all).
+    pub end_after: AtomicU32,
+    /// A body with nothing to send for this long ends, like KVS (about 3 s).
+    pub idle_end_ms: AtomicU64,
+    rng: Mutex<u64>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            cuts: AtomicU32::new(0),
+            cut_after: AtomicU64::new(0),
+            cut_max: AtomicU64::new(100_000),
+            throttle: AtomicU32::new(0),
+            stall_ms: AtomicU64::new(0),
+            stall_after: AtomicU64::new(0),
+            error_at: AtomicU32::new(u32::MAX),
+            end_after: AtomicU32::new(u32::MAX),
+            idle_end_ms: AtomicU64::new(3000),
+            rng: Mutex::new(0x9E37_79B9_7F4A_7C15),
+        }
+    }
+}
+
+/// Takes one from a counter if it is above zero.
+fn take(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+impl Faults {
+    /// Where to cut the next connection, if it is to be cut.
+    fn next_cut(&self) -> Option<u64> {
+        if !take(&self.cuts) {
+            return None;
+        }
+        let fixed = self.cut_after.load(Ordering::SeqCst);
+        if fixed > 0 {
+            return Some(fixed);
+        }
+        let mut x = self.rng.lock().unwrap();
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        Some(1 + *x % self.cut_max.load(Ordering::SeqCst).max(1))
+    }
+
+    /// A stall to apply to the next body: (after bytes, how long).
+    fn next_stall(&self) -> Option<(u64, Duration)> {
+        let ms = self.stall_ms.swap(0, Ordering::SeqCst);
+        (ms > 0).then(|| (self.stall_after.load(Ordering::SeqCst), Duration::from_millis(ms)))
+    }
+}
+
+/// Counters a test can read.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub get_data_endpoint: AtomicU32,
+    pub get_media: AtomicU32,
+    pub throttled: AtomicU32,
+    pub cut: AtomicU32,
+}
+
+pub struct State {
+    pub streams: HashMap<String, Arc<Stream>>,
+    pub faults: Faults,
+    pub counters: Counters,
+    /// Access key ids that get NotAuthorizedException.
+    pub denied_keys: Vec<String>,
+}
+
+impl State {
+    pub fn new(streams: Vec<Stream>) -> Self {
+        State {
+            streams: streams.into_iter().map(|s| (s.name.clone(), Arc::new(s))).collect(),
+            faults: Faults::default(),
+            counters: Counters::default(),
+            denied_keys: vec!["AKIDDENIED".into()],
+        }
+    }
+
+    fn stream(&self, name: Option<&str>, arn: Option<&str>) -> Option<Arc<Stream>> {
+        match (name, arn) {
+            (Some(name), _) => self.streams.get(name).cloned(),
+            (None, Some(arn)) => self.streams.values().find(|s| s.arn == arn).cloned(),
+            _ => None,
+        }
+    }
+}
+
+/// A running server. Dropping it stops it.
+pub struct LocalKvs {
+    pub addr: SocketAddr,
+    pub state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LocalKvs {
+    /// Listens on 127.0.0.1 (port 0 picks a free one) and serves `state`.
+    pub async fn start(port: u16, state: State) -> std::io::Result<LocalKvs> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(state);
+        let task = tokio::spawn(http::serve(listener, state.clone(), addr));
+        Ok(LocalKvs { addr, state, task })
+    }
+
+    /// The endpoint URL to give the SDK (`endpoint-uri`).
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for LocalKvs {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
