@@ -289,36 +289,16 @@ fn audiomixer_and_interleave_do_not_stall_on_a_silent_side() {
             out.display()
         );
         run_launch(&desc);
-        let data = wav_data(&std::fs::read(&out).unwrap());
+        let data = common::wav_data(&std::fs::read(&out).unwrap());
         if mixer == "interleave" {
             // Stereo S16: caller left, agent right with zeros where it was silent.
-            let (left, right) = deinterleave(&data);
+            let (left, right) = common::deinterleave(&data);
             assert_eq!(left, call.pcm(Side::Caller));
             assert_eq!(right, call.pcm_with_silence(Side::Agent));
         } else {
             assert_eq!(data.len(), 5 * 8192 * 2, "{mixer}");
         }
     }
-}
-
-/// The payload of a WAV file's data chunk.
-pub fn wav_data(wav: &[u8]) -> Vec<u8> {
-    let mut pos = 12;
-    while pos + 8 <= wav.len() {
-        let size = u32::from_le_bytes(wav[pos + 4..pos + 8].try_into().unwrap()) as usize;
-        if &wav[pos..pos + 4] == b"data" {
-            return wav[pos + 8..pos + 8 + size].to_vec();
-        }
-        pos += 8 + size + (size & 1);
-    }
-    panic!("no data chunk");
-}
-
-/// Splits stereo S16 frames into left and right channel bytes.
-pub fn deinterleave(data: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let left = data.chunks(4).flat_map(|f| [f[0], f[1]]).collect();
-    let right = data.chunks(4).flat_map(|f| [f[2], f[3]]).collect();
-    (left, right)
 }
 
 pub fn tempdir() -> std::path::PathBuf {

@@ -57,16 +57,7 @@ fn run(desc: &str) {
 }
 
 fn wav_data(path: &std::path::Path) -> Vec<u8> {
-    let wav = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut pos = 12;
-    while pos + 8 <= wav.len() {
-        let size = u32::from_le_bytes(wav[pos + 4..pos + 8].try_into().unwrap()) as usize;
-        if &wav[pos..pos + 4] == b"data" {
-            return wav[pos + 8..pos + 8 + size].to_vec();
-        }
-        pos += 8 + size + (size & 1);
-    }
-    panic!("{}: no data chunk", path.display());
+    common::wav_data(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
 /// Decoded duration of an Ogg Opus file.
@@ -115,9 +106,7 @@ fn readme_recipes_work() {
     assert_eq!(wav_data(&dir.join("track1.wav")), caller);
     assert_eq!(wav_data(&dir.join("track2.wav")), agent);
 
-    let stereo = wav_data(&dir.join("stereo.wav"));
-    let left: Vec<u8> = stereo.chunks(4).flat_map(|f| [f[0], f[1]]).collect();
-    let right: Vec<u8> = stereo.chunks(4).flat_map(|f| [f[2], f[3]]).collect();
+    let (left, right) = common::deinterleave(&wav_data(&dir.join("stereo.wav")));
     assert_eq!(left, caller);
     assert_eq!(right, agent);
 

@@ -69,8 +69,8 @@ fn main() {
                 });
                 streams.push(Stream::from_mkv(name, &data));
             }
-            "--cut-after" | "--cut-random" | "--cuts" | "--throttle" | "--stall-ms" | "--stall-after"
-            | "--error-at" | "--end-after" | "--idle-end-ms" => {
+            "--cut-after" | "--cut-random" | "--cuts" | "--throttle" | "--stall-ms"
+            | "--stall-after" | "--error-at" | "--end-after" | "--idle-end-ms" => {
                 let v = number(value());
                 faults.push((arg, v));
             }
@@ -81,7 +81,11 @@ fn main() {
         }
     }
     if streams.is_empty() || demo.is_some() {
-        streams.push(Stream::from_call("demo-call", &Call::demo(demo.unwrap_or(60)), true));
+        streams.push(Stream::from_call(
+            "demo-call",
+            &Call::demo(demo.unwrap_or(60)),
+            true,
+        ));
     }
     let state = State::new(streams);
     let f = &state.faults;
@@ -97,7 +101,9 @@ fn main() {
             "--end-after" => f.end_after.store(v as u32, Ordering::SeqCst),
             _ => f.idle_end_ms.store(v, Ordering::SeqCst),
         }
-        if matches!(name.as_str(), "--cut-after" | "--cut-random") && f.cuts.load(Ordering::SeqCst) == 0 {
+        if matches!(name.as_str(), "--cut-after" | "--cut-random")
+            && f.cuts.load(Ordering::SeqCst) == 0
+        {
             f.cuts.store(1_000_000, Ordering::SeqCst);
         }
     }
@@ -110,7 +116,14 @@ fn main() {
         let mut names: Vec<&String> = server.state.streams.keys().collect();
         names.sort();
         println!("kvs-local-server listening on {}", server.endpoint());
-        println!("streams: {}", names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+        println!(
+            "streams: {}",
+            names
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         tokio::signal::ctrl_c().await.ok();
     });
 }

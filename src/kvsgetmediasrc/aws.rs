@@ -28,7 +28,10 @@ pub struct Target {
 impl Target {
     /// The stream, for messages.
     pub fn stream(&self) -> &str {
-        self.stream_name.as_deref().or(self.stream_arn.as_deref()).unwrap_or("?")
+        self.stream_name
+            .as_deref()
+            .or(self.stream_arn.as_deref())
+            .unwrap_or("?")
     }
 }
 
@@ -54,16 +57,21 @@ fn sort<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debu
     let text = || match (err.code(), err.message()) {
         (Some(code), Some(msg)) => format!("{code}: {msg}"),
         (Some(code), None) => code.to_string(),
-        _ => format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&err)),
+        _ => format!(
+            "{}",
+            aws_smithy_types::error::display::DisplayErrorContext(&err)
+        ),
     };
     match &err {
         SdkError::ServiceError(_) => match err.code().unwrap_or_default() {
-            "ClientLimitExceededException" | "ConnectionLimitExceededException" => Failure::Throttled(text()),
+            "ClientLimitExceededException" | "ConnectionLimitExceededException" => {
+                Failure::Throttled(text())
+            }
             "ResourceNotFoundException" => Failure::NotFound(text()),
             "NotAuthorizedException" if refresh_on_auth => Failure::Endpoint(text()),
-            "NotAuthorizedException" | "AccessDeniedException" | "MissingAuthenticationTokenException" => {
-                Failure::NotAuthorized(text())
-            }
+            "NotAuthorizedException"
+            | "AccessDeniedException"
+            | "MissingAuthenticationTokenException" => Failure::NotAuthorized(text()),
             "InvalidEndpointException" => Failure::Endpoint(text()),
             "InvalidArgumentException" => Failure::InvalidArgument(text()),
             _ => Failure::Transient(text()),
@@ -100,14 +108,22 @@ impl Clients {
             loader = loader.region(Region::new(region.clone()));
         }
         if let (Some(key), Some(secret)) = (&target.access_key, &target.secret_access_key) {
-            let creds = Credentials::new(key, secret, target.session_token.clone(), None, "kvsgetmediasrc");
+            let creds = Credentials::new(
+                key,
+                secret,
+                target.session_token.clone(),
+                None,
+                "kvsgetmediasrc",
+            );
             loader = loader.credentials_provider(SharedCredentialsProvider::new(creds));
         }
         if let Some(uri) = &target.endpoint_uri {
             loader = loader.endpoint_url(uri);
         }
         let config = loader.load().await;
-        let region = config.region().map_or("(no region)".into(), |r| r.to_string());
+        let region = config
+            .region()
+            .map_or("(no region)".into(), |r| r.to_string());
         Clients {
             video: aws_sdk_kinesisvideo::Client::new(&config),
             config,
@@ -116,7 +132,10 @@ impl Clients {
     }
 
     /// GetDataEndpoint for GetMedia: a client for the stream's data endpoint.
-    pub async fn media_client(&self, target: &Target) -> Result<aws_sdk_kinesisvideomedia::Client, Failure> {
+    pub async fn media_client(
+        &self,
+        target: &Target,
+    ) -> Result<aws_sdk_kinesisvideomedia::Client, Failure> {
         let out = self
             .video
             .get_data_endpoint()
@@ -190,7 +209,9 @@ pub async fn get_media(
 /// Backoff before retry `attempt` (0-based), with jitter: 100 ms doubling up
 /// to `max`, times a random factor in [0.5, 1.5).
 pub fn backoff(attempt: u32, max: Duration) -> Duration {
-    let base = Duration::from_millis(100).saturating_mul(1 << attempt.min(16)).min(max);
+    let base = Duration::from_millis(100)
+        .saturating_mul(1 << attempt.min(16))
+        .min(max);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());

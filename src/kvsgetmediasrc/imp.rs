@@ -67,7 +67,11 @@ fn parse_timestamp(s: &str) -> Option<f64> {
     if let Ok(secs) = s.trim().parse::<f64>() {
         return Some(secs);
     }
-    let t = aws_smithy_types::DateTime::from_str(s.trim(), aws_smithy_types::date_time::Format::DateTime).ok()?;
+    let t = aws_smithy_types::DateTime::from_str(
+        s.trim(),
+        aws_smithy_types::date_time::Format::DateTime,
+    )
+    .ok()?;
     Some(t.secs() as f64 + f64::from(t.subsec_nanos()) / 1e9)
 }
 
@@ -81,8 +85,12 @@ impl Settings {
             return Err("Set both access-key and secret-access-key, or neither to use the default credential chain".into());
         }
         let need = |v: &Option<String>, prop: &str| {
-            v.clone()
-                .ok_or_else(|| format!("start-selector={} needs the {prop} property", self.start_selector.nick()))
+            v.clone().ok_or_else(|| {
+                format!(
+                    "start-selector={} needs the {prop} property",
+                    self.start_selector.nick()
+                )
+            })
         };
         let timestamp = || {
             let s = need(&self.start_timestamp, "start-timestamp")?;
@@ -93,7 +101,9 @@ impl Settings {
         Ok(match self.start_selector {
             StartSelector::Now => Start::Now,
             StartSelector::Earliest => Start::Earliest,
-            StartSelector::FragmentNumber => Start::AfterFragment(need(&self.fragment_number, "fragment-number")?),
+            StartSelector::FragmentNumber => {
+                Start::AfterFragment(need(&self.fragment_number, "fragment-number")?)
+            }
             StartSelector::ServerTimestamp => Start::ServerTimestamp(timestamp()?),
             StartSelector::ProducerTimestamp => Start::ProducerTimestamp(timestamp()?),
             StartSelector::ContinuationToken => {
@@ -105,7 +115,11 @@ impl Settings {
     fn policy(&self) -> Policy {
         let ms = |v: u32| Duration::from_millis(u64::from(v));
         Policy {
-            idle_timeout: if self.idle_timeout_ms == 0 { Duration::MAX } else { ms(self.idle_timeout_ms) },
+            idle_timeout: if self.idle_timeout_ms == 0 {
+                Duration::MAX
+            } else {
+                ms(self.idle_timeout_ms)
+            },
             read_timeout: ms(self.read_timeout_ms),
             max_retries: self.max_retries,
             max_backoff: ms(self.max_backoff_ms),
@@ -127,12 +141,20 @@ impl KvsGetMediaSrc {
         let msg = match failure {
             Failure::NotFound(detail) => gst::error_msg!(
                 gst::ResourceError::NotFound,
-                ("Kinesis video stream {} was not found in region {}", stream, region),
+                (
+                    "Kinesis video stream {} was not found in region {}",
+                    stream,
+                    region
+                ),
                 ["{detail}. Check stream-name or stream-arn, and region."]
             ),
             Failure::NotAuthorized(detail) => gst::error_msg!(
                 gst::ResourceError::NotAuthorized,
-                ("Not authorized to read Kinesis video stream {} in region {}", stream, region),
+                (
+                    "Not authorized to read Kinesis video stream {} in region {}",
+                    stream,
+                    region
+                ),
                 [
                     "{detail}. Check the credentials (access-key and secret-access-key, or the default AWS \
                      credential chain) and that they allow kinesisvideo:GetDataEndpoint and kinesisvideo:GetMedia."
@@ -140,14 +162,24 @@ impl KvsGetMediaSrc {
             ),
             Failure::InvalidArgument(detail) => gst::error_msg!(
                 gst::ResourceError::Settings,
-                ("Kinesis Video Streams refused the request for stream {} in region {}", stream, region),
+                (
+                    "Kinesis Video Streams refused the request for stream {} in region {}",
+                    stream,
+                    region
+                ),
                 ["{detail}. Check the start-selector and its value."]
             ),
-            Failure::Throttled(detail) | Failure::Endpoint(detail) | Failure::Transient(detail) => gst::error_msg!(
-                gst::ResourceError::Read,
-                ("Could not read Kinesis video stream {} in region {}", stream, region),
-                ["{detail}. Gave up after the configured max-retries."]
-            ),
+            Failure::Throttled(detail) | Failure::Endpoint(detail) | Failure::Transient(detail) => {
+                gst::error_msg!(
+                    gst::ResourceError::Read,
+                    (
+                        "Could not read Kinesis video stream {} in region {}",
+                        stream,
+                        region
+                    ),
+                    ["{detail}. Gave up after the configured max-retries."]
+                )
+            }
         };
         self.post_error_message(msg);
         gst::FlowError::Error
@@ -182,7 +214,10 @@ impl ObjectSubclass for KvsGetMediaSrc {
 }
 
 fn string_prop(name: &'static str, blurb: &'static str) -> glib::ParamSpec {
-    glib::ParamSpecString::builder(name).blurb(blurb).mutable_ready().build()
+    glib::ParamSpecString::builder(name)
+        .blurb(blurb)
+        .mutable_ready()
+        .build()
 }
 
 fn secret_prop(name: &'static str, blurb: &'static str) -> glib::ParamSpec {
@@ -258,7 +293,12 @@ impl ObjectImpl for KvsGetMediaSrc {
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut s = self.settings.lock().unwrap();
-        let text = || value.get::<Option<String>>().unwrap().filter(|v| !v.is_empty());
+        let text = || {
+            value
+                .get::<Option<String>>()
+                .unwrap()
+                .filter(|v| !v.is_empty())
+        };
         match pspec.name() {
             "stream-name" => s.target.stream_name = text(),
             "stream-arn" => s.target.stream_arn = text(),
@@ -303,7 +343,10 @@ impl ObjectImpl for KvsGetMediaSrc {
                     .field("reconnects", st.reconnects)
                     .field("throttles", st.throttles)
                     .field("endpoint-refreshes", st.endpoint_refreshes)
-                    .field("continuation-token", st.continuation_token.as_deref().unwrap_or(""))
+                    .field(
+                        "continuation-token",
+                        st.continuation_token.as_deref().unwrap_or(""),
+                    )
                     .field("millis-behind-now", st.millis_behind_now.unwrap_or(0))
                     .build()
                     .to_value()
@@ -340,7 +383,15 @@ impl ElementImpl for KvsGetMediaSrc {
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let caps = gst::Caps::new_empty_simple("video/x-matroska");
-            vec![gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps).unwrap()]
+            vec![
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .unwrap(),
+            ]
         });
         TEMPLATES.as_ref()
     }
@@ -352,8 +403,17 @@ impl BaseSrcImpl for KvsGetMediaSrc {
         let start = settings
             .start()
             .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("{}", e)))?;
-        gst::debug!(CAT, imp = self, "Starting {} with {start:?}", settings.target.stream());
-        let session = RUNTIME.block_on(Session::new(settings.target.clone(), start, settings.policy()));
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Starting {} with {start:?}",
+            settings.target.stream()
+        );
+        let session = RUNTIME.block_on(Session::new(
+            settings.target.clone(),
+            start,
+            settings.policy(),
+        ));
         *self.stats.lock().unwrap() = Stats::default();
         *self.session.lock().unwrap() = Some(session);
         Ok(())
@@ -380,7 +440,10 @@ impl BaseSrcImpl for KvsGetMediaSrc {
 }
 
 impl PushSrcImpl for KvsGetMediaSrc {
-    fn create(&self, _buffer: Option<&mut gst::BufferRef>) -> Result<CreateSuccess, gst::FlowError> {
+    fn create(
+        &self,
+        _buffer: Option<&mut gst::BufferRef>,
+    ) -> Result<CreateSuccess, gst::FlowError> {
         let mut guard = self.session.lock().unwrap();
         let session = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         let next = self.block_on(session.next());
@@ -391,7 +454,10 @@ impl PushSrcImpl for KvsGetMediaSrc {
                 let mut buffer = gst::Buffer::from_slice(bytes);
                 if discont {
                     gst::debug!(CAT, imp = self, "Resumed after a drop");
-                    buffer.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
+                    buffer
+                        .get_mut()
+                        .unwrap()
+                        .set_flags(gst::BufferFlags::DISCONT);
                 }
                 Ok(CreateSuccess::NewBuffer(buffer))
             }

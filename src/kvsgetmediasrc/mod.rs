@@ -33,11 +33,17 @@ pub enum StartSelector {
     Now,
     #[enum_value(name = "Earliest: the oldest fragment kept", nick = "earliest")]
     Earliest,
-    #[enum_value(name = "After the fragment given by fragment-number", nick = "fragment-number")]
+    #[enum_value(
+        name = "After the fragment given by fragment-number",
+        nick = "fragment-number"
+    )]
     FragmentNumber,
     #[enum_value(name = "At start-timestamp, server time", nick = "server-timestamp")]
     ServerTimestamp,
-    #[enum_value(name = "At start-timestamp, producer time", nick = "producer-timestamp")]
+    #[enum_value(
+        name = "At start-timestamp, producer time",
+        nick = "producer-timestamp"
+    )]
     ProducerTimestamp,
     #[enum_value(name = "At continuation-token", nick = "continuation-token")]
     ContinuationToken,

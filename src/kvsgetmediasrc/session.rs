@@ -156,7 +156,10 @@ impl Session {
             Failure::Throttled(_) => self.stats.throttles += 1,
             Failure::Endpoint(_) => {
                 // At most one refresh every 200 ms: KVS allows 5 calls a second.
-                if self.last_refresh.is_some_and(|t| t.elapsed() < Duration::from_millis(200)) {
+                if self
+                    .last_refresh
+                    .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
+                {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 self.last_refresh = Some(Instant::now());

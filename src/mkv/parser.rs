@@ -19,7 +19,10 @@ const MAX_EBML_HEADER: u64 = 256;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// An EBML header at this stream offset: a new chunk (KVS fragment) starts.
-    Header { offset: u64, doc_type: String },
+    Header {
+        offset: u64,
+        doc_type: String,
+    },
     Info {
         timestamp_scale: u64,
     },

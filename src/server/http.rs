@@ -33,7 +33,9 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, addr: S
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(state.clone(), addr, req));
             let io = hyper_util::rt::TokioIo::new(tcp);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
         });
     }
 }
@@ -43,24 +45,50 @@ fn full(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body>
         .status(status)
         .header("content-type", content_type)
         .header("x-amzn-RequestId", "00000000-0000-4000-8000-000000000000")
-        .body(Full::new(Bytes::from(body)).map_err(|e: Infallible| match e {}).boxed())
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|e: Infallible| match e {})
+                .boxed(),
+        )
         .unwrap()
 }
 
-/// A KVS error: the SDK reads the name from `x-amzn-ErrorType`.
-fn error(status: StatusCode, name: &str, message: String) -> Response<Body> {
-    let body = json!({ "__type": name, "Message": message }).to_string().into_bytes();
-    let mut resp = full(status, "application/json", body);
-    resp.headers_mut().insert("x-amzn-ErrorType", name.parse().unwrap());
-    resp
+/// A KVS error reply.
+struct KvsError {
+    status: StatusCode,
+    name: &'static str,
+    message: String,
 }
 
-fn invalid(message: impl Into<String>) -> Response<Body> {
-    error(StatusCode::BAD_REQUEST, "InvalidArgumentException", message.into())
+impl KvsError {
+    /// The reply: the SDK reads the name from `x-amzn-ErrorType`.
+    fn response(self) -> Response<Body> {
+        let body = json!({ "__type": self.name, "Message": self.message }).to_string();
+        let mut resp = full(self.status, "application/json", body.into_bytes());
+        resp.headers_mut()
+            .insert("x-amzn-ErrorType", self.name.parse().unwrap());
+        resp
+    }
+}
+
+fn error(status: StatusCode, name: &'static str, message: String) -> KvsError {
+    KvsError {
+        status,
+        name,
+        message,
+    }
+}
+
+fn invalid(message: impl Into<String>) -> KvsError {
+    error(
+        StatusCode::BAD_REQUEST,
+        "InvalidArgumentException",
+        message.into(),
+    )
 }
 
 /// Checks the SigV4 Authorization header and returns the access key id.
-fn access_key(req: &Request<Incoming>) -> Result<String, Response<Body>> {
+fn access_key(req: &Request<Incoming>) -> Result<String, KvsError> {
     let auth = req
         .headers()
         .get("authorization")
@@ -75,50 +103,82 @@ fn access_key(req: &Request<Incoming>) -> Result<String, Response<Body>> {
         _ => Err(error(
             StatusCode::FORBIDDEN,
             "MissingAuthenticationTokenException",
-            "Requests must be signed with AWS Signature Version 4 for the kinesisvideo service".into(),
+            "Requests must be signed with AWS Signature Version 4 for the kinesisvideo service"
+                .into(),
         )),
     }
 }
 
-async fn handle(state: Arc<State>, addr: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let key = match access_key(&req) {
-        Ok(key) => key,
-        Err(resp) => return Ok(resp),
-    };
+async fn handle(
+    state: Arc<State>,
+    addr: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    Ok(reply(state, addr, req)
+        .await
+        .unwrap_or_else(KvsError::response))
+}
+
+async fn reply(
+    state: Arc<State>,
+    addr: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, KvsError> {
+    let key = access_key(&req)?;
     let path = req.uri().path().to_string();
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return Ok(invalid(format!("Could not read the request: {e}"))),
-    };
-    let json: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return Ok(invalid(format!("The request is not JSON: {e}"))),
-    };
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| invalid(format!("Could not read the request: {e}")))?
+        .to_bytes();
+    let json: Value = serde_json::from_slice(&body)
+        .map_err(|e| invalid(format!("The request is not JSON: {e}")))?;
     if state.denied_keys.contains(&key) {
         let msg = format!("The access key {key} is not authorized to perform this operation");
-        return Ok(error(StatusCode::UNAUTHORIZED, "NotAuthorizedException", msg));
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "NotAuthorizedException",
+            msg,
+        ));
     }
     let name = json["StreamName"].as_str();
     let arn = json["StreamARN"].as_str();
     let Some(stream) = state.stream(name, arn) else {
         let which = name.or(arn).unwrap_or("(no StreamName or StreamARN)");
         let msg = format!("The stream {which} does not exist");
-        return Ok(error(StatusCode::NOT_FOUND, "ResourceNotFoundException", msg));
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            msg,
+        ));
     };
-    Ok(match path.as_str() {
+    match path.as_str() {
         "/getDataEndpoint" => {
-            state.counters.get_data_endpoint.fetch_add(1, Ordering::SeqCst);
+            state
+                .counters
+                .get_data_endpoint
+                .fetch_add(1, Ordering::SeqCst);
             let body = json!({ "DataEndpoint": format!("http://{addr}") }).to_string();
-            full(StatusCode::OK, "application/json", body.into_bytes())
+            Ok(full(StatusCode::OK, "application/json", body.into_bytes()))
         }
         "/getMedia" => get_media(&state, stream, &json["StartSelector"]),
-        other => error(StatusCode::NOT_FOUND, "UnknownOperationException", format!("No operation at {other}")),
-    })
+        other => {
+            let msg = format!("No operation at {other}");
+            Err(error(
+                StatusCode::NOT_FOUND,
+                "UnknownOperationException",
+                msg,
+            ))
+        }
+    }
 }
 
 /// The index of the first fragment a StartSelector asks for.
-fn start_index(stream: &Stream, selector: &Value) -> Result<usize, Response<Body>> {
-    let kind = selector["StartSelectorType"].as_str().ok_or_else(|| invalid("StartSelectorType is required"))?;
+fn start_index(stream: &Stream, selector: &Value) -> Result<usize, KvsError> {
+    let kind = selector["StartSelectorType"]
+        .as_str()
+        .ok_or_else(|| invalid("StartSelectorType is required"))?;
     let field = |name: &str| {
         selector[name]
             .as_str()
@@ -151,24 +211,29 @@ fn start_index(stream: &Stream, selector: &Value) -> Result<usize, Response<Body
     }
 }
 
-fn get_media(state: &Arc<State>, stream: Arc<Stream>, selector: &Value) -> Response<Body> {
+fn get_media(
+    state: &Arc<State>,
+    stream: Arc<Stream>,
+    selector: &Value,
+) -> Result<Response<Body>, KvsError> {
     state.counters.get_media.fetch_add(1, Ordering::SeqCst);
     if super::take(&state.faults.throttle) {
         state.counters.throttled.fetch_add(1, Ordering::SeqCst);
         let msg = "Too many GetMedia calls for this stream (limit: 5 per second)".into();
-        return error(StatusCode::BAD_REQUEST, "ClientLimitExceededException", msg);
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "ClientLimitExceededException",
+            msg,
+        ));
     }
-    let start = match start_index(&stream, selector) {
-        Ok(i) => i,
-        Err(resp) => return resp,
-    };
+    let start = start_index(&stream, selector)?;
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(send_fragments(state.clone(), stream, start, tx));
-    Response::builder()
+    Ok(Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "video/webm")
         .body(ChannelBody(rx).boxed())
-        .unwrap()
+        .unwrap())
 }
 
 /// A response body fed by a task; an `Err` aborts the connection.
@@ -178,8 +243,13 @@ impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
-        self.0.poll_recv(cx).map(|item| item.map(|r| r.map(Frame::data)))
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|item| item.map(|r| r.map(Frame::data)))
     }
 }
 
@@ -194,27 +264,30 @@ struct Writer {
 impl Writer {
     /// Sends `data`; false when the body must end (client gone or cut).
     async fn send(&mut self, state: &State, mut data: Bytes) -> bool {
-        if let Some((after, pause)) = self.stall {
-            if self.sent + data.len() as u64 > after {
-                let head = data.split_to((after.saturating_sub(self.sent) as usize).min(data.len()));
-                self.sent += head.len() as u64;
-                if !head.is_empty() && self.tx.send(Ok(head)).await.is_err() {
-                    return false;
-                }
-                self.stall = None;
-                tokio::time::sleep(pause).await;
-            }
-        }
-        if let Some(cut) = self.cut {
-            if self.sent + data.len() as u64 >= cut {
-                let head = data.split_to((cut - self.sent) as usize);
-                if !head.is_empty() {
-                    let _ = self.tx.send(Ok(head)).await;
-                }
-                state.counters.cut.fetch_add(1, Ordering::SeqCst);
-                let _ = self.tx.send(Err(io::Error::other("cut by fault injection"))).await;
+        if let Some((after, pause)) = self.stall
+            && self.sent + data.len() as u64 > after
+        {
+            let head = data.split_to((after.saturating_sub(self.sent) as usize).min(data.len()));
+            self.sent += head.len() as u64;
+            if !head.is_empty() && self.tx.send(Ok(head)).await.is_err() {
                 return false;
             }
+            self.stall = None;
+            tokio::time::sleep(pause).await;
+        }
+        if let Some(cut) = self.cut
+            && self.sent + data.len() as u64 >= cut
+        {
+            let head = data.split_to((cut - self.sent) as usize);
+            if !head.is_empty() {
+                let _ = self.tx.send(Ok(head)).await;
+            }
+            state.counters.cut.fetch_add(1, Ordering::SeqCst);
+            let _ = self
+                .tx
+                .send(Err(io::Error::other("cut by fault injection")))
+                .await;
+            return false;
         }
         self.sent += data.len() as u64;
         data.is_empty() || self.tx.send(Ok(data)).await.is_ok()
@@ -225,19 +298,30 @@ impl Writer {
 fn error_chunk() -> Bytes {
     let chunk = ChunkWriter {
         tags_before: vec![vec![
-            ("AWS_KINESISVIDEO_ERROR_CODE".into(), "INTERNAL_ERROR".into()),
+            (
+                "AWS_KINESISVIDEO_ERROR_CODE".into(),
+                "INTERNAL_ERROR".into(),
+            ),
             ("AWS_KINESISVIDEO_ERROR_ID".into(), "5000".into()),
         ]],
         ..ChunkWriter::default()
     };
     let mut bytes = chunk.to_bytes();
     // Only the header, the Segment and the Tags: drop the empty Cluster.
-    let cluster = bytes.windows(4).rposition(|w| w == [0x1F, 0x43, 0xB6, 0x75]).unwrap_or(bytes.len());
+    let cluster = bytes
+        .windows(4)
+        .rposition(|w| w == [0x1F, 0x43, 0xB6, 0x75])
+        .unwrap_or(bytes.len());
     bytes.truncate(cluster);
     Bytes::from(bytes)
 }
 
-async fn send_fragments(state: Arc<State>, stream: Arc<Stream>, start: usize, tx: mpsc::Sender<io::Result<Bytes>>) {
+async fn send_fragments(
+    state: Arc<State>,
+    stream: Arc<Stream>,
+    start: usize,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) {
     let faults = &state.faults;
     let mut w = Writer {
         tx,

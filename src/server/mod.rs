@@ -83,7 +83,12 @@ impl Faults {
     /// A stall to apply to the next body: (after bytes, how long).
     fn next_stall(&self) -> Option<(u64, Duration)> {
         let ms = self.stall_ms.swap(0, Ordering::SeqCst);
-        (ms > 0).then(|| (self.stall_after.load(Ordering::SeqCst), Duration::from_millis(ms)))
+        (ms > 0).then(|| {
+            (
+                self.stall_after.load(Ordering::SeqCst),
+                Duration::from_millis(ms),
+            )
+        })
     }
 }
 
@@ -107,7 +112,10 @@ pub struct State {
 impl State {
     pub fn new(streams: Vec<Stream>) -> Self {
         State {
-            streams: streams.into_iter().map(|s| (s.name.clone(), Arc::new(s))).collect(),
+            streams: streams
+                .into_iter()
+                .map(|s| (s.name.clone(), Arc::new(s)))
+                .collect(),
             faults: Faults::default(),
             counters: Counters::default(),
             denied_keys: vec!["AKIDDENIED".into()],

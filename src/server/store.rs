@@ -70,7 +70,9 @@ impl Stream {
             .into_iter()
             .enumerate()
             .map(|(i, (start, end, meta))| {
-                let ms = |ns: Option<u64>| ns.map_or(1_700_000_000_000 + i as u64 * 1000, |t| t / 1_000_000);
+                let ms = |ns: Option<u64>| {
+                    ns.map_or(1_700_000_000_000 + i as u64 * 1000, |t| t / 1_000_000)
+                };
                 Fragment {
                     number: meta.fragment_number.unwrap_or_else(|| format!("{i}")),
                     producer_ms: ms(meta.producer_timestamp),
@@ -117,7 +119,8 @@ impl Stream {
 
     /// When fragment `i` starts to exist (None: it exists already).
     pub fn fragment_start(&self, i: usize) -> Option<Instant> {
-        self.live.map(|(t0, ms)| t0 + Duration::from_millis(i as u64 * ms))
+        self.live
+            .map(|(t0, ms)| t0 + Duration::from_millis(i as u64 * ms))
     }
 
     /// Index of the first fragment at or after `ms` on the chosen clock.
@@ -137,7 +140,11 @@ impl Stream {
             .fragments
             .iter()
             .position(|f| kvs::compare_fragment_numbers(&f.number, number).is_ge())?;
-        Some(if self.fragments[pos].number == number { pos + 1 } else { pos })
+        Some(if self.fragments[pos].number == number {
+            pos + 1
+        } else {
+            pos
+        })
     }
 
     /// The fragment being produced now (live) or the last one.

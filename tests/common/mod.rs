@@ -141,6 +141,91 @@ fn record(pad: &gst::Pad, log: Arc<Mutex<PadLog>>) {
     });
 }
 
+type Logs = Arc<Mutex<BTreeMap<String, Arc<Mutex<PadLog>>>>>;
+
+/// Records every pad `demux` adds, each linked to a fakesink.
+fn attach(pipeline: &gst::Pipeline, demux: &gst::Element) -> Logs {
+    let logs: Logs = Default::default();
+    let weak = pipeline.downgrade();
+    let logs_added = logs.clone();
+    demux.connect_pad_added(move |_, pad| {
+        let log = Arc::new(Mutex::new(PadLog::default()));
+        logs_added
+            .lock()
+            .unwrap()
+            .insert(pad.name().to_string(), log.clone());
+        record(pad, log);
+        let pipeline = weak.upgrade().unwrap();
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .build()
+            .unwrap();
+        pipeline.add(&sink).unwrap();
+        sink.sync_state_with_parent().unwrap();
+        pad.link(&sink.static_pad("sink").unwrap()).unwrap();
+    });
+    logs
+}
+
+fn message_into(run: &mut Run, msg: &gst::Message, demux: &gst::Element) {
+    match msg.view() {
+        gst::MessageView::Element(e) if msg.src() == Some(demux.upcast_ref()) => {
+            run.messages.push(e.structure().unwrap().to_owned());
+        }
+        gst::MessageView::Warning(w) => {
+            run.warnings
+                .push(format!("{} | {}", w.error(), w.debug().unwrap_or_default()))
+        }
+        gst::MessageView::Error(e) => {
+            run.errors
+                .push(format!("{} | {}", e.error(), e.debug().unwrap_or_default()))
+        }
+        _ => {}
+    }
+}
+
+/// Plays the pipeline to EOS or the first error, within `limit`.
+fn play(pipeline: &gst::Pipeline, demux: &gst::Element, logs: Logs, limit: Duration) -> Run {
+    // A failed start shows as an error on the bus.
+    let _ = pipeline.set_state(gst::State::Playing);
+    let mut run = Run::default();
+    let bus = pipeline.bus().unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no EOS or error within {limit:?}"
+            );
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Eos(_) => {
+                run.eos = true;
+                break;
+            }
+            gst::MessageView::Error(_) => {
+                message_into(&mut run, &msg, demux);
+                break;
+            }
+            _ => message_into(&mut run, &msg, demux),
+        }
+    }
+    // Messages posted just before EOS or the error may still be queued.
+    while let Some(msg) = bus.pop() {
+        message_into(&mut run, &msg, demux);
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    run.pads = logs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.lock().unwrap().clone()))
+        .collect();
+    run
+}
+
 /// Feeds `data` to kvsaudiodemux in chunks sized by `next_size` and records
 /// its output. `props` are set on the demuxer.
 pub fn demux_with(
@@ -164,26 +249,7 @@ pub fn demux_with(
     }
     pipeline.add_many([src.upcast_ref(), &demux]).unwrap();
     src.link(&demux).unwrap();
-    let logs: Arc<Mutex<BTreeMap<String, Arc<Mutex<PadLog>>>>> = Default::default();
-    let weak = pipeline.downgrade();
-    let logs_added = logs.clone();
-    demux.connect_pad_added(move |_, pad| {
-        let log = Arc::new(Mutex::new(PadLog::default()));
-        logs_added
-            .lock()
-            .unwrap()
-            .insert(pad.name().to_string(), log.clone());
-        record(pad, log);
-        let pipeline = weak.upgrade().unwrap();
-        let sink = gst::ElementFactory::make("fakesink")
-            .property("sync", false)
-            .property("async", false)
-            .build()
-            .unwrap();
-        pipeline.add(&sink).unwrap();
-        sink.sync_state_with_parent().unwrap();
-        pad.link(&sink.static_pad("sink").unwrap()).unwrap();
-    });
+    let logs = attach(&pipeline, &demux);
     let mut fed = 0;
     while fed < data.len() {
         let n = next_size().clamp(1, data.len() - fed);
@@ -192,64 +258,22 @@ pub fn demux_with(
         fed += n;
     }
     src.end_of_stream().unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let mut run = Run::default();
-    let bus = pipeline.bus().unwrap();
-    // EOS reaches the bus only from sinks; a stream without pads has none.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no EOS or error within 30 s"
-            );
-            continue;
-        };
-        match msg.view() {
-            gst::MessageView::Eos(_) => {
-                run.eos = true;
-                break;
-            }
-            gst::MessageView::Error(e) => {
-                run.errors
-                    .push(format!("{} | {}", e.error(), e.debug().unwrap_or_default()));
-                break;
-            }
-            gst::MessageView::Warning(w) => {
-                run.warnings
-                    .push(format!("{} | {}", w.error(), w.debug().unwrap_or_default()))
-            }
-            gst::MessageView::Element(e) if msg.src() == Some(demux.upcast_ref()) => {
-                run.messages.push(e.structure().unwrap().to_owned());
-            }
-            _ => {}
-        }
-    }
-    // Messages posted just before EOS or the error may still be queued.
-    while let Some(msg) = bus.pop() {
-        match msg.view() {
-            gst::MessageView::Element(e) if msg.src() == Some(demux.upcast_ref()) => {
-                run.messages.push(e.structure().unwrap().to_owned());
-            }
-            gst::MessageView::Warning(w) => {
-                run.warnings
-                    .push(format!("{} | {}", w.error(), w.debug().unwrap_or_default()))
-            }
-            gst::MessageView::Error(e) => {
-                run.errors
-                    .push(format!("{} | {}", e.error(), e.debug().unwrap_or_default()))
-            }
-            _ => {}
-        }
-    }
-    pipeline.set_state(gst::State::Null).unwrap();
-    run.pads = logs
-        .lock()
+    play(&pipeline, &demux, logs, Duration::from_secs(30))
+}
+
+/// Runs `<src> ! kvsaudiodemux name=demux` (a gst-launch description of
+/// the source) and records the demuxer's output. Returns the run and the
+/// source element, for its stats.
+pub fn source_run(src: &str, limit: Duration) -> (Run, gst::Element) {
+    init();
+    let pipeline = gst::parse::launch(&format!("{src} name=src ! kvsaudiodemux name=demux"))
         .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.lock().unwrap().clone()))
-        .collect();
-    run
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let demux = pipeline.by_name("demux").unwrap();
+    let logs = attach(&pipeline, &demux);
+    let run = play(&pipeline, &demux, logs, limit);
+    (run, pipeline.by_name("src").unwrap())
 }
 
 pub fn demux(data: &[u8]) -> Run {
@@ -280,4 +304,24 @@ pub fn captures() -> Option<std::path::PathBuf> {
         );
         None
     }
+}
+
+/// The payload of a WAV file's data chunk.
+pub fn wav_data(wav: &[u8]) -> Vec<u8> {
+    let mut pos = 12;
+    while pos + 8 <= wav.len() {
+        let size = u32::from_le_bytes(wav[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        if &wav[pos..pos + 4] == b"data" {
+            return wav[pos + 8..pos + 8 + size].to_vec();
+        }
+        pos += 8 + size + (size & 1);
+    }
+    panic!("no data chunk");
+}
+
+/// Splits stereo S16 frames into left and right channel bytes.
+pub fn deinterleave(data: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let left = data.chunks(4).flat_map(|f| [f[0], f[1]]).collect();
+    let right = data.chunks(4).flat_map(|f| [f[2], f[3]]).collect();
+    (left, right)
 }

@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: MPL-2.0
+//! kvsgetmediasrc on the real AWS SDK against the project's local KVS server,
+//! with kvsaudiodemux behind it.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gstkvs::server::{LocalKvs, State, Stream};
+use gstkvs::synth::{Call, Side};
+
+/// A server on 127.0.0.1 with one stored call named "call".
+struct Fixture {
+    server: LocalKvs,
+    call: Call,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Fixture {
+    fn new(fragments: u64, live: bool) -> Fixture {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let call = Call {
+            fragments,
+            ..Call::default()
+        };
+        let stream = if live {
+            Stream::from_call("call", &call, true)
+        } else {
+            Stream::from_mkv("call", &call.bytes())
+        };
+        let state = State::new(vec![stream]);
+        state.faults.idle_end_ms.store(300, Ordering::SeqCst);
+        let server = runtime.block_on(LocalKvs::start(0, state)).unwrap();
+        Fixture {
+            server,
+            call,
+            _runtime: runtime,
+        }
+    }
+
+    fn src(&self, extra: &str) -> String {
+        format!(
+            "kvsgetmediasrc stream-name=call region=us-east-1 access-key=AKIDTEST secret-access-key=test-secret \
+             endpoint-uri={} start-selector=earliest idle-timeout=1000 {extra}",
+            self.server.endpoint()
+        )
+    }
+
+    fn run(&self, extra: &str) -> (common::Run, gst::Structure) {
+        let (run, src) = common::source_run(&self.src(extra), Duration::from_secs(60));
+        (run, src.property::<gst::Structure>("stats"))
+    }
+
+    fn assert_exact(&self, run: &common::Run) {
+        assert!(run.eos, "{:?}", run.errors);
+        for (pad, side) in [("audio_0", Side::Caller), ("audio_1", Side::Agent)] {
+            let log = run.pad(pad);
+            assert!(
+                log.buffers.iter().all(|b| !b.gap),
+                "{pad}: no made-up silence"
+            );
+            assert_eq!(log.pcm(), self.call.pcm(side), "{pad}");
+        }
+    }
+}
+
+#[test]
+fn getmedia_to_demux_is_bit_exact() {
+    let f = Fixture::new(8, false);
+    let (run, stats) = f.run("");
+    f.assert_exact(&run);
+    assert_eq!(run.fragments().len(), 8);
+    assert_eq!(stats.get::<u64>("fragments").unwrap(), 8);
+    assert_eq!(
+        stats.get::<&str>("continuation-token").unwrap(),
+        f.call.continuation_token(7)
+    );
+    assert_eq!(
+        f.server
+            .state
+            .counters
+            .get_data_endpoint
+            .load(Ordering::SeqCst),
+        1
+    );
+}
+
+#[test]
+fn resume_torture_fifty_random_cuts() {
+    let f = Fixture::new(20, false);
+    let faults = &f.server.state.faults;
+    faults.cut_max.store(50_000, Ordering::SeqCst);
+    faults.cuts.store(50, Ordering::SeqCst);
+    let (run, stats) = f.run("");
+    f.assert_exact(&run);
+    assert_eq!(f.server.state.counters.cut.load(Ordering::SeqCst), 50);
+    assert!(stats.get::<u64>("reconnects").unwrap() >= 50, "{stats}");
+    // Every fragment once in the demuxer's messages, in order.
+    let numbers: Vec<String> = run
+        .fragments()
+        .iter()
+        .map(|s| s.get::<&str>("fragment-number").unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (0..20).map(|i| f.call.fragment_number(i)).collect();
+    assert_eq!(numbers, expected);
+}
+
+#[test]
+fn throttling_recovers() {
+    let f = Fixture::new(4, false);
+    f.server.state.faults.throttle.store(3, Ordering::SeqCst);
+    let (run, stats) = f.run("");
+    f.assert_exact(&run);
+    assert_eq!(stats.get::<u64>("throttles").unwrap(), 3);
+    assert_eq!(f.server.state.counters.throttled.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_stalled_body_is_dropped_by_the_watchdog() {
+    let f = Fixture::new(4, false);
+    let faults = &f.server.state.faults;
+    faults.stall_after.store(40_000, Ordering::SeqCst);
+    faults.stall_ms.store(20_000, Ordering::SeqCst);
+    let (run, stats) = f.run("read-timeout=500");
+    f.assert_exact(&run);
+    assert!(stats.get::<u64>("reconnects").unwrap() >= 1);
+}
+
+#[test]
+fn errors_name_the_stream_and_what_to_do() {
+    let f = Fixture::new(2, false);
+    let (run, _) = common::source_run(
+        &f.src("").replace("stream-name=call", "stream-name=nope"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        run.errors[0].contains("Kinesis video stream nope was not found in region us-east-1"),
+        "{:?}",
+        run.errors
+    );
+
+    let (run, _) = common::source_run(
+        &f.src("").replace("AKIDTEST", "AKIDDENIED"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        run.errors[0].contains("Not authorized to read Kinesis video stream call"),
+        "{:?}",
+        run.errors
+    );
+    assert!(
+        run.errors[0].contains("kinesisvideo:GetMedia"),
+        "{:?}",
+        run.errors
+    );
+
+    let (run, _) = common::source_run(
+        &f.src("start-selector=fragment-number"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        run.errors[0].contains("start-selector=fragment-number needs the fragment-number property"),
+        "{:?}",
+        run.errors
+    );
+
+    let bad_time = "start-selector=server-timestamp start-timestamp=yesterday";
+    let (run, _) = common::source_run(&f.src(bad_time), Duration::from_secs(30));
+    assert!(
+        run.errors[0].contains("neither RFC 3339"),
+        "{:?}",
+        run.errors
+    );
+}
+
+#[test]
+fn start_selectors() {
+    let f = Fixture::new(6, false);
+    let after = format!(
+        "start-selector=fragment-number fragment-number={}",
+        f.call.fragment_number(2)
+    );
+    let (run, _) = f.run(&after);
+    assert_eq!(
+        run.fragments()[0].get::<&str>("fragment-number").unwrap(),
+        f.call.fragment_number(3)
+    );
+    let at = format!(
+        "start-selector=producer-timestamp start-timestamp={}",
+        (f.call.start_ms + 4100) / 1000
+    );
+    let (run, _) = f.run(&at);
+    assert_eq!(
+        run.fragments()[0].get::<&str>("fragment-number").unwrap(),
+        f.call.fragment_number(3)
+    );
+    let token = format!(
+        "start-selector=continuation-token continuation-token={}",
+        f.call.continuation_token(4)
+    );
+    let (run, _) = f.run(&token);
+    assert_eq!(run.fragments().len(), 1);
+    assert_eq!(
+        run.pad("audio_0").pcm(),
+        f.call.pcm(Side::Caller)[5 * 16 * 1024..]
+    );
+}
+
+#[test]
+fn in_band_error_tags_reach_the_bus() {
+    let f = Fixture::new(4, false);
+    f.server.state.faults.error_at.store(2, Ordering::SeqCst);
+    let (run, _) = f.run("");
+    assert!(
+        run.errors[0].contains("5000") && run.errors[0].contains("internal error"),
+        "{:?}",
+        run.errors
+    );
+}
+
+#[test]
+fn idle_timeout_ends_a_live_call_with_a_complete_wav() {
+    common::init();
+    let f = Fixture::new(3, true);
+    let dir = std::env::temp_dir().join(format!("kvs-live-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("caller.wav");
+    let desc = format!(
+        "{} ! kvsaudiodemux name=d d.audio_0 ! queue ! wavenc ! filesink location={} d.audio_1 ! queue ! fakesink",
+        f.src(""),
+        out.display()
+    );
+    let pipeline = gst::parse::launch(&desc).unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let msg = pipeline.bus().unwrap().timed_pop_filtered(
+        gst::ClockTime::from_seconds(30),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(matches!(msg.unwrap().view(), gst::MessageView::Eos(_)));
+    let wav = std::fs::read(&out).unwrap();
+    let riff = u32::from_le_bytes(wav[4..8].try_into().unwrap()) as usize;
+    assert_eq!(riff + 8, wav.len(), "the RIFF size is final");
+    assert_eq!(common::wav_data(&wav), f.call.pcm(Side::Caller));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn shutdown_while_blocked_returns_at_once() {
+    common::init();
+    let f = Fixture::new(4, false);
+    let faults = &f.server.state.faults;
+    faults.stall_after.store(1000, Ordering::SeqCst);
+    faults.stall_ms.store(60_000, Ordering::SeqCst);
+    let pipeline = gst::parse::launch(&format!(
+        "{} read-timeout=60000 name=src ! fakesink",
+        f.src("")
+    ))
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let src = pipeline
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("src")
+        .unwrap();
+    let wait = Instant::now();
+    while src
+        .property::<gst::Structure>("stats")
+        .get::<u64>("bytes")
+        .unwrap()
+        < 1000
+    {
+        assert!(wait.elapsed() < Duration::from_secs(20), "no data");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The body is stalled for 60 s and the read timeout is 60 s: only
+    // cancellation on unlock lets this return.
+    let stop = Instant::now();
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(
+        stop.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        stop.elapsed()
+    );
+}
