@@ -10,8 +10,10 @@ use gst::glib;
 
 pub mod kvs;
 pub mod kvsaudiodemux;
+#[cfg(feature = "aws")]
 pub mod kvsgetmediasrc;
 pub mod mkv;
+#[cfg(feature = "aws")]
 pub mod server;
 pub mod synth;
 pub mod tags;
@@ -19,7 +21,9 @@ pub mod tags;
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     tags::register();
     kvsaudiodemux::register(plugin)?;
-    kvsgetmediasrc::register(plugin)
+    #[cfg(feature = "aws")]
+    kvsgetmediasrc::register(plugin)?;
+    Ok(())
 }
 
 gst::plugin_define!(

@@ -2,6 +2,8 @@
 //! kvsgetmediasrc on the real AWS SDK against the project's local KVS server,
 //! with kvsaudiodemux behind it.
 
+#![cfg(feature = "aws")]
+
 mod common;
 
 use std::sync::atomic::Ordering;

@@ -219,13 +219,16 @@ impl ElementImpl for KvsAudioDemux {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            // video/x-kvs-matroska is what kvsgetmediasrc offers decodebin.
             let mut sink_caps = gst::Caps::new_empty();
-            for name in [
+            let types = [
+                "video/x-kvs-matroska",
                 "video/x-matroska",
                 "audio/x-matroska",
                 "video/webm",
                 "audio/webm",
-            ] {
+            ];
+            for name in types {
                 sink_caps
                     .get_mut()
                     .unwrap()

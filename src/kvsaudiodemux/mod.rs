@@ -52,7 +52,9 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     gst::Element::register(
         Some(plugin),
         "kvsaudiodemux",
-        gst::Rank::NONE,
+        // Below matroskademux, so that ordinary Matroska files keep going
+        // there; only kvsaudiodemux takes video/x-kvs-matroska.
+        gst::Rank::MARGINAL,
         KvsAudioDemux::static_type(),
     )
 }

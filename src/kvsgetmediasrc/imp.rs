@@ -129,6 +129,7 @@ impl Settings {
 
 pub struct KvsGetMediaSrc {
     settings: Mutex<Settings>,
+    uri: Mutex<Option<String>>,
     session: Mutex<Option<Session>>,
     stats: Mutex<Stats>,
     cancel: watch::Sender<bool>,
@@ -202,10 +203,12 @@ impl ObjectSubclass for KvsGetMediaSrc {
     const NAME: &'static str = "GstKvsGetMediaSrc";
     type Type = super::KvsGetMediaSrc;
     type ParentType = gst_base::PushSrc;
+    type Interfaces = (gst::URIHandler,);
 
     fn new() -> Self {
         KvsGetMediaSrc {
             settings: Mutex::new(Settings::default()),
+            uri: Mutex::new(None),
             session: Mutex::new(None),
             stats: Mutex::new(Stats::default()),
             cancel: watch::channel(false).0,
@@ -382,7 +385,14 @@ impl ElementImpl for KvsGetMediaSrc {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = gst::Caps::new_empty_simple("video/x-matroska");
+            // video/x-kvs-matroska first: decodebin then plugs kvsaudiodemux
+            // (matroskademux does not take it) while ordinary files keep
+            // going to matroskademux. Downstream that only takes
+            // video/x-matroska gets that.
+            let mut caps = gst::Caps::new_empty_simple("video/x-kvs-matroska");
+            caps.get_mut()
+                .unwrap()
+                .append(gst::Caps::new_empty_simple("video/x-matroska"));
             vec![
                 gst::PadTemplate::new(
                     "src",
@@ -394,6 +404,29 @@ impl ElementImpl for KvsGetMediaSrc {
             ]
         });
         TEMPLATES.as_ref()
+    }
+}
+
+impl URIHandlerImpl for KvsGetMediaSrc {
+    const URI_TYPE: gst::URIType = gst::URIType::Src;
+
+    fn protocols() -> &'static [&'static str] {
+        &["kvs"]
+    }
+
+    fn uri(&self) -> Option<String> {
+        self.uri.lock().unwrap().clone()
+    }
+
+    fn set_uri(&self, uri: &str) -> Result<(), glib::Error> {
+        let props =
+            super::uri::parse(uri).map_err(|e| glib::Error::new(gst::URIError::BadUri, &e))?;
+        let obj = self.obj();
+        for (name, value) in props {
+            obj.set_property_from_str(name, &value);
+        }
+        *self.uri.lock().unwrap() = Some(uri.to_string());
+        Ok(())
     }
 }
 

@@ -17,10 +17,12 @@ use gst::prelude::*;
 mod aws;
 mod imp;
 mod session;
+mod uri;
 
 glib::wrapper! {
     pub struct KvsGetMediaSrc(ObjectSubclass<imp::KvsGetMediaSrc>)
-        @extends gst_base::PushSrc, gst_base::BaseSrc, gst::Element, gst::Object;
+        @extends gst_base::PushSrc, gst_base::BaseSrc, gst::Element, gst::Object,
+        @implements gst::URIHandler;
 }
 
 /// Where GetMedia starts.
@@ -66,7 +68,7 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     gst::Element::register(
         Some(plugin),
         "kvsgetmediasrc",
-        gst::Rank::NONE,
+        gst::Rank::SECONDARY,
         KvsGetMediaSrc::static_type(),
     )
 }

@@ -1,0 +1,183 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `kvs://` through uridecodebin and playbin: kvsaudiodemux is plugged for
+//! KVS streams, and matroskademux still plays ordinary Matroska files.
+
+#![cfg(feature = "aws")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use gst::prelude::*;
+use gstkvs::mkv::writer::{AudioSpec, BlockSpec, Fragment, TrackSpec};
+use gstkvs::server::{LocalKvs, State, Stream};
+use gstkvs::synth::{Call, Side};
+
+fn factories(bin: &gst::Bin) -> Vec<String> {
+    bin.iterate_recurse()
+        .into_iter()
+        .filter_map(|e| e.ok()?.factory().map(|f| f.name().to_string()))
+        .collect()
+}
+
+/// Runs `uridecodebin uri=URI`, recording the raw audio of each pad, and
+/// returns it with the factories that were plugged.
+fn decode(uri: &str) -> (Vec<Vec<u8>>, Vec<String>) {
+    common::init();
+    let pipeline = gst::Pipeline::new();
+    let dec = gst::ElementFactory::make("uridecodebin")
+        .property("uri", uri)
+        .build()
+        .unwrap();
+    pipeline.add(&dec).unwrap();
+    let outputs: Arc<Mutex<BTreeMap<String, Vec<u8>>>> = Default::default();
+    let weak = pipeline.downgrade();
+    let sink_outputs = outputs.clone();
+    dec.connect_pad_added(move |_, pad| {
+        let pipeline = weak.upgrade().unwrap();
+        let sink = gst_app::AppSink::builder().sync(false).build();
+        let name = pad.name().to_string();
+        let out = sink_outputs.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let map = sample.buffer().unwrap().map_readable().unwrap();
+                    out.lock()
+                        .unwrap()
+                        .entry(name.clone())
+                        .or_default()
+                        .extend_from_slice(&map);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        pipeline.add(&sink).unwrap();
+        sink.sync_state_with_parent().unwrap();
+        pad.link(&sink.static_pad("sink").unwrap()).unwrap();
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS within 30 s");
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("{uri}: {} ({:?})", e.error(), e.debug());
+    }
+    let plugged = factories(pipeline.upcast_ref());
+    pipeline.set_state(gst::State::Null).unwrap();
+    let out = outputs.lock().unwrap().values().cloned().collect();
+    (out, plugged)
+}
+
+#[test]
+fn kvs_uri_plays_through_kvsaudiodemux() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let call = Call {
+        fragments: 3,
+        ..Call::default()
+    };
+    let state = State::new(vec![Stream::from_mkv("my call", &call.bytes())]);
+    state.faults.idle_end_ms.store(200, Ordering::SeqCst);
+    let server = runtime.block_on(LocalKvs::start(0, state)).unwrap();
+    // Credentials for the local server come from the environment here.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDTEST");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-secret");
+    }
+    let endpoint: String = server.endpoint().replace(':', "%3A").replace('/', "%2F");
+    let uri = format!(
+        "kvs://my%20call?region=us-east-1&start=earliest&idle-timeout=800&endpoint={endpoint}"
+    );
+    let (pcm, plugged) = decode(&uri);
+    assert!(
+        plugged.contains(&"kvsaudiodemux".to_string()),
+        "{plugged:?}"
+    );
+    assert!(
+        !plugged.contains(&"matroskademux".to_string()),
+        "{plugged:?}"
+    );
+    assert_eq!(pcm.len(), 2);
+    let mut expected = vec![call.pcm(Side::Caller), call.pcm(Side::Agent)];
+    let mut got = pcm;
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+
+    // playbin picks one of the two tracks and plays it to the end.
+    let playbin = gst::ElementFactory::make("playbin")
+        .property("uri", &uri)
+        .build()
+        .unwrap();
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .build()
+        .unwrap();
+    playbin.set_property("audio-sink", &sink);
+    playbin.set_state(gst::State::Playing).unwrap();
+    let msg = playbin
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap();
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    let plugged = factories(playbin.downcast_ref().unwrap());
+    playbin.set_state(gst::State::Null).unwrap();
+    assert!(
+        plugged.contains(&"kvsaudiodemux".to_string()),
+        "{plugged:?}"
+    );
+}
+
+#[test]
+fn ordinary_matroska_files_still_use_matroskademux() {
+    let track = TrackSpec {
+        number: 1,
+        track_type: 2,
+        name: "pcm".into(),
+        codec_id: "A_PCM/INT/LIT".into(),
+        codec_private: vec![],
+        audio: Some(AudioSpec {
+            rate: 8000.0,
+            channels: 1,
+            bit_depth: Some(16),
+        }),
+    };
+    let file = Fragment {
+        timestamp_scale: Some(1_000_000),
+        tracks: vec![track],
+        known_size_cluster: true,
+        blocks: (0..10)
+            .map(|i| BlockSpec::simple(1, i * 64, vec![i as u8; 1024]))
+            .collect(),
+        ..Fragment::default()
+    };
+    let path = std::env::temp_dir().join(format!("kvs-plain-{}.mkv", std::process::id()));
+    std::fs::write(&path, file.to_bytes()).unwrap();
+    let (pcm, plugged) = decode(&format!("file://{}", path.display()));
+    std::fs::remove_file(&path).ok();
+    assert!(
+        plugged.contains(&"matroskademux".to_string()),
+        "{plugged:?}"
+    );
+    assert!(
+        !plugged.contains(&"kvsaudiodemux".to_string()),
+        "{plugged:?}"
+    );
+    assert_eq!(pcm.len(), 1);
+    assert_eq!(pcm[0].len(), 10 * 1024);
+}
