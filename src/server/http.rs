@@ -283,6 +283,9 @@ impl Writer {
                 let _ = self.tx.send(Ok(head)).await;
             }
             state.counters.cut.fetch_add(1, Ordering::SeqCst);
+            if let Some(timing) = &state.timing {
+                timing.lock().unwrap().cuts.push(Instant::now());
+            }
             let _ = self
                 .tx
                 .send(Err(io::Error::other("cut by fault injection")))
@@ -350,10 +353,18 @@ async fn send_fragments(
         }
         tokio::time::sleep_until(t0.into()).await;
         let mut from = 0;
-        for &(upto, at_ms) in &f.steps {
+        for (block, &(upto, at_ms)) in f.steps.iter().enumerate() {
             tokio::time::sleep_until((t0 + Duration::from_millis(at_ms)).into()).await;
             if !w.send(&state, f.bytes.slice(from..upto)).await {
                 return;
+            }
+            if let Some(timing) = &state.timing {
+                timing
+                    .lock()
+                    .unwrap()
+                    .blocks
+                    .entry((i, block))
+                    .or_insert_with(Instant::now);
             }
             from = upto;
         }

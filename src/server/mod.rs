@@ -107,6 +107,15 @@ pub struct State {
     pub counters: Counters,
     /// Access key ids that get NotAuthorizedException.
     pub denied_keys: Vec<String>,
+    /// For benchmarks: when each live block's last byte went out, as
+    /// (fragment, block), and when each cut happened.
+    pub timing: Option<Mutex<Timing>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Timing {
+    pub blocks: HashMap<(usize, usize), std::time::Instant>,
+    pub cuts: Vec<std::time::Instant>,
 }
 
 impl State {
@@ -119,6 +128,7 @@ impl State {
             faults: Faults::default(),
             counters: Counters::default(),
             denied_keys: vec!["AKIDDENIED".into()],
+            timing: None,
         }
     }
 

@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Live benchmarks of kvsgetmediasrc ! kvsaudiodemux against the local KVS
+//! server, through the real AWS SDK:
+//! - latency: from the server sending a block's last byte to the matching
+//!   buffer leaving kvsaudiodemux;
+//! - resume gap: from a cut to the next byte after it;
+//! - scale: N live calls at once in one process: CPU, RSS per call, and
+//!   whether all keep real time.
+//!
+//! ```sh
+//! cargo run --release --example live_bench -- [--seconds 20] [--scale 100,500,1000]
+//! ```
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gstkvs::server::{LocalKvs, State, Stream, Timing};
+use gstkvs::synth::Call;
+
+fn pipeline(endpoint: &str, extra: &str) -> (gst::Pipeline, gst::Element, gst::Element) {
+    let desc = format!(
+        "kvsgetmediasrc name=src stream-name=call region=us-east-1 access-key=AKIDBENCH \
+         secret-access-key=bench endpoint-uri={endpoint} idle-timeout=1500 {extra} ! kvsaudiodemux name=d"
+    );
+    let p = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let src = p.by_name("src").unwrap();
+    let demux = p.by_name("d").unwrap();
+    let weak = p.downgrade();
+    demux.connect_pad_added(move |_, pad| {
+        let p = weak.upgrade().unwrap();
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .build()
+            .unwrap();
+        p.add(&sink).unwrap();
+        sink.sync_state_with_parent().unwrap();
+        pad.link(&sink.static_pad("sink").unwrap()).unwrap();
+    });
+    (p, src, demux)
+}
+
+fn wait_eos(p: &gst::Pipeline) {
+    let bus = p.bus().unwrap();
+    bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(600),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    p.set_state(gst::State::Null).unwrap();
+}
+
+fn percentiles(mut v: Vec<f64>) -> String {
+    if v.is_empty() {
+        return "no samples".into();
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "median {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        v.len()
+    )
+}
+
+fn server(runtime: &tokio::runtime::Runtime, stream: Stream, timing: bool) -> LocalKvs {
+    let mut state = State::new(vec![stream]);
+    if timing {
+        state.timing = Some(Mutex::new(Timing::default()));
+    }
+    state.faults.idle_end_ms.store(500, Ordering::SeqCst);
+    runtime.block_on(LocalKvs::start(0, state)).unwrap()
+}
+
+fn latency(runtime: &tokio::runtime::Runtime, seconds: u64) {
+    let call = Call::of_seconds(seconds);
+    let srv = server(runtime, Stream::from_call("call", &call, true), true);
+    let (p, _, demux) = pipeline(&srv.endpoint(), "start-selector=earliest");
+    let seen: Arc<Mutex<Vec<(usize, u64, Instant)>>> = Default::default();
+    let seen_pads = seen.clone();
+    demux.connect_pad_added(move |_, pad| {
+        let track = if pad.name() == "audio_0" { 0 } else { 1 };
+        let seen = seen_pads.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(b)) = &info.data
+                && !b.flags().contains(gst::BufferFlags::GAP)
+            {
+                seen.lock()
+                    .unwrap()
+                    .push((track, b.pts().unwrap().mseconds(), Instant::now()));
+            }
+            gst::PadProbeReturn::Ok
+        });
+    });
+    p.set_state(gst::State::Playing).unwrap();
+    wait_eos(&p);
+    let timing = srv.state.timing.as_ref().unwrap().lock().unwrap();
+    let frag_ms = call.fragment_ms();
+    let lat: Vec<f64> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|&(track, pts, at)| {
+            let (fragment, rel) = ((pts / frag_ms) as usize, pts % frag_ms);
+            let block = (rel / call.block_ms) as usize * 2 + track;
+            let sent = timing.blocks.get(&(fragment, block))?;
+            Some(at.saturating_duration_since(*sent).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    println!(
+        "latency, server send -> buffer out of kvsaudiodemux: {}",
+        percentiles(lat)
+    );
+}
+
+fn resume_gap(runtime: &tokio::runtime::Runtime) {
+    let call = Call::of_seconds(60);
+    let srv = server(runtime, Stream::from_mkv("call", &call.bytes()), true);
+    srv.state.faults.cut_max.store(60_000, Ordering::SeqCst);
+    srv.state.faults.cuts.store(40, Ordering::SeqCst);
+    let (p, src, _) = pipeline(&srv.endpoint(), "start-selector=earliest");
+    let resumed: Arc<Mutex<Vec<Instant>>> = Default::default();
+    let r = resumed.clone();
+    src.static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(b)) = &info.data
+                && b.flags().contains(gst::BufferFlags::DISCONT)
+            {
+                r.lock().unwrap().push(Instant::now());
+            }
+            gst::PadProbeReturn::Ok
+        });
+    p.set_state(gst::State::Playing).unwrap();
+    wait_eos(&p);
+    let cuts = srv
+        .state
+        .timing
+        .as_ref()
+        .unwrap()
+        .lock()
+        .unwrap()
+        .cuts
+        .clone();
+    let resumed = resumed.lock().unwrap();
+    let gaps: Vec<f64> = cuts
+        .iter()
+        .filter_map(|c| {
+            resumed
+                .iter()
+                .find(|r| *r > c)
+                .map(|r| (*r - *c).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    println!(
+        "resume gap, cut -> next byte downstream: {}",
+        percentiles(gaps)
+    );
+}
+
+fn cpu_seconds() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    s(u.ru_utime) + s(u.ru_stime)
+}
+
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+fn scale(runtime: &tokio::runtime::Runtime, n: usize, seconds: u64) {
+    let call = Call::of_seconds(seconds + 30);
+    let srv = server(runtime, Stream::from_call("call", &call, true), false);
+    let rss0 = rss_mb();
+    let pipelines: Vec<_> = (0..n)
+        .map(|_| pipeline(&srv.endpoint(), "start-selector=now").0)
+        .collect();
+    for p in &pipelines {
+        p.set_state(gst::State::Playing).unwrap();
+    }
+    // Let them connect, then measure a window.
+    std::thread::sleep(Duration::from_secs(3));
+    for p in &pipelines {
+        while p.bus().unwrap().pop().is_some() {}
+    }
+    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+    let rss = rss_mb() - rss0;
+    let expected = (wall * 1000.0 / call.fragment_ms() as f64).floor() as usize;
+    let mut behind = 0;
+    let mut errors = 0;
+    for p in &pipelines {
+        let mut fragments = 0;
+        while let Some(msg) = p.bus().unwrap().pop() {
+            match msg.view() {
+                gst::MessageView::Element(e)
+                    if e.structure().is_some_and(|s| s.name() == "kvs-fragment") =>
+                {
+                    fragments += 1
+                }
+                gst::MessageView::Error(_) => errors += 1,
+                _ => {}
+            }
+        }
+        if fragments + 1 < expected {
+            behind += 1;
+        }
+    }
+    for p in &pipelines {
+        p.set_state(gst::State::Null).unwrap();
+    }
+    println!(
+        "scale: {n} live calls for {wall:.1} s: CPU {:.0}% of one core, RSS {:.2} MB per call, \
+         {} of {n} behind real time, {errors} errors",
+        cpu / wall * 100.0,
+        rss / n as f64,
+        behind
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let seconds: u64 = value("--seconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let counts: Vec<usize> = value("--scale")
+        .unwrap_or_else(|| "100,500,1000".into())
+        .split(',')
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    gst::init().unwrap();
+    gstkvs::plugin_register_static().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    latency(&runtime, seconds);
+    resume_gap(&runtime);
+    for n in counts {
+        scale(&runtime, n, seconds);
+    }
+}
