@@ -9,6 +9,9 @@
 //!
 //! ```sh
 //! cargo run --release --example live_bench -- [--seconds 20] [--scale 100,500,1000]
+//! # scale only, against a server in another process (its CPU not counted):
+//! cargo run --release --bin kvs-local-server -- --demo-call 600 &
+//! cargo run --release --example live_bench -- --scale 1000 --endpoint http://127.0.0.1:PORT
 //! ```
 
 use std::sync::atomic::Ordering;
@@ -21,8 +24,8 @@ use gstkvs::synth::Call;
 
 fn pipeline(endpoint: &str, extra: &str) -> (gst::Pipeline, gst::Element, gst::Element) {
     let desc = format!(
-        "kvsgetmediasrc name=src stream-name=call region=us-east-1 access-key=AKIDBENCH \
-         secret-access-key=bench endpoint-uri={endpoint} idle-timeout=1500 {extra} ! kvsaudiodemux name=d"
+        "kvsgetmediasrc name=src region=us-east-1 access-key=AKIDBENCH \
+         secret-access-key=bench endpoint-uri={endpoint} idle-timeout=1500 stream-name=call {extra} ! kvsaudiodemux name=d"
     );
     let p = gst::parse::launch(&desc)
         .unwrap()
@@ -181,13 +184,20 @@ fn rss_mb() -> f64 {
     kb / 1024.0
 }
 
-fn scale(runtime: &tokio::runtime::Runtime, n: usize, seconds: u64) {
+/// Scale, against `endpoint` (a demo-call server in another process) or an
+/// in-process server.
+fn scale(runtime: &tokio::runtime::Runtime, n: usize, seconds: u64, endpoint: Option<&str>) {
     let call = Call::of_seconds(seconds + 30);
-    let srv = server(runtime, Stream::from_call("call", &call, true), false);
+    let srv = endpoint
+        .is_none()
+        .then(|| server(runtime, Stream::from_call("call", &call, true), false));
+    let (endpoint, extra) = match (&srv, endpoint) {
+        (Some(srv), _) => (srv.endpoint(), "start-selector=now"),
+        (None, Some(e)) => (e.to_string(), "start-selector=now stream-name=demo-call"),
+        _ => unreachable!(),
+    };
     let rss0 = rss_mb();
-    let pipelines: Vec<_> = (0..n)
-        .map(|_| pipeline(&srv.endpoint(), "start-selector=now").0)
-        .collect();
+    let pipelines: Vec<_> = (0..n).map(|_| pipeline(&endpoint, extra).0).collect();
     for p in &pipelines {
         p.set_state(gst::State::Playing).unwrap();
     }
@@ -223,8 +233,13 @@ fn scale(runtime: &tokio::runtime::Runtime, n: usize, seconds: u64) {
     for p in &pipelines {
         p.set_state(gst::State::Null).unwrap();
     }
+    let server = if srv.is_some() {
+        "server in-process"
+    } else {
+        "server in another process"
+    };
     println!(
-        "scale: {n} live calls for {wall:.1} s: CPU {:.0}% of one core, RSS {:.2} MB per call, \
+        "scale: {n} live calls for {wall:.1} s ({server}): CPU {:.0}% of one core, RSS {:.2} MB per call, \
          {} of {n} behind real time, {errors} errors",
         cpu / wall * 100.0,
         rss / n as f64,
@@ -255,9 +270,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    latency(&runtime, seconds);
-    resume_gap(&runtime);
+    let endpoint = value("--endpoint");
+    if endpoint.is_none() {
+        latency(&runtime, seconds);
+        resume_gap(&runtime);
+    }
     for n in counts {
-        scale(&runtime, n, seconds);
+        scale(&runtime, n, seconds, endpoint.as_deref());
     }
 }

@@ -291,3 +291,50 @@ fn shutdown_while_blocked_returns_at_once() {
         stop.elapsed()
     );
 }
+
+#[test]
+fn missing_credentials_say_what_to_set() {
+    let f = Fixture::new(2, false);
+    // No keys in the properties or the environment, no profile, and no
+    // instance metadata service to ask: the default chain finds nothing.
+    unsafe {
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/config");
+        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials");
+    }
+    let desc = f
+        .src("")
+        .replace("access-key=AKIDTEST secret-access-key=test-secret", "");
+    let (run, _) = common::source_run(&desc, Duration::from_secs(30));
+    assert!(
+        run.errors[0].contains("Not authorized to read Kinesis video stream call"),
+        "{:?}",
+        run.errors
+    );
+    assert!(run.errors[0].contains("credential"), "{:?}", run.errors);
+}
+
+#[test]
+fn secrets_are_write_only() {
+    common::init();
+    let src = gst::ElementFactory::make("kvsgetmediasrc")
+        .property("secret-access-key", "s3cr3t")
+        .property("session-token", "t0ken")
+        .build()
+        .unwrap();
+    for name in ["secret-access-key", "session-token"] {
+        let flags = src.find_property(name).unwrap().flags();
+        assert!(flags.contains(gst::glib::ParamFlags::WRITABLE));
+        assert!(
+            !flags.contains(gst::glib::ParamFlags::READABLE),
+            "{name} must not be readable"
+        );
+    }
+    let everything: String = src
+        .list_properties()
+        .iter()
+        .filter(|p| p.flags().contains(gst::glib::ParamFlags::READABLE))
+        .map(|p| format!("{:?}", src.property_value(p.name())))
+        .collect();
+    assert!(!everything.contains("s3cr3t") && !everything.contains("t0ken"));
+}

@@ -76,14 +76,9 @@ fn sort<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debu
             "InvalidArgumentException" => Failure::InvalidArgument(text()),
             _ => Failure::Transient(text()),
         },
-        SdkError::ConstructionFailure(_) => {
-            let t = text();
-            if t.contains("credentials") || t.contains("Credentials") {
-                Failure::NotAuthorized(t)
-            } else {
-                Failure::InvalidArgument(t)
-            }
-        }
+        // No credentials shows as a failure to sign, whatever the variant.
+        _ if text().to_lowercase().contains("credential") => Failure::NotAuthorized(text()),
+        SdkError::ConstructionFailure(_) => Failure::InvalidArgument(text()),
         _ => Failure::Transient(text()),
     }
 }
