@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use gst::prelude::*;
-use gstkvs::mkv::writer::{AudioSpec, Fragment, TrackSpec};
+use gstkvs::mkv::writer::{Fragment, TrackSpec};
 use gstkvs::synth::Call;
 
 fn usage() -> ! {
@@ -36,18 +36,7 @@ fn connect_call(minutes: u64) -> Call {
 fn write_plain(call: &Call, out: &mut Vec<u8>) {
     for i in 0..call.fragments {
         let mut f: Fragment = call.fragment(i);
-        f.tracks = vec![TrackSpec {
-            number: 1,
-            track_type: 2,
-            name: "audio".into(),
-            codec_id: "A_PCM/INT/LIT".into(),
-            codec_private: vec![],
-            audio: Some(AudioSpec {
-                rate: 8000.0,
-                channels: 1,
-                bit_depth: Some(16),
-            }),
-        }];
+        f.tracks = vec![TrackSpec::audio(1, "audio", "A_PCM/INT/LIT", 8000.0, 1, 16)];
         f.blocks.retain(|b| b.track == 1);
         f.tags_before.clear();
         f.tags_after.clear();

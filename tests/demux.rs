@@ -5,7 +5,7 @@ mod common;
 
 use common::{Rng, demux, demux_with};
 use gst::prelude::*;
-use gstkvs::mkv::writer::{AudioSpec, BlockSpec, Fragment, Lacing, TrackSpec};
+use gstkvs::mkv::writer::{BlockSpec, Fragment, Lacing, TrackSpec};
 use gstkvs::synth::{AGENT, CALLER, Call, Side};
 
 fn ms(v: u64) -> gst::ClockTime {
@@ -383,28 +383,6 @@ fn contact_change_is_reported_and_can_stop() {
     assert_eq!(run.fragments().len(), 2);
 }
 
-fn pcm_track(
-    number: u64,
-    name: &str,
-    codec: &str,
-    rate: f64,
-    channels: u64,
-    bits: u64,
-) -> TrackSpec {
-    TrackSpec {
-        number,
-        track_type: 2,
-        name: name.into(),
-        codec_id: codec.into(),
-        codec_private: vec![],
-        audio: Some(AudioSpec {
-            rate,
-            channels,
-            bit_depth: Some(bits),
-        }),
-    }
-}
-
 fn frag(tracks: Vec<TrackSpec>, cluster_timecode: u64, blocks: Vec<BlockSpec>) -> Fragment {
     Fragment {
         timestamp_scale: Some(1_000_000),
@@ -431,9 +409,9 @@ fn plain_pcm_codecs_video_skipped_and_lacing() {
     };
     let tracks = vec![
         video,
-        pcm_track(2, "stereo", "A_PCM/INT/LIT", 48000.0, 2, 16),
-        pcm_track(3, "float", "A_PCM/FLOAT/IEEE", 16000.0, 1, 32),
-        pcm_track(5, "big", "A_PCM/INT/BIG", 8000.0, 1, 24),
+        TrackSpec::audio(2, "stereo", "A_PCM/INT/LIT", 48000.0, 2, 16),
+        TrackSpec::audio(3, "float", "A_PCM/FLOAT/IEEE", 16000.0, 1, 32),
+        TrackSpec::audio(5, "big", "A_PCM/INT/BIG", 8000.0, 1, 24),
     ];
     let laced = BlockSpec {
         track: 2,
@@ -497,8 +475,8 @@ fn plain_pcm_codecs_video_skipped_and_lacing() {
 #[test]
 fn unsupported_codec_is_skipped_with_a_warning() {
     let tracks = vec![
-        pcm_track(1, "vorbis", "A_VORBIS", 48000.0, 2, 16),
-        pcm_track(2, "pcm", "A_PCM/INT/LIT", 8000.0, 1, 16),
+        TrackSpec::audio(1, "vorbis", "A_VORBIS", 48000.0, 2, 16),
+        TrackSpec::audio(2, "pcm", "A_PCM/INT/LIT", 8000.0, 1, 16),
     ];
     let blocks = vec![
         BlockSpec::simple(1, 0, vec![1; 10]),

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use gst::prelude::*;
-use gstkvs::mkv::writer::{AudioSpec, BlockSpec, Fragment, TrackSpec};
+use gstkvs::mkv::writer::{BlockSpec, Fragment, TrackSpec};
 use gstkvs::server::{LocalKvs, State, Stream};
 use gstkvs::synth::{Call, Side};
 
@@ -145,18 +145,7 @@ fn kvs_uri_plays_through_kvsaudiodemux() {
 
 #[test]
 fn ordinary_matroska_files_still_use_matroskademux() {
-    let track = TrackSpec {
-        number: 1,
-        track_type: 2,
-        name: "pcm".into(),
-        codec_id: "A_PCM/INT/LIT".into(),
-        codec_private: vec![],
-        audio: Some(AudioSpec {
-            rate: 8000.0,
-            channels: 1,
-            bit_depth: Some(16),
-        }),
-    };
+    let track = TrackSpec::audio(1, "pcm", "A_PCM/INT/LIT", 8000.0, 1, 16);
     let file = Fragment {
         timestamp_scale: Some(1_000_000),
         tracks: vec![track],

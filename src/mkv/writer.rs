@@ -74,6 +74,29 @@ impl TrackSpec {
         }
     }
 
+    /// An audio track with an Audio element, e.g. `A_PCM/INT/LIT`.
+    pub fn audio(
+        number: u64,
+        name: &str,
+        codec_id: &str,
+        rate: f64,
+        channels: u64,
+        bits: u64,
+    ) -> Self {
+        TrackSpec {
+            number,
+            track_type: 2,
+            name: name.into(),
+            codec_id: codec_id.into(),
+            codec_private: Vec::new(),
+            audio: Some(AudioSpec {
+                rate,
+                channels,
+                bit_depth: Some(bits),
+            }),
+        }
+    }
+
     fn write(&self, out: &mut Vec<u8>) {
         master(out, id::TRACK_ENTRY, |t| {
             uint_element(t, id::TRACK_NUMBER, self.number);
