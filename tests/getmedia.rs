@@ -338,3 +338,48 @@ fn secrets_are_write_only() {
         .collect();
     assert!(!everything.contains("s3cr3t") && !everything.contains("t0ken"));
 }
+
+#[test]
+fn a_stale_data_endpoint_is_refreshed() {
+    let f = Fixture::new(3, false);
+    f.server
+        .state
+        .faults
+        .invalid_endpoint
+        .store(2, Ordering::SeqCst);
+    let (run, stats) = f.run("");
+    f.assert_exact(&run);
+    assert_eq!(stats.get::<u64>("endpoint-refreshes").unwrap(), 2);
+    assert_eq!(
+        f.server
+            .state
+            .counters
+            .get_data_endpoint
+            .load(Ordering::SeqCst),
+        3
+    );
+}
+
+#[test]
+fn fixed_cuts_and_an_ended_stream() {
+    let f = Fixture::new(5, false);
+    let faults = &f.server.state.faults;
+    faults.cut_after.store(5_000, Ordering::SeqCst);
+    faults.cuts.store(3, Ordering::SeqCst);
+    let (run, stats) = f.run("");
+    f.assert_exact(&run);
+    assert_eq!(f.server.state.counters.cut.load(Ordering::SeqCst), 3);
+    assert!(stats.get::<u64>("reconnects").unwrap() >= 3);
+
+    // A stream that ends after two fragments: EOS after idle-timeout, two
+    // fragments of audio.
+    let f = Fixture::new(5, false);
+    f.server.state.faults.end_after.store(2, Ordering::SeqCst);
+    let (run, _) = f.run("");
+    assert!(run.eos);
+    assert_eq!(run.fragments().len(), 2);
+    assert_eq!(
+        run.pad("audio_0").pcm(),
+        f.call.pcm(Side::Caller)[..2 * 16 * 1024]
+    );
+}

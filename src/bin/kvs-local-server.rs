@@ -25,6 +25,7 @@ Faults:
   --cut-random MAX         cut each connection after a random count up to MAX
   --cuts N                 how many connections to cut (default with a cut: 1000000)
   --throttle K             refuse the first K GetMedia calls (ClientLimitExceeded)
+  --invalid-endpoint K     refuse the next K GetMedia calls (InvalidEndpoint)
   --stall-ms T --stall-after BYTES   stall one body for T ms after BYTES
   --error-at N             send in-band error tags in place of fragment N
   --end-after N            serve only the first N fragments
@@ -69,8 +70,8 @@ fn main() {
                 });
                 streams.push(Stream::from_mkv(name, &data));
             }
-            "--cut-after" | "--cut-random" | "--cuts" | "--throttle" | "--stall-ms"
-            | "--stall-after" | "--error-at" | "--end-after" | "--idle-end-ms" => {
+            "--cut-after" | "--cut-random" | "--cuts" | "--throttle" | "--invalid-endpoint"
+            | "--stall-ms" | "--stall-after" | "--error-at" | "--end-after" | "--idle-end-ms" => {
                 let v = number(value());
                 faults.push((arg, v));
             }
@@ -95,11 +96,13 @@ fn main() {
             "--cut-random" => f.cut_max.store(v, Ordering::SeqCst),
             "--cuts" => f.cuts.store(v as u32, Ordering::SeqCst),
             "--throttle" => f.throttle.store(v as u32, Ordering::SeqCst),
+            "--invalid-endpoint" => f.invalid_endpoint.store(v as u32, Ordering::SeqCst),
             "--stall-ms" => f.stall_ms.store(v, Ordering::SeqCst),
             "--stall-after" => f.stall_after.store(v, Ordering::SeqCst),
             "--error-at" => f.error_at.store(v as u32, Ordering::SeqCst),
             "--end-after" => f.end_after.store(v as u32, Ordering::SeqCst),
-            _ => f.idle_end_ms.store(v, Ordering::SeqCst),
+            "--idle-end-ms" => f.idle_end_ms.store(v, Ordering::SeqCst),
+            _ => unreachable!("every fault flag is handled"),
         }
         if matches!(name.as_str(), "--cut-after" | "--cut-random")
             && f.cuts.load(Ordering::SeqCst) == 0

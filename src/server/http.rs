@@ -226,6 +226,15 @@ fn get_media(
             msg,
         ));
     }
+    if super::take(&state.faults.invalid_endpoint) {
+        let msg =
+            "This data endpoint no longer serves the stream: call GetDataEndpoint again".into();
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "InvalidEndpointException",
+            msg,
+        ));
+    }
     let start = start_index(&stream, selector)?;
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(send_fragments(state.clone(), stream, start, tx));

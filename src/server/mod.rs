@@ -27,6 +27,8 @@ pub struct Faults {
     pub cut_max: AtomicU64,
     /// GetMedia calls still to refuse with ClientLimitExceededException.
     pub throttle: AtomicU32,
+    /// GetMedia calls still to refuse with InvalidEndpointException.
+    pub invalid_endpoint: AtomicU32,
     /// Stall one body for this many ms after `stall_after` bytes (0: never).
     pub stall_ms: AtomicU64,
     pub stall_after: AtomicU64,
@@ -46,6 +48,7 @@ impl Default for Faults {
             cut_after: AtomicU64::new(0),
             cut_max: AtomicU64::new(100_000),
             throttle: AtomicU32::new(0),
+            invalid_endpoint: AtomicU32::new(0),
             stall_ms: AtomicU64::new(0),
             stall_after: AtomicU64::new(0),
             error_at: AtomicU32::new(u32::MAX),
