@@ -34,6 +34,6 @@ gst::plugin_define!(
     "MPL",
     env!("CARGO_PKG_NAME"),
     env!("CARGO_PKG_NAME"),
-    env!("CARGO_PKG_REPOSITORY"),
+    "gst-plugin-kvs source tree",
     env!("BUILD_REL_DATE")
 );

@@ -231,7 +231,7 @@ fn secret_prop(name: &'static str, blurb: &'static str) -> glib::ParamSpec {
         .build()
 }
 
-fn ms_prop(name: &'static str, blurb: &'static str, default: u32) -> glib::ParamSpec {
+fn uint_prop(name: &'static str, blurb: &'static str, default: u32) -> glib::ParamSpec {
     glib::ParamSpecUInt::builder(name)
         .blurb(blurb)
         .default_value(default)
@@ -268,20 +268,20 @@ impl ObjectImpl for KvsGetMediaSrc {
                      (2024-05-01T12:00:00Z) or seconds since the Unix epoch",
                 ),
                 string_prop("continuation-token", "With start-selector=continuation-token: the token to resume from"),
-                ms_prop(
+                uint_prop(
                     "idle-timeout",
                     "Send EOS after this many milliseconds without a new fragment, however many reconnects \
                      (0 = never). This is how a finished call ends a pipeline",
                     10_000,
                 ),
-                ms_prop(
+                uint_prop(
                     "read-timeout",
                     "Reconnect when the GetMedia body sends nothing for this many milliseconds \
                      (KVS itself ends a quiet body after about 3 s)",
                     5_000,
                 ),
-                ms_prop("max-retries", "Failed attempts in a row before the error is final", 10),
-                ms_prop("max-backoff", "Longest wait between attempts, in milliseconds (with jitter)", 5_000),
+                uint_prop("max-retries", "Failed attempts in a row before the error is final", 10),
+                uint_prop("max-backoff", "Longest wait between attempts, in milliseconds (with jitter)", 5_000),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .blurb(
                         "Counters: bytes, fragments, reconnects, throttles, endpoint-refreshes, \
