@@ -99,10 +99,18 @@ fn resume_torture_fifty_random_cuts() {
     let faults = &f.server.state.faults;
     faults.cut_max.store(50_000, Ordering::SeqCst);
     faults.cuts.store(50, Ordering::SeqCst);
-    let (run, stats) = f.run("");
+    // Cuts come faster than KVS's 5 GetMedia calls a second allow, so give
+    // the run time between complete fragments.
+    let (run, stats) = f.run("idle-timeout=5000");
     f.assert_exact(&run);
     assert_eq!(f.server.state.counters.cut.load(Ordering::SeqCst), 50);
     assert!(stats.get::<u64>("reconnects").unwrap() >= 50, "{stats}");
+    // Bytes of fragments cut in the middle arrived, and were sent again.
+    let total = f.call.bytes().len() as u64;
+    assert!(
+        stats.get::<u64>("bytes").unwrap() > total + 100_000,
+        "{stats}"
+    );
     // Every fragment once in the demuxer's messages, in order.
     let numbers: Vec<String> = run
         .fragments()

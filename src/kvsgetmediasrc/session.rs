@@ -3,6 +3,7 @@
 //! watches the KVS tags go by, and reconnects after any drop from the last
 //! complete fragment.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesisvideomedia::primitives::ByteStream;
@@ -60,6 +61,8 @@ pub struct Session {
     last_refresh: Option<Instant>,
     connected_once: bool,
     discont: bool,
+    /// When the last GetMedia calls were made: KVS allows 5 a second.
+    recent_calls: VecDeque<Instant>,
     pub stats: Stats,
 }
 
@@ -82,6 +85,7 @@ impl Session {
             last_refresh: None,
             connected_once: false,
             discont: false,
+            recent_calls: VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -135,6 +139,12 @@ impl Session {
         if self.media.is_none() {
             self.media = Some(self.clients.media_client(&self.target).await?);
         }
+        // A first resume goes out at once; a burst waits for KVS's limit.
+        if self.recent_calls.len() == 5 {
+            let oldest = self.recent_calls.pop_front().unwrap();
+            tokio::time::sleep(Duration::from_secs(1).saturating_sub(oldest.elapsed())).await;
+        }
+        self.recent_calls.push_back(Instant::now());
         let start = match &self.stats.continuation_token {
             Some(token) => Start::ContinuationToken(token.clone()),
             None => self.start.clone(),

@@ -291,6 +291,15 @@ impl Writer {
             if !head.is_empty() {
                 let _ = self.tx.send(Ok(head)).await;
             }
+            // Let the bytes before the cut reach the client: hyper drops
+            // what it has not written when the body fails.
+            for _ in 0..1000 {
+                if self.tx.capacity() == self.tx.max_capacity() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
             state.counters.cut.fetch_add(1, Ordering::SeqCst);
             if let Some(timing) = &state.timing {
                 timing.lock().unwrap().cuts.push(Instant::now());
