@@ -122,11 +122,13 @@ fn latency(runtime: &tokio::runtime::Runtime, seconds: u64) {
     );
 }
 
-fn resume_gap(runtime: &tokio::runtime::Runtime) {
-    let call = Call::of_seconds(60);
-    let srv = server(runtime, Stream::from_mkv("call", &call.bytes()), true);
+/// Cuts a live call at random points, about one cut a second, as a flaky
+/// network would (a burst of cuts would meet KVS's 5 GetMedia calls a second).
+fn resume_gap(runtime: &tokio::runtime::Runtime, seconds: u64) {
+    let call = Call::of_seconds(seconds);
+    let srv = server(runtime, Stream::from_call("call", &call, true), true);
     srv.state.faults.cut_max.store(60_000, Ordering::SeqCst);
-    srv.state.faults.cuts.store(40, Ordering::SeqCst);
+    srv.state.faults.cuts.store(1000, Ordering::SeqCst);
     let (p, src, _) = pipeline(&srv.endpoint(), "start-selector=earliest");
     let resumed: Arc<Mutex<Vec<Instant>>> = Default::default();
     let r = resumed.clone();
@@ -273,7 +275,7 @@ fn main() {
     let endpoint = value("--endpoint");
     if endpoint.is_none() {
         latency(&runtime, seconds);
-        resume_gap(&runtime);
+        resume_gap(&runtime, seconds);
     }
     for n in counts {
         scale(&runtime, n, seconds, endpoint.as_deref());
