@@ -52,15 +52,12 @@ pub enum StartSelector {
 }
 
 impl StartSelector {
-    pub fn nick(self) -> &'static str {
-        match self {
-            StartSelector::Now => "now",
-            StartSelector::Earliest => "earliest",
-            StartSelector::FragmentNumber => "fragment-number",
-            StartSelector::ServerTimestamp => "server-timestamp",
-            StartSelector::ProducerTimestamp => "producer-timestamp",
-            StartSelector::ContinuationToken => "continuation-token",
-        }
+    /// The enum nick, as the property takes it.
+    pub fn nick(self) -> String {
+        let class = glib::EnumClass::with_type(Self::static_type()).unwrap();
+        class
+            .value(self as i32)
+            .map_or_else(String::new, |v| v.nick().to_string())
     }
 }
 

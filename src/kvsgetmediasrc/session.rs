@@ -192,12 +192,28 @@ impl Session {
     }
 
     /// Follows the KVS tags: the continuation token of the last complete
-    /// fragment is where a reconnect resumes.
+    /// fragment is where a reconnect resumes. The scanner skips blocks, so
+    /// it nearly always takes a whole chunk; only a leftover is copied.
     fn watch(&mut self, bytes: &[u8]) {
-        self.pending.extend_from_slice(bytes);
-        while self.pending.len() >= self.scanner.need() {
-            let used = self.scanner.parse(&self.pending, &mut self.events);
-            for ev in self.events.drain(..) {
+        if self.pending.is_empty() {
+            let used = self.scan(bytes);
+            self.pending.extend_from_slice(&bytes[used..]);
+        } else {
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(bytes);
+            let used = self.scan(&pending);
+            pending.drain(..used);
+            self.pending = pending;
+        }
+    }
+
+    /// Parses what it can of `data`; returns how much it used.
+    fn scan(&mut self, data: &[u8]) -> usize {
+        let mut pos = 0;
+        while data.len() - pos >= self.scanner.need() && pos < data.len() {
+            let mut events = std::mem::take(&mut self.events);
+            let used = self.scanner.parse(&data[pos..], &mut events);
+            for ev in events.drain(..) {
                 match ev {
                     Event::Header { .. } => {
                         self.fragment = FragmentMeta::default();
@@ -217,10 +233,12 @@ impl Session {
                     _ => {}
                 }
             }
-            self.pending.drain(..used);
+            self.events = events;
+            pos += used;
             if used == 0 {
                 break;
             }
         }
+        pos
     }
 }
