@@ -9,6 +9,9 @@ use crate::mkv::SimpleTag;
 pub const FRAGMENT_NUMBER: &str = "AWS_KINESISVIDEO_FRAGMENT_NUMBER";
 pub const SERVER_TIMESTAMP: &str = "AWS_KINESISVIDEO_SERVER_TIMESTAMP";
 pub const PRODUCER_TIMESTAMP: &str = "AWS_KINESISVIDEO_PRODUCER_TIMESTAMP";
+/// GetMediaForFragmentList names the timestamps differently.
+pub const SERVER_SIDE_TIMESTAMP: &str = "AWS_KINESISVIDEO_SERVER_SIDE_TIMESTAMP";
+pub const PRODUCER_SIDE_TIMESTAMP: &str = "AWS_KINESISVIDEO_PRODUCER_SIDE_TIMESTAMP";
 pub const MILLIS_BEHIND_NOW: &str = "AWS_KINESISVIDEO_MILLIS_BEHIND_NOW";
 pub const CONTINUATION_TOKEN: &str = "AWS_KINESISVIDEO_CONTINUATION_TOKEN";
 pub const ERROR_CODE: &str = "AWS_KINESISVIDEO_ERROR_CODE";
@@ -85,8 +88,12 @@ impl FragmentMeta {
             let value = tag.value.trim();
             match tag.name.as_str() {
                 FRAGMENT_NUMBER => self.fragment_number = Some(value.into()),
-                SERVER_TIMESTAMP => self.server_timestamp = parse_seconds(value),
-                PRODUCER_TIMESTAMP => self.producer_timestamp = parse_seconds(value),
+                SERVER_TIMESTAMP | SERVER_SIDE_TIMESTAMP => {
+                    self.server_timestamp = parse_seconds(value)
+                }
+                PRODUCER_TIMESTAMP | PRODUCER_SIDE_TIMESTAMP => {
+                    self.producer_timestamp = parse_seconds(value)
+                }
                 MILLIS_BEHIND_NOW => self.millis_behind_now = value.parse().ok(),
                 CONTINUATION_TOKEN => self.continuation_token = Some(value.into()),
                 CONTACT_ID => {
@@ -220,7 +227,7 @@ mod tests {
         let mut m = FragmentMeta::default();
         m.apply(&[
             tag(FRAGMENT_NUMBER, "42"),
-            tag(SERVER_TIMESTAMP, "1.5"),
+            tag(SERVER_SIDE_TIMESTAMP, "1.5"),
             tag(CONTACT_ID, "c1"),
             tag("InstanceId", "i1"),
             tag(ERROR_CODE, "Internal"),

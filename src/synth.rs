@@ -6,6 +6,7 @@
 
 use std::ops::Range;
 
+use crate::kvs;
 use crate::mkv::writer::{BlockSpec, Fragment, TrackSpec};
 
 pub const CALLER: &str = "AUDIO_FROM_CUSTOMER";
@@ -194,6 +195,23 @@ impl Call {
             blocks,
             tags_after: vec![connect_tags, trailer],
         }
+    }
+
+    /// Fragment `index` as GetMediaForFragmentList returns it: the KVS
+    /// timestamps under their archive names, and no trailing KVS tags.
+    pub fn archive_fragment(&self, index: u64) -> Fragment {
+        let start = self.start_ms + index * self.fragment_ms();
+        let mut f = self.fragment(index);
+        f.tags_before[1] = vec![
+            (kvs::FRAGMENT_NUMBER.into(), self.fragment_number(index)),
+            (
+                kvs::SERVER_SIDE_TIMESTAMP.into(),
+                Self::seconds(start + 450),
+            ),
+            (kvs::PRODUCER_SIDE_TIMESTAMP.into(), Self::seconds(start)),
+        ];
+        f.tags_after.truncate(1);
+        f
     }
 
     /// The whole call as one GetMedia byte stream.

@@ -2,7 +2,8 @@
 //! The AWS side of kvsgetmediasrc: SDK clients, GetDataEndpoint and
 //! GetMedia calls, and what their errors mean for the element.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use aws_sdk_kinesisvideo::types::ApiName;
 use aws_sdk_kinesisvideomedia::config::{
@@ -48,9 +49,11 @@ pub enum Failure {
     NotFound(String),
     NotAuthorized(String),
     InvalidArgument(String),
+    /// Archive mode: the range holds no fragment.
+    NoFragments,
 }
 
-fn sort<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+pub fn sort<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
     err: SdkError<E, R>,
     refresh_on_auth: bool,
 ) -> Failure {
@@ -126,27 +129,60 @@ impl Clients {
         }
     }
 
-    /// GetDataEndpoint for GetMedia: a client for the stream's data endpoint.
-    pub async fn media_client(
-        &self,
-        target: &Target,
-    ) -> Result<aws_sdk_kinesisvideomedia::Client, Failure> {
+    /// GetDataEndpoint: where the stream's `api` calls go.
+    async fn data_endpoint(&self, target: &Target, api: ApiName) -> Result<String, Failure> {
         let out = self
             .video
             .get_data_endpoint()
             .set_stream_name(target.stream_name.clone())
             .set_stream_arn(target.stream_arn.clone())
-            .api_name(ApiName::GetMedia)
+            .api_name(api)
             .send()
             .await
             .map_err(|e| sort(e, false))?;
-        let endpoint = out
-            .data_endpoint()
-            .ok_or_else(|| Failure::Transient("GetDataEndpoint returned no endpoint".into()))?;
+        out.data_endpoint
+            .ok_or_else(|| Failure::Transient("GetDataEndpoint returned no endpoint".into()))
+    }
+
+    /// A client for the stream's GetMedia endpoint.
+    pub async fn media_client(
+        &self,
+        target: &Target,
+    ) -> Result<aws_sdk_kinesisvideomedia::Client, Failure> {
+        let endpoint = self.data_endpoint(target, ApiName::GetMedia).await?;
         let conf = aws_sdk_kinesisvideomedia::config::Builder::from(&self.config)
             .endpoint_url(endpoint)
             .build();
         Ok(aws_sdk_kinesisvideomedia::Client::from_conf(conf))
+    }
+
+    /// A client for the stream's ListFragments or GetMediaForFragmentList
+    /// endpoint.
+    pub async fn archive_client(
+        &self,
+        target: &Target,
+        api: ApiName,
+    ) -> Result<aws_sdk_kinesisvideoarchivedmedia::Client, Failure> {
+        let endpoint = self.data_endpoint(target, api).await?;
+        let conf = aws_sdk_kinesisvideoarchivedmedia::config::Builder::from(&self.config)
+            .endpoint_url(endpoint)
+            .build();
+        Ok(aws_sdk_kinesisvideoarchivedmedia::Client::from_conf(conf))
+    }
+}
+
+/// Keeps calls to one API within KVS's limit of 5 a second.
+#[derive(Debug, Default)]
+pub struct Pace(VecDeque<Instant>);
+
+impl Pace {
+    /// Waits, if needed, then counts a call.
+    pub async fn call(&mut self) {
+        if self.0.len() == 5 {
+            let oldest = self.0.pop_front().unwrap();
+            tokio::time::sleep(Duration::from_secs(1).saturating_sub(oldest.elapsed())).await;
+        }
+        self.0.push_back(Instant::now());
     }
 }
 

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MPL-2.0
-//! kvsgetmediasrc: a live PushSrc over GetMedia, on a shared tokio runtime.
+//! kvsgetmediasrc: a PushSrc over GetMedia (live) or ListFragments and
+//! GetMediaForFragmentList (archive), on a shared tokio runtime.
 
 use std::sync::{LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
@@ -12,9 +13,10 @@ use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
 use tokio::sync::watch;
 
-use super::StartSelector;
-use super::aws::{Failure, Start, Target};
-use super::session::{Next, Policy, Session, Stats};
+use super::archive::{Archive, Progress};
+use super::aws::{Failure, Target};
+use super::session::{Next, Session, Stats};
+use super::settings::{self, Plan, Settings};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -33,113 +35,76 @@ pub(super) static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| 
         .expect("a tokio runtime")
 });
 
-#[derive(Debug, Clone)]
-struct Settings {
-    target: Target,
-    start_selector: StartSelector,
-    fragment_number: Option<String>,
-    start_timestamp: Option<String>,
-    continuation_token: Option<String>,
-    idle_timeout_ms: u32,
-    read_timeout_ms: u32,
-    max_retries: u32,
-    max_backoff_ms: u32,
+/// What reads the stream.
+enum Reader {
+    Live(Session),
+    Archive(Archive),
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            target: Target::default(),
-            start_selector: StartSelector::Now,
-            fragment_number: None,
-            start_timestamp: None,
-            continuation_token: None,
-            idle_timeout_ms: 10_000,
-            read_timeout_ms: 5_000,
-            max_retries: 10,
-            max_backoff_ms: 5_000,
+impl Reader {
+    async fn next(&mut self) -> Result<Next, Failure> {
+        match self {
+            Reader::Live(s) => s.next().await,
+            Reader::Archive(a) => a.next().await,
+        }
+    }
+
+    fn stats(&self) -> &Stats {
+        match self {
+            Reader::Live(s) => &s.stats,
+            Reader::Archive(a) => &a.stats,
+        }
+    }
+
+    fn where_(&self) -> (&Target, &str) {
+        match self {
+            Reader::Live(s) => (s.target(), s.region()),
+            Reader::Archive(a) => (a.target(), a.region()),
         }
     }
 }
 
-/// Seconds since the Unix epoch from RFC 3339 or a number of seconds.
-fn parse_timestamp(s: &str) -> Option<f64> {
-    if let Ok(secs) = s.trim().parse::<f64>() {
-        return Some(secs);
-    }
-    let t = aws_smithy_types::DateTime::from_str(
-        s.trim(),
-        aws_smithy_types::date_time::Format::DateTime,
-    )
-    .ok()?;
-    Some(t.secs() as f64 + f64::from(t.subsec_nanos()) / 1e9)
-}
-
-impl Settings {
-    /// Checks the settings and says how to start.
-    fn start(&self) -> Result<Start, String> {
-        if self.target.stream_name.is_none() && self.target.stream_arn.is_none() {
-            return Err("Set stream-name or stream-arn".into());
-        }
-        if self.target.access_key.is_some() != self.target.secret_access_key.is_some() {
-            return Err("Set both access-key and secret-access-key, or neither to use the default credential chain".into());
-        }
-        let need = |v: &Option<String>, prop: &str| {
-            v.clone().ok_or_else(|| {
-                format!(
-                    "start-selector={} needs the {prop} property",
-                    self.start_selector.nick()
-                )
-            })
-        };
-        let timestamp = || {
-            let s = need(&self.start_timestamp, "start-timestamp")?;
-            parse_timestamp(&s).ok_or(format!(
-                "start-timestamp {s:?} is neither RFC 3339 (2024-05-01T12:00:00Z) nor epoch seconds"
-            ))
-        };
-        Ok(match self.start_selector {
-            StartSelector::Now => Start::Now,
-            StartSelector::Earliest => Start::Earliest,
-            StartSelector::FragmentNumber => {
-                Start::AfterFragment(need(&self.fragment_number, "fragment-number")?)
-            }
-            StartSelector::ServerTimestamp => Start::ServerTimestamp(timestamp()?),
-            StartSelector::ProducerTimestamp => Start::ProducerTimestamp(timestamp()?),
-            StartSelector::ContinuationToken => {
-                Start::ContinuationToken(need(&self.continuation_token, "continuation-token")?)
-            }
-        })
-    }
-
-    fn policy(&self) -> Policy {
-        let ms = |v: u32| Duration::from_millis(u64::from(v));
-        Policy {
-            idle_timeout: if self.idle_timeout_ms == 0 {
-                Duration::MAX
-            } else {
-                ms(self.idle_timeout_ms)
-            },
-            read_timeout: ms(self.read_timeout_ms),
-            max_retries: self.max_retries,
-            max_backoff: ms(self.max_backoff_ms),
-        }
-    }
-}
+/// Archive progress messages go out at most this often, and at least
+/// once a second while fragments complete.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 pub struct KvsGetMediaSrc {
     settings: Mutex<Settings>,
     uri: Mutex<Option<String>>,
-    session: Mutex<Option<Session>>,
+    reader: Mutex<Option<Reader>>,
     stats: Mutex<Stats>,
+    /// Archive mode, once listed; read by queries.
+    progress: Mutex<Option<Progress>>,
+    last_progress: Mutex<Option<Instant>>,
     cancel: watch::Sender<bool>,
 }
 
 impl KvsGetMediaSrc {
-    fn post_failure(&self, failure: Failure, session: &Session) -> gst::FlowError {
-        let stream = session.target().stream().to_string();
-        let region = session.region().to_string();
+    fn post_failure(&self, failure: Failure, reader: &Reader) -> gst::FlowError {
+        let (target, region) = reader.where_();
+        let (stream, region) = (target.stream().to_string(), region.to_string());
         let msg = match failure {
+            Failure::NoFragments => {
+                let Reader::Archive(a) = reader else {
+                    unreachable!("only archive mode lists fragments")
+                };
+                let r = a.range();
+                gst::error_msg!(
+                    gst::ResourceError::NotFound,
+                    (
+                        "Kinesis video stream {} in region {} has no fragments from {} to {} ({} timestamps)",
+                        stream,
+                        region,
+                        r.start,
+                        r.end,
+                        if r.producer { "producer" } else { "server" }
+                    ),
+                    [
+                        "ListFragments returned nothing. Check start-timestamp, end-timestamp, timestamp-type \
+                         and the stream's data retention."
+                    ]
+                )
+            }
             Failure::NotFound(detail) => gst::error_msg!(
                 gst::ResourceError::NotFound,
                 (
@@ -158,7 +123,8 @@ impl KvsGetMediaSrc {
                 ),
                 [
                     "{detail}. Check the credentials (access-key and secret-access-key, or the default AWS \
-                     credential chain) and that they allow kinesisvideo:GetDataEndpoint and kinesisvideo:GetMedia."
+                     credential chain) and that they allow kinesisvideo:GetDataEndpoint and kinesisvideo:GetMedia \
+                     (archive mode: kinesisvideo:ListFragments and kinesisvideo:GetMediaForFragmentList)."
                 ]
             ),
             Failure::InvalidArgument(detail) => gst::error_msg!(
@@ -168,7 +134,7 @@ impl KvsGetMediaSrc {
                     stream,
                     region
                 ),
-                ["{detail}. Check the start-selector and its value."]
+                ["{detail}. Check the start-selector and its value, or the archive range."]
             ),
             Failure::Throttled(detail) | Failure::Endpoint(detail) | Failure::Transient(detail) => {
                 gst::error_msg!(
@@ -209,154 +175,48 @@ impl ObjectSubclass for KvsGetMediaSrc {
         KvsGetMediaSrc {
             settings: Mutex::new(Settings::default()),
             uri: Mutex::new(None),
-            session: Mutex::new(None),
+            reader: Mutex::new(None),
             stats: Mutex::new(Stats::default()),
+            progress: Mutex::new(None),
+            last_progress: Mutex::new(None),
             cancel: watch::channel(false).0,
         }
     }
 }
 
-fn string_prop(name: &'static str, blurb: &'static str) -> glib::ParamSpec {
-    glib::ParamSpecString::builder(name)
-        .blurb(blurb)
-        .mutable_ready()
-        .build()
-}
-
-fn secret_prop(name: &'static str, blurb: &'static str) -> glib::ParamSpec {
-    glib::ParamSpecString::builder(name)
-        .blurb(blurb)
-        .write_only()
-        .mutable_ready()
-        .build()
-}
-
-fn uint_prop(name: &'static str, blurb: &'static str, default: u32) -> glib::ParamSpec {
-    glib::ParamSpecUInt::builder(name)
-        .blurb(blurb)
-        .default_value(default)
-        .mutable_ready()
-        .build()
-}
-
 impl ObjectImpl for KvsGetMediaSrc {
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
-                string_prop("stream-name", "Name of the Kinesis video stream (or set stream-arn)"),
-                string_prop("stream-arn", "ARN of the Kinesis video stream (or set stream-name)"),
-                string_prop("region", "AWS region, e.g. us-east-1 (default: the SDK's region chain: AWS_REGION, profile)"),
-                string_prop(
-                    "access-key",
-                    "AWS access key id (default: the SDK's credential chain: environment, profile, SSO, ECS/IMDS)",
-                ),
-                secret_prop("secret-access-key", "AWS secret access key; write-only, never logged"),
-                secret_prop("session-token", "AWS session token for temporary credentials; write-only, never logged"),
-                string_prop(
-                    "endpoint-uri",
-                    "Control-plane endpoint to use instead of AWS's, e.g. http://127.0.0.1:4566 for a local \
-                     KVS server or a VPC endpoint",
-                ),
-                glib::ParamSpecEnum::builder_with_default("start-selector", StartSelector::Now)
-                    .blurb("Where GetMedia starts; fragment-number, start-timestamp or continuation-token give the value")
-                    .mutable_ready()
-                    .build(),
-                string_prop("fragment-number", "With start-selector=fragment-number: start after this fragment"),
-                string_prop(
-                    "start-timestamp",
-                    "With start-selector=server-timestamp or producer-timestamp: RFC 3339 \
-                     (2024-05-01T12:00:00Z) or seconds since the Unix epoch",
-                ),
-                string_prop("continuation-token", "With start-selector=continuation-token: the token to resume from"),
-                uint_prop(
-                    "idle-timeout",
-                    "Send EOS after this many milliseconds without a new fragment, however many reconnects \
-                     (0 = never). This is how a finished call ends a pipeline",
-                    10_000,
-                ),
-                uint_prop(
-                    "read-timeout",
-                    "Reconnect when the GetMedia body sends nothing for this many milliseconds \
-                     (KVS itself ends a quiet body after about 3 s)",
-                    5_000,
-                ),
-                uint_prop("max-retries", "Failed attempts in a row before the error is final", 10),
-                uint_prop("max-backoff", "Longest wait between attempts, in milliseconds (with jitter)", 5_000),
-                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
-                    .blurb(
-                        "Counters: bytes, fragments, reconnects, throttles, endpoint-refreshes, \
-                         continuation-token (of the last complete fragment), millis-behind-now",
-                    )
-                    .read_only()
-                    .build(),
-            ]
-        });
-        PROPS.as_ref()
+        settings::PROPERTIES.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut s = self.settings.lock().unwrap();
-        let text = || {
-            value
-                .get::<Option<String>>()
-                .unwrap()
-                .filter(|v| !v.is_empty())
+        let archive = {
+            let mut s = self.settings.lock().unwrap();
+            s.set(pspec.name(), value);
+            s.is_archive()
         };
-        match pspec.name() {
-            "stream-name" => s.target.stream_name = text(),
-            "stream-arn" => s.target.stream_arn = text(),
-            "region" => s.target.region = text(),
-            "access-key" => s.target.access_key = text(),
-            "secret-access-key" => s.target.secret_access_key = text(),
-            "session-token" => s.target.session_token = text(),
-            "endpoint-uri" => s.target.endpoint_uri = text(),
-            "start-selector" => s.start_selector = value.get().unwrap(),
-            "fragment-number" => s.fragment_number = text(),
-            "start-timestamp" => s.start_timestamp = text(),
-            "continuation-token" => s.continuation_token = text(),
-            "idle-timeout" => s.idle_timeout_ms = value.get().unwrap(),
-            "read-timeout" => s.read_timeout_ms = value.get().unwrap(),
-            "max-retries" => s.max_retries = value.get().unwrap(),
-            "max-backoff" => s.max_backoff_ms = value.get().unwrap(),
-            _ => unreachable!(),
-        }
+        // An archive range is read as fast as downstream takes it.
+        self.obj().set_live(!archive);
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let s = self.settings.lock().unwrap();
-        match pspec.name() {
-            "stream-name" => s.target.stream_name.to_value(),
-            "stream-arn" => s.target.stream_arn.to_value(),
-            "region" => s.target.region.to_value(),
-            "access-key" => s.target.access_key.to_value(),
-            "endpoint-uri" => s.target.endpoint_uri.to_value(),
-            "start-selector" => s.start_selector.to_value(),
-            "fragment-number" => s.fragment_number.to_value(),
-            "start-timestamp" => s.start_timestamp.to_value(),
-            "continuation-token" => s.continuation_token.to_value(),
-            "idle-timeout" => s.idle_timeout_ms.to_value(),
-            "read-timeout" => s.read_timeout_ms.to_value(),
-            "max-retries" => s.max_retries.to_value(),
-            "max-backoff" => s.max_backoff_ms.to_value(),
-            "stats" => {
-                let st = self.stats.lock().unwrap();
-                gst::Structure::builder("kvsgetmediasrc-stats")
-                    .field("bytes", st.bytes)
-                    .field("fragments", st.fragments)
-                    .field("reconnects", st.reconnects)
-                    .field("throttles", st.throttles)
-                    .field("endpoint-refreshes", st.endpoint_refreshes)
-                    .field(
-                        "continuation-token",
-                        st.continuation_token.as_deref().unwrap_or(""),
-                    )
-                    .field("millis-behind-now", st.millis_behind_now.unwrap_or(0))
-                    .build()
-                    .to_value()
-            }
-            // Secrets are write-only.
-            _ => unreachable!(),
+        if pspec.name() != "stats" {
+            return self.settings.lock().unwrap().get(pspec.name());
         }
+        let st = self.stats.lock().unwrap();
+        gst::Structure::builder("kvsgetmediasrc-stats")
+            .field("bytes", st.bytes)
+            .field("fragments", st.fragments)
+            .field("reconnects", st.reconnects)
+            .field("throttles", st.throttles)
+            .field("endpoint-refreshes", st.endpoint_refreshes)
+            .field(
+                "continuation-token",
+                st.continuation_token.as_deref().unwrap_or(""),
+            )
+            .field("millis-behind-now", st.millis_behind_now.unwrap_or(0))
+            .build()
+            .to_value()
     }
 
     fn constructed(&self) {
@@ -433,32 +293,68 @@ impl URIHandlerImpl for KvsGetMediaSrc {
 impl BaseSrcImpl for KvsGetMediaSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
-        let start = settings
-            .start()
+        let plan = settings
+            .plan()
             .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("{}", e)))?;
         gst::debug!(
             CAT,
             imp = self,
-            "Starting {} with {start:?}",
+            "Starting {} with {plan:?}",
             settings.target.stream()
         );
-        let session = RUNTIME.block_on(Session::new(
-            settings.target.clone(),
-            start,
-            settings.policy(),
-        ));
+        let (target, policy) = (settings.target.clone(), settings.policy());
+        let reader = RUNTIME.block_on(async move {
+            match plan {
+                Plan::Live(start) => Reader::Live(Session::new(target, start, policy).await),
+                Plan::Archive(range) => Reader::Archive(Archive::new(target, range, policy).await),
+            }
+        });
         *self.stats.lock().unwrap() = Stats::default();
-        *self.session.lock().unwrap() = Some(session);
+        *self.progress.lock().unwrap() = None;
+        *self.last_progress.lock().unwrap() = None;
+        *self.reader.lock().unwrap() = Some(reader);
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        *self.session.lock().unwrap() = None;
+        *self.reader.lock().unwrap() = None;
         Ok(())
     }
 
     fn is_seekable(&self) -> bool {
         false
+    }
+
+    fn query(&self, query: &mut gst::QueryRef) -> bool {
+        let progress = *self.progress.lock().unwrap();
+        let Some(p) = progress else {
+            return BaseSrcImplExt::parent_query(self, query);
+        };
+        match query.view_mut() {
+            gst::QueryViewMut::Duration(q) => match q.format() {
+                gst::Format::Time => {
+                    q.set(gst::ClockTime::from_mseconds(p.total_ms));
+                    true
+                }
+                gst::Format::Bytes => {
+                    q.set(gst::format::Bytes::from_u64(p.total_bytes));
+                    true
+                }
+                _ => false,
+            },
+            gst::QueryViewMut::Position(q) => match q.format() {
+                gst::Format::Time => {
+                    q.set(gst::ClockTime::from_mseconds(p.done_ms));
+                    true
+                }
+                gst::Format::Bytes => {
+                    q.set(gst::format::Bytes::from_u64(p.done_bytes));
+                    true
+                }
+                _ => false,
+            },
+            _ => BaseSrcImplExt::parent_query(self, query),
+        }
     }
 
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
@@ -472,15 +368,65 @@ impl BaseSrcImpl for KvsGetMediaSrc {
     }
 }
 
+impl KvsGetMediaSrc {
+    /// Archive mode: keeps the queries' figures fresh, and posts a
+    /// `kvs-progress` message when fragments complete (at most every 250 ms,
+    /// and always for the last one).
+    fn update_progress(&self, reader: &Reader) {
+        let Reader::Archive(archive) = reader else {
+            return;
+        };
+        let Some(p) = archive.progress() else {
+            return;
+        };
+        let previous = self.progress.lock().unwrap().replace(p);
+        if previous.is_none() {
+            let _ = self.obj().post_message(
+                gst::message::DurationChanged::builder()
+                    .src(&*self.obj())
+                    .build(),
+            );
+        }
+        let mut last = self.last_progress.lock().unwrap();
+        let changed = previous.is_none_or(|old| old.done != p.done);
+        let due = last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+        if !(changed && (due || p.done == p.total)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        drop(last);
+        let s = gst::Structure::builder("kvs-progress")
+            .field("fragments-done", p.done as u64)
+            .field("fragments-total", p.total as u64)
+            .field("position", gst::ClockTime::from_mseconds(p.done_ms))
+            .field("duration", gst::ClockTime::from_mseconds(p.total_ms))
+            .field("bytes-done", p.done_bytes)
+            .field("bytes-total", p.total_bytes)
+            .field(
+                "percent",
+                if p.total == 0 {
+                    100.0
+                } else {
+                    100.0 * p.done as f64 / p.total as f64
+                },
+            )
+            .build();
+        let _ = self
+            .obj()
+            .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+    }
+}
+
 impl PushSrcImpl for KvsGetMediaSrc {
     fn create(
         &self,
         _buffer: Option<&mut gst::BufferRef>,
     ) -> Result<CreateSuccess, gst::FlowError> {
-        let mut guard = self.session.lock().unwrap();
-        let session = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
-        let next = self.block_on(session.next());
-        *self.stats.lock().unwrap() = session.stats.clone();
+        let mut guard = self.reader.lock().unwrap();
+        let reader = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+        let next = self.block_on(reader.next());
+        *self.stats.lock().unwrap() = reader.stats().clone();
+        self.update_progress(reader);
         match next {
             None => Err(gst::FlowError::Flushing),
             Some(Ok(Next::Data(bytes, discont))) => {
@@ -498,7 +444,11 @@ impl PushSrcImpl for KvsGetMediaSrc {
                 gst::info!(CAT, imp = self, "No new fragment within idle-timeout: EOS");
                 Err(gst::FlowError::Eos)
             }
-            Some(Err(failure)) => Err(self.post_failure(failure, session)),
+            Some(Ok(Next::End)) => {
+                gst::info!(CAT, imp = self, "Read the whole range: EOS");
+                Err(gst::FlowError::Eos)
+            }
+            Some(Err(failure)) => Err(self.post_failure(failure, reader)),
         }
     }
 }

@@ -7,6 +7,11 @@
  * last complete fragment; `kvsaudiodemux` drops what it already output, so
  * every sample leaves once.
  *
+ * With an `end-timestamp` it records a time range instead (archive mode):
+ * ListFragments, then GetMediaForFragmentList in batches, as fast as
+ * downstream takes the bytes, with duration and position queries and
+ * `kvs-progress` messages.
+ *
  * ```sh
  * gst-launch-1.0 kvsgetmediasrc stream-name=my-stream region=us-east-1 ! kvsaudiodemux ! ...
  * ```
@@ -14,9 +19,11 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod archive;
 mod aws;
 mod imp;
 mod session;
+mod settings;
 mod uri;
 
 glib::wrapper! {
@@ -49,6 +56,38 @@ pub enum StartSelector {
     ProducerTimestamp,
     #[enum_value(name = "At continuation-token", nick = "continuation-token")]
     ContinuationToken,
+}
+
+/// Live GetMedia or an archived range.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstKvsMode")]
+pub enum Mode {
+    #[default]
+    #[enum_value(
+        name = "Auto: archive when end-timestamp is set, else live",
+        nick = "auto"
+    )]
+    Auto,
+    #[enum_value(name = "Live: GetMedia, following the stream", nick = "live")]
+    Live,
+    #[enum_value(
+        name = "Archive: ListFragments and GetMediaForFragmentList over a range",
+        nick = "archive"
+    )]
+    Archive,
+}
+
+/// Which clock an archive range is on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstKvsTimestampType")]
+pub enum TimestampType {
+    #[default]
+    #[enum_value(name = "Server: when KVS received the fragment", nick = "server")]
+    Server,
+    #[enum_value(name = "Producer: the producer's timestamp", nick = "producer")]
+    Producer,
 }
 
 impl StartSelector {

@@ -3,13 +3,12 @@
 //! watches the KVS tags go by, and reconnects after any drop from the last
 //! complete fragment.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesisvideomedia::primitives::ByteStream;
 use bytes::Bytes;
 
-use super::aws::{self, Clients, Failure, Start, Target};
+use super::aws::{self, Clients, Failure, Pace, Start, Target};
 use crate::kvs::{self, FragmentMeta};
 use crate::mkv::{Event, Parser};
 
@@ -42,6 +41,8 @@ pub enum Next {
     Data(Bytes, bool),
     /// No new fragment for `idle-timeout`: the stream is over.
     Idle,
+    /// Archive mode: the last fragment of the range has been read.
+    End,
 }
 
 pub struct Session {
@@ -61,8 +62,7 @@ pub struct Session {
     last_refresh: Option<Instant>,
     connected_once: bool,
     discont: bool,
-    /// When the last GetMedia calls were made: KVS allows 5 a second.
-    recent_calls: VecDeque<Instant>,
+    pace: Pace,
     pub stats: Stats,
 }
 
@@ -85,7 +85,7 @@ impl Session {
             last_refresh: None,
             connected_once: false,
             discont: false,
-            recent_calls: VecDeque::new(),
+            pace: Pace::default(),
             stats: Stats::default(),
         }
     }
@@ -140,11 +140,7 @@ impl Session {
             self.media = Some(self.clients.media_client(&self.target).await?);
         }
         // A first resume goes out at once; a burst waits for KVS's limit.
-        if self.recent_calls.len() == 5 {
-            let oldest = self.recent_calls.pop_front().unwrap();
-            tokio::time::sleep(Duration::from_secs(1).saturating_sub(oldest.elapsed())).await;
-        }
-        self.recent_calls.push_back(Instant::now());
+        self.pace.call().await;
         let start = match &self.stats.continuation_token {
             Some(token) => Start::ContinuationToken(token.clone()),
             None => self.start.clone(),

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The `kvs://` URI form:
-//! `kvs://STREAM?region=R&start=now|earliest|fragment:N|timestamp:T|producer-timestamp:T|token:X&endpoint=URL&idle-timeout=MS`.
-//! STREAM is a stream name or an ARN; values are percent-encoded.
+//! `kvs://STREAM?region=R&start=now|earliest|fragment:N|timestamp:T|producer-timestamp:T|token:X&end=timestamp:T|producer-timestamp:T&mode=live|archive&endpoint=URL&idle-timeout=MS`.
+//! STREAM is a stream name or an ARN; values are percent-encoded. An `end`
+//! records the range from `start` to `end` (archive mode).
 
 /// Property settings a `kvs://` URI stands for, as (property, value).
 pub fn parse(uri: &str) -> Result<Vec<(&'static str, String)>, String> {
@@ -27,6 +28,24 @@ pub fn parse(uri: &str) -> Result<Vec<(&'static str, String)>, String> {
             "region" => props.push(("region", value)),
             "endpoint" => props.push(("endpoint-uri", value)),
             "idle-timeout" => props.push(("idle-timeout", value)),
+            "mode" => props.push(("mode", value)),
+            "end" => {
+                let (kind, arg) = value.split_once(':').unwrap_or((value.as_str(), ""));
+                let clock = match kind {
+                    "timestamp" => "server",
+                    "producer-timestamp" => "producer",
+                    other => {
+                        return Err(format!(
+                            "unknown end {other:?} in {uri:?}: use end=timestamp:T"
+                        ));
+                    }
+                };
+                if arg.is_empty() {
+                    return Err(format!("end={kind} needs a value, as in end={kind}:T"));
+                }
+                props.push(("end-timestamp", arg.into()));
+                props.push(("timestamp-type", clock.into()));
+            }
             "start" => {
                 let (kind, arg) = value.split_once(':').unwrap_or((value.as_str(), ""));
                 let (selector, prop) = match kind {
@@ -114,5 +133,16 @@ mod tests {
                 .contains("needs a value")
         );
         assert!(parse("kvs://s?colour=red").is_err());
+        let p = parse("kvs://s?start=producer-timestamp:10&end=producer-timestamp:20").unwrap();
+        assert_eq!(
+            p[1..],
+            [
+                ("start-selector", "producer-timestamp".to_string()),
+                ("start-timestamp", "10".into()),
+                ("end-timestamp", "20".into()),
+                ("timestamp-type", "producer".into()),
+            ]
+        );
+        assert!(parse("kvs://s?end=now").is_err());
     }
 }

@@ -18,10 +18,11 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{State, Stream};
+use super::{State, Stream, archive};
+use crate::kvs;
 use crate::mkv::writer::Fragment as ChunkWriter;
 
-type Body = BoxBody<Bytes, io::Error>;
+pub(super) type Body = BoxBody<Bytes, io::Error>;
 
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, addr: SocketAddr) {
     loop {
@@ -40,7 +41,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, addr: S
     }
 }
 
-fn full(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
+pub(super) fn full(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", content_type)
@@ -54,7 +55,7 @@ fn full(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body>
 }
 
 /// A KVS error reply.
-struct KvsError {
+pub(super) struct KvsError {
     status: StatusCode,
     name: &'static str,
     message: String,
@@ -71,7 +72,7 @@ impl KvsError {
     }
 }
 
-fn error(status: StatusCode, name: &'static str, message: String) -> KvsError {
+pub(super) fn error(status: StatusCode, name: &'static str, message: String) -> KvsError {
     KvsError {
         status,
         name,
@@ -79,7 +80,7 @@ fn error(status: StatusCode, name: &'static str, message: String) -> KvsError {
     }
 }
 
-fn invalid(message: impl Into<String>) -> KvsError {
+pub(super) fn invalid(message: impl Into<String>) -> KvsError {
     error(
         StatusCode::BAD_REQUEST,
         "InvalidArgumentException",
@@ -163,6 +164,8 @@ async fn reply(
             Ok(full(StatusCode::OK, "application/json", body.into_bytes()))
         }
         "/getMedia" => get_media(&state, stream, &json["StartSelector"]),
+        "/listFragments" => archive::list_fragments(&state, &stream, &json),
+        "/getMediaForFragmentList" => archive::get_media_for_fragment_list(&state, stream, &json),
         other => {
             let msg = format!("No operation at {other}");
             Err(error(
@@ -172,6 +175,20 @@ async fn reply(
             ))
         }
     }
+}
+
+/// Refuses the call if the throttle fault says so.
+pub(super) fn throttle(state: &State, api: &str) -> Result<(), KvsError> {
+    if !super::take(&state.faults.throttle) {
+        return Ok(());
+    }
+    state.counters.throttled.fetch_add(1, Ordering::SeqCst);
+    let msg = format!("Too many {api} calls for this stream (limit: 5 per second)");
+    Err(error(
+        StatusCode::BAD_REQUEST,
+        "ClientLimitExceededException",
+        msg,
+    ))
 }
 
 /// The index of the first fragment a StartSelector asks for.
@@ -217,15 +234,7 @@ fn get_media(
     selector: &Value,
 ) -> Result<Response<Body>, KvsError> {
     state.counters.get_media.fetch_add(1, Ordering::SeqCst);
-    if super::take(&state.faults.throttle) {
-        state.counters.throttled.fetch_add(1, Ordering::SeqCst);
-        let msg = "Too many GetMedia calls for this stream (limit: 5 per second)".into();
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "ClientLimitExceededException",
-            msg,
-        ));
-    }
+    throttle(state, "GetMedia")?;
     if super::take(&state.faults.invalid_endpoint) {
         let msg =
             "This data endpoint no longer serves the stream: call GetDataEndpoint again".into();
@@ -246,7 +255,7 @@ fn get_media(
 }
 
 /// A response body fed by a task; an `Err` aborts the connection.
-struct ChannelBody(mpsc::Receiver<io::Result<Bytes>>);
+pub(super) struct ChannelBody(pub(super) mpsc::Receiver<io::Result<Bytes>>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
@@ -263,7 +272,7 @@ impl hyper::body::Body for ChannelBody {
 }
 
 /// Writes a body, applying the cut and stall faults.
-struct Writer {
+pub(super) struct Writer {
     tx: mpsc::Sender<io::Result<Bytes>>,
     sent: u64,
     cut: Option<u64>,
@@ -271,8 +280,18 @@ struct Writer {
 }
 
 impl Writer {
+    /// A body writer with the next cut and stall faults.
+    pub(super) fn new(state: &State, tx: mpsc::Sender<io::Result<Bytes>>) -> Writer {
+        Writer {
+            tx,
+            sent: 0,
+            cut: state.faults.next_cut(),
+            stall: state.faults.next_stall(),
+        }
+    }
+
     /// Sends `data`; false when the body must end (client gone or cut).
-    async fn send(&mut self, state: &State, mut data: Bytes) -> bool {
+    pub(super) async fn send(&mut self, state: &State, mut data: Bytes) -> bool {
         if let Some((after, pause)) = self.stall
             && self.sent + data.len() as u64 > after
         {
@@ -315,16 +334,10 @@ impl Writer {
     }
 }
 
-/// A chunk with in-band error tags, as KVS sends when GetMedia fails mid-stream.
-fn error_chunk() -> Bytes {
+/// A chunk that holds only `tags`: how KVS reports an error in-band.
+pub(super) fn tags_chunk(tags: Vec<(String, String)>) -> Bytes {
     let chunk = ChunkWriter {
-        tags_before: vec![vec![
-            (
-                "AWS_KINESISVIDEO_ERROR_CODE".into(),
-                "INTERNAL_ERROR".into(),
-            ),
-            ("AWS_KINESISVIDEO_ERROR_ID".into(), "5000".into()),
-        ]],
+        tags_before: vec![tags],
         ..ChunkWriter::default()
     };
     let mut bytes = chunk.to_bytes();
@@ -344,17 +357,16 @@ async fn send_fragments(
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) {
     let faults = &state.faults;
-    let mut w = Writer {
-        tx,
-        sent: 0,
-        cut: faults.next_cut(),
-        stall: faults.next_stall(),
-    };
+    let mut w = Writer::new(&state, tx);
     let end = (faults.end_after.load(Ordering::SeqCst) as usize).min(stream.fragments.len());
     let idle = Duration::from_millis(faults.idle_end_ms.load(Ordering::SeqCst));
     for i in start..end {
         if i as u32 == faults.error_at.load(Ordering::SeqCst) {
-            w.send(&state, error_chunk()).await;
+            let tags = vec![
+                (kvs::ERROR_CODE.into(), "INTERNAL_ERROR".into()),
+                (kvs::ERROR_ID.into(), "5000".into()),
+            ];
+            w.send(&state, tags_chunk(tags)).await;
             return;
         }
         let f = &stream.fragments[i];

@@ -4,6 +4,7 @@
 //! real aws-sdk-rust clients run against it unmodified. It serves stored and
 //! live synthetic streams, and injects faults for tests.
 
+mod archive;
 mod http;
 pub mod store;
 
@@ -25,7 +26,8 @@ pub struct Faults {
     /// up to `cut_max`.
     pub cut_after: AtomicU64,
     pub cut_max: AtomicU64,
-    /// GetMedia calls still to refuse with ClientLimitExceededException.
+    /// GetMedia, ListFragments and GetMediaForFragmentList calls still to
+    /// refuse with ClientLimitExceededException.
     pub throttle: AtomicU32,
     /// GetMedia calls still to refuse with InvalidEndpointException.
     pub invalid_endpoint: AtomicU32,
@@ -36,6 +38,8 @@ pub struct Faults {
     pub error_at: AtomicU32,
     /// Serve only this many fragments (u32::MAX: all).
     pub end_after: AtomicU32,
+    /// ListFragments pages hold at most this many fragments (0: MaxResults).
+    pub page_max: AtomicU32,
     /// A body with nothing to send for this long ends, like KVS (about 3 s).
     pub idle_end_ms: AtomicU64,
     rng: Mutex<u64>,
@@ -53,6 +57,7 @@ impl Default for Faults {
             stall_after: AtomicU64::new(0),
             error_at: AtomicU32::new(u32::MAX),
             end_after: AtomicU32::new(u32::MAX),
+            page_max: AtomicU32::new(0),
             idle_end_ms: AtomicU64::new(3000),
             rng: Mutex::new(0x9E37_79B9_7F4A_7C15),
         }
@@ -67,6 +72,14 @@ fn take(counter: &AtomicU32) -> bool {
 }
 
 impl Faults {
+    fn random(&self) -> u64 {
+        let mut x = self.rng.lock().unwrap();
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
     /// Where to cut the next connection, if it is to be cut.
     fn next_cut(&self) -> Option<u64> {
         if !take(&self.cuts) {
@@ -76,11 +89,14 @@ impl Faults {
         if fixed > 0 {
             return Some(fixed);
         }
-        let mut x = self.rng.lock().unwrap();
-        *x ^= *x << 13;
-        *x ^= *x >> 7;
-        *x ^= *x << 17;
-        Some(1 + *x % self.cut_max.load(Ordering::SeqCst).max(1))
+        Some(1 + self.random() % self.cut_max.load(Ordering::SeqCst).max(1))
+    }
+
+    /// Shuffles a page of results, as KVS returns them in no fixed order.
+    fn shuffle<T>(&self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, (self.random() % (i as u64 + 1)) as usize);
+        }
     }
 
     /// A stall to apply to the next body: (after bytes, how long).
@@ -100,6 +116,8 @@ impl Faults {
 pub struct Counters {
     pub get_data_endpoint: AtomicU32,
     pub get_media: AtomicU32,
+    pub list_fragments: AtomicU32,
+    pub get_media_for_fragment_list: AtomicU32,
     pub throttled: AtomicU32,
     pub cut: AtomicU32,
 }

@@ -20,6 +20,8 @@ pub struct Fragment {
     pub server_ms: u64,
     pub duration_ms: u64,
     pub bytes: Bytes,
+    /// The chunk as GetMediaForFragmentList returns it.
+    pub archive: Bytes,
     /// For live streams: (byte offset, ms after the fragment's start) at which
     /// the bytes up to that offset exist. The whole chunk exists at the end.
     pub steps: Vec<(usize, u64)>,
@@ -79,6 +81,8 @@ impl Stream {
                     server_ms: ms(meta.server_timestamp),
                     duration_ms: 1000,
                     bytes: bytes.slice(start..end),
+                    // Stored chunks are served as they are.
+                    archive: bytes.slice(start..end),
                     steps: Vec::new(),
                 }
             })
@@ -106,6 +110,7 @@ impl Stream {
                     duration_ms: call.fragment_ms(),
                     steps,
                     bytes: Bytes::from(bytes),
+                    archive: Bytes::from(call.archive_fragment(i).to_bytes()),
                 }
             })
             .collect();
@@ -145,6 +150,24 @@ impl Stream {
         } else {
             pos
         })
+    }
+
+    /// Index of the fragment numbered `number`, if the stream has it.
+    pub fn index_of(&self, number: &str) -> Option<usize> {
+        self.fragments
+            .binary_search_by(|f| kvs::compare_fragment_numbers(&f.number, number))
+            .ok()
+            .or_else(|| self.fragments.iter().position(|f| f.number == number))
+    }
+
+    /// How many fragments are complete: all of a stored stream, those
+    /// already produced of a live one.
+    pub fn complete(&self) -> usize {
+        match self.live {
+            Some((t0, ms)) => ((t0.elapsed().as_millis() as u64) / ms) as usize,
+            None => self.fragments.len(),
+        }
+        .min(self.fragments.len())
     }
 
     /// The fragment being produced now (live) or the last one.
@@ -196,5 +219,9 @@ mod tests {
         assert_eq!(f.steps[0].1, 64);
         assert!(f.steps.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(f.bytes, stream.fragments[0].bytes);
+        assert_ne!(f.archive, f.bytes);
+        assert_eq!(live.index_of(&call.fragment_number(2)), Some(2));
+        assert_eq!(live.index_of("1"), None);
+        assert_eq!(stream.complete(), 3);
     }
 }

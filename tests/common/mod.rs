@@ -70,11 +70,13 @@ impl PadLog {
 #[derive(Debug, Default)]
 pub struct Run {
     pub pads: BTreeMap<String, PadLog>,
-    /// Element messages from the demuxer, in order.
+    /// Element messages from the demuxer and the source, in order.
     pub messages: Vec<gst::Structure>,
     pub warnings: Vec<String>,
     pub errors: Vec<String>,
     pub eos: bool,
+    /// The pipeline's duration, asked at EOS.
+    pub duration: Option<gst::ClockTime>,
 }
 
 impl Run {
@@ -85,10 +87,11 @@ impl Run {
     }
 
     pub fn fragments(&self) -> Vec<&gst::Structure> {
-        self.messages
-            .iter()
-            .filter(|s| s.name() == "kvs-fragment")
-            .collect()
+        self.named("kvs-fragment")
+    }
+
+    pub fn named(&self, name: &str) -> Vec<&gst::Structure> {
+        self.messages.iter().filter(|s| s.name() == name).collect()
     }
 
     /// Everything but timing-free details, for comparing runs.
@@ -170,7 +173,10 @@ fn attach(pipeline: &gst::Pipeline, demux: &gst::Element) -> Logs {
 
 fn message_into(run: &mut Run, msg: &gst::Message, demux: &gst::Element) {
     match msg.view() {
-        gst::MessageView::Element(e) if msg.src() == Some(demux.upcast_ref()) => {
+        gst::MessageView::Element(e)
+            if msg.src() == Some(demux.upcast_ref())
+                || msg.src().is_some_and(|s| s.name() == "src") =>
+        {
             run.messages.push(e.structure().unwrap().to_owned());
         }
         gst::MessageView::Warning(w) => {
@@ -203,6 +209,7 @@ fn play(pipeline: &gst::Pipeline, demux: &gst::Element, logs: Logs, limit: Durat
         match msg.view() {
             gst::MessageView::Eos(_) => {
                 run.eos = true;
+                run.duration = pipeline.query_duration();
                 break;
             }
             gst::MessageView::Error(_) => {

@@ -1,0 +1,496 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Archive mode: ListFragments over a time range, then the fragments in
+//! order through GetMediaForFragmentList, in batches of up to 1,000, with
+//! the next batch fetched while the current one streams. A failed or cut
+//! batch is fetched again from its first fragment not yet complete.
+
+use std::cmp::Ordering;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use aws_sdk_kinesisvideo::types::ApiName;
+use aws_sdk_kinesisvideoarchivedmedia::Client;
+use aws_sdk_kinesisvideoarchivedmedia::types::{
+    FragmentSelector, FragmentSelectorType, TimestampRange,
+};
+use aws_smithy_types::DateTime;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::aws::{self, Clients, Failure, Pace, Target};
+use super::session::{Next, Policy, Stats};
+use crate::kvs;
+use crate::mkv::{Event, Parser};
+
+/// GetMediaForFragmentList takes at most this many fragments.
+pub const BATCH: usize = 1000;
+/// Batches fetched at once: the one streaming and the next.
+const PREFETCH: usize = 2;
+/// Body chunks a prefetched batch may hold before it waits.
+const CHUNKS_AHEAD: usize = 16;
+
+/// The time range to record, in seconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    pub start: f64,
+    pub end: f64,
+    /// Producer timestamps rather than server ones.
+    pub producer: bool,
+}
+
+/// One fragment as ListFragments describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub number: String,
+    /// On the range's clock, in ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    pub duration_ms: u64,
+    pub size: u64,
+}
+
+/// Puts listed fragments in stream order: by timestamp, then by fragment
+/// number as a big integer; drops repeats.
+pub fn order(list: &mut Vec<Listed>) {
+    list.sort_by(|a, b| {
+        a.timestamp_ms
+            .cmp(&b.timestamp_ms)
+            .then_with(|| kvs::compare_fragment_numbers(&a.number, &b.number))
+    });
+    list.dedup_by(|a, b| kvs::compare_fragment_numbers(&a.number, &b.number) == Ordering::Equal);
+}
+
+/// A GetMediaForFragmentList call in flight, feeding its body to a channel.
+struct Batch {
+    first: usize,
+    end: usize,
+    rx: mpsc::Receiver<Result<Bytes, Failure>>,
+    task: tokio::task::JoinHandle<()>,
+    /// Chunk headers seen so far: the fragments begun.
+    begun: usize,
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Fetches `numbers` and forwards the body as it arrives.
+async fn fetch(
+    client: Client,
+    target: Target,
+    numbers: Vec<String>,
+    read_timeout: Duration,
+    tx: mpsc::Sender<Result<Bytes, Failure>>,
+) {
+    let sent = client
+        .get_media_for_fragment_list()
+        .set_stream_name(target.stream_name)
+        .set_stream_arn(target.stream_arn)
+        .set_fragments(Some(numbers))
+        .send()
+        .await;
+    let mut body = match sent {
+        Ok(out) => out.payload,
+        Err(e) => {
+            let _ = tx.send(Err(aws::sort(e, true))).await;
+            return;
+        }
+    };
+    loop {
+        let failure = match tokio::time::timeout(read_timeout, body.next()).await {
+            Ok(Some(Ok(bytes))) => {
+                if tx.send(Ok(bytes)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => return,
+            Ok(Some(Err(e))) => Failure::Transient(format!("the body broke: {e}")),
+            Err(_) => Failure::Transient(format!("no data for {read_timeout:?}")),
+        };
+        let _ = tx.send(Err(failure)).await;
+        return;
+    }
+}
+
+pub struct Archive {
+    target: Target,
+    range: Range,
+    policy: Policy,
+    clients: Clients,
+    lister: Option<Client>,
+    fetcher: Option<Client>,
+    list_pace: Pace,
+    fetch_pace: Pace,
+    /// None until listed.
+    fragments: Option<Vec<Listed>>,
+    /// Fragments complete, in order, and their duration and size.
+    done: usize,
+    done_ms: u64,
+    done_bytes: u64,
+    inflight: VecDeque<Batch>,
+    /// The first fragment no batch asked for yet.
+    requested: usize,
+    scanner: Parser,
+    pending: Vec<u8>,
+    events: Vec<Event>,
+    attempt: u32,
+    discont: bool,
+    pub stats: Stats,
+}
+
+/// How far an archive run has come.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Progress {
+    pub done: usize,
+    pub total: usize,
+    pub done_ms: u64,
+    pub total_ms: u64,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
+impl Archive {
+    pub async fn new(target: Target, range: Range, policy: Policy) -> Archive {
+        let clients = Clients::new(&target).await;
+        Archive {
+            target,
+            range,
+            policy,
+            clients,
+            lister: None,
+            fetcher: None,
+            list_pace: Pace::default(),
+            fetch_pace: Pace::default(),
+            fragments: None,
+            done: 0,
+            done_ms: 0,
+            done_bytes: 0,
+            inflight: VecDeque::new(),
+            requested: 0,
+            scanner: Parser::metadata_only(),
+            pending: Vec::new(),
+            events: Vec::new(),
+            attempt: 0,
+            discont: false,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn region(&self) -> &str {
+        &self.clients.region
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    pub fn range(&self) -> Range {
+        self.range
+    }
+
+    /// None until the listing is done.
+    pub fn progress(&self) -> Option<Progress> {
+        let list = self.fragments.as_ref()?;
+        Some(Progress {
+            done: self.done,
+            total: list.len(),
+            done_ms: self.done_ms,
+            total_ms: list.iter().map(|f| f.duration_ms).sum(),
+            done_bytes: self.done_bytes,
+            total_bytes: list.iter().map(|f| f.size).sum(),
+        })
+    }
+
+    /// Lists the range (once). Returns the number of fragments.
+    pub async fn list(&mut self) -> Result<usize, Failure> {
+        if let Some(list) = &self.fragments {
+            return Ok(list.len());
+        }
+        let mut all = Vec::new();
+        let mut token = None;
+        loop {
+            match self.list_page(token.clone()).await {
+                Ok((page, next)) => {
+                    self.attempt = 0;
+                    all.extend(page);
+                    match next {
+                        Some(next) => token = Some(next),
+                        None => break,
+                    }
+                }
+                Err(failure) => {
+                    self.recover(failure, true).await?;
+                }
+            }
+        }
+        order(&mut all);
+        let n = all.len();
+        self.fragments = Some(all);
+        Ok(n)
+    }
+
+    async fn list_page(
+        &mut self,
+        token: Option<String>,
+    ) -> Result<(Vec<Listed>, Option<String>), Failure> {
+        if self.lister.is_none() {
+            let api = ApiName::ListFragments;
+            self.lister = Some(self.clients.archive_client(&self.target, api).await?);
+        }
+        self.list_pace.call().await;
+        let kind = if self.range.producer {
+            FragmentSelectorType::ProducerTimestamp
+        } else {
+            FragmentSelectorType::ServerTimestamp
+        };
+        let range = TimestampRange::builder()
+            .start_timestamp(DateTime::from_secs_f64(self.range.start))
+            .end_timestamp(DateTime::from_secs_f64(self.range.end))
+            .build()
+            .map_err(|e| Failure::InvalidArgument(e.to_string()))?;
+        let selector = FragmentSelector::builder()
+            .fragment_selector_type(kind)
+            .timestamp_range(range)
+            .build()
+            .map_err(|e| Failure::InvalidArgument(e.to_string()))?;
+        let out = self
+            .lister
+            .as_ref()
+            .unwrap()
+            .list_fragments()
+            .set_stream_name(self.target.stream_name.clone())
+            .set_stream_arn(self.target.stream_arn.clone())
+            .fragment_selector(selector)
+            .max_results(BATCH as i64)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| aws::sort(e, true))?;
+        let producer = self.range.producer;
+        let page = out
+            .fragments()
+            .iter()
+            .filter_map(|f| {
+                let t = if producer {
+                    f.producer_timestamp()
+                } else {
+                    f.server_timestamp()
+                };
+                Some(Listed {
+                    number: f.fragment_number()?.to_string(),
+                    timestamp_ms: t.and_then(|t| t.to_millis().ok()).unwrap_or(0),
+                    duration_ms: f.fragment_length_in_milliseconds().max(0) as u64,
+                    size: f.fragment_size_in_bytes().max(0) as u64,
+                })
+            })
+            .collect();
+        Ok((page, out.next_token().map(String::from)))
+    }
+
+    /// The next bytes, in fragment order; `End` after the last fragment.
+    pub async fn next(&mut self) -> Result<Next, Failure> {
+        if self.list().await? == 0 {
+            return Err(Failure::NoFragments);
+        }
+        loop {
+            self.prefetch().await?;
+            let Some(batch) = self.inflight.front_mut() else {
+                return Ok(Next::End);
+            };
+            match batch.rx.recv().await {
+                Some(Ok(bytes)) => {
+                    self.attempt = 0;
+                    self.watch(&bytes);
+                    self.stats.bytes += bytes.len() as u64;
+                    return Ok(Next::Data(bytes, std::mem::take(&mut self.discont)));
+                }
+                None => {
+                    // The body ended: its last fragment is complete.
+                    let batch = self.inflight.pop_front().unwrap();
+                    if batch.begun > 0 {
+                        self.complete(batch.first + batch.begun);
+                    }
+                    self.reset_scan();
+                    if self.done < batch.end {
+                        self.retry(batch.end, Failure::Transient("the body ended early".into()))
+                            .await?;
+                    }
+                }
+                Some(Err(failure)) => {
+                    let batch = self.inflight.pop_front().unwrap();
+                    self.reset_scan();
+                    self.retry(batch.end, failure).await?;
+                }
+            }
+        }
+    }
+
+    /// Starts batches until PREFETCH are in flight.
+    async fn prefetch(&mut self) -> Result<(), Failure> {
+        let total = self.fragments.as_ref().map_or(0, Vec::len);
+        while self.inflight.len() < PREFETCH && self.requested < total {
+            let end = (self.requested + BATCH).min(total);
+            let batch = self.start_batch(self.requested, end).await?;
+            self.inflight.push_back(batch);
+            self.requested = end;
+        }
+        Ok(())
+    }
+
+    async fn start_batch(&mut self, first: usize, end: usize) -> Result<Batch, Failure> {
+        if self.fetcher.is_none() {
+            let api = ApiName::GetMediaForFragmentList;
+            loop {
+                match self.clients.archive_client(&self.target, api.clone()).await {
+                    Ok(client) => {
+                        self.fetcher = Some(client);
+                        break;
+                    }
+                    Err(failure) => self.recover(failure, false).await?,
+                }
+            }
+        }
+        self.fetch_pace.call().await;
+        let numbers = self.fragments.as_ref().unwrap()[first..end]
+            .iter()
+            .map(|f| f.number.clone())
+            .collect();
+        let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
+        let task = tokio::spawn(fetch(
+            self.fetcher.clone().unwrap(),
+            self.target.clone(),
+            numbers,
+            self.policy.read_timeout,
+            tx,
+        ));
+        Ok(Batch {
+            first,
+            end,
+            rx,
+            task,
+            begun: 0,
+        })
+    }
+
+    /// Fetches again, from the first fragment not complete up to `end`, in
+    /// front of the batches already in flight.
+    async fn retry(&mut self, end: usize, failure: Failure) -> Result<(), Failure> {
+        self.stats.reconnects += 1;
+        self.discont = true;
+        self.recover(failure, false).await?;
+        let batch = self.start_batch(self.done, end).await?;
+        self.inflight.push_front(batch);
+        Ok(())
+    }
+
+    /// Waits before trying again, or gives up.
+    async fn recover(&mut self, failure: Failure, listing: bool) -> Result<(), Failure> {
+        self.attempt += 1;
+        match &failure {
+            Failure::Throttled(_) => self.stats.throttles += 1,
+            Failure::Endpoint(_) => {
+                self.stats.endpoint_refreshes += 1;
+                if listing {
+                    self.lister = None;
+                } else {
+                    self.fetcher = None;
+                }
+            }
+            Failure::Transient(_) => {}
+            _ => return Err(failure),
+        }
+        if self.attempt > self.policy.max_retries {
+            return Err(failure);
+        }
+        tokio::time::sleep(aws::backoff(self.attempt - 1, self.policy.max_backoff)).await;
+        Ok(())
+    }
+
+    /// Marks fragments before `upto` complete.
+    fn complete(&mut self, upto: usize) {
+        let list = self.fragments.as_ref().unwrap();
+        while self.done < upto.min(list.len()) {
+            let f = &list[self.done];
+            self.done_ms += f.duration_ms;
+            self.done_bytes += f.size;
+            self.stats.fragments += 1;
+            self.done += 1;
+        }
+    }
+
+    fn reset_scan(&mut self) {
+        self.scanner.reset();
+        self.pending.clear();
+    }
+
+    /// Counts chunk headers: each one after a batch's first completes the
+    /// fragment before it.
+    fn watch(&mut self, bytes: &[u8]) {
+        let mut data = std::mem::take(&mut self.pending);
+        let used = if data.is_empty() {
+            let used = self.scan(bytes);
+            data.extend_from_slice(&bytes[used..]);
+            0
+        } else {
+            data.extend_from_slice(bytes);
+            self.scan(&data)
+        };
+        data.drain(..used);
+        self.pending = data;
+    }
+
+    fn scan(&mut self, data: &[u8]) -> usize {
+        let mut pos = 0;
+        let mut events = std::mem::take(&mut self.events);
+        while pos < data.len() && data.len() - pos >= self.scanner.need() {
+            let used = self.scanner.parse(&data[pos..], &mut events);
+            pos += used;
+            let headers = events
+                .drain(..)
+                .filter(|e| matches!(e, Event::Header { .. }))
+                .count();
+            if headers > 0 {
+                let batch = self.inflight.front_mut().unwrap();
+                batch.begun += headers;
+                let upto = batch.first + batch.begun - 1;
+                self.complete(upto);
+            }
+            if used == 0 {
+                break;
+            }
+        }
+        self.events = events;
+        pos
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(number: &str, t: i64) -> Listed {
+        Listed {
+            number: number.into(),
+            timestamp_ms: t,
+            duration_ms: 1000,
+            size: 10,
+        }
+    }
+
+    #[test]
+    fn order_by_time_then_number() {
+        let mut list = vec![
+            listed("100", 2000),
+            listed("99", 1000),
+            listed("1000", 1000),
+            listed("100", 2000),
+            listed("0099", 1000),
+            listed("5", 3000),
+        ];
+        order(&mut list);
+        let numbers: Vec<&str> = list.iter().map(|f| f.number.as_str()).collect();
+        assert_eq!(numbers, ["99", "1000", "100", "5"]);
+    }
+}
