@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Demuxer benchmark: kvsaudiodemux against matroskademux on a generated
-//! one-hour, two-track Amazon Connect stream and on plain one-track PCM.
+//! Benchmark: kvsaudiodemux against matroskademux on a generated one-hour,
+//! two-track Amazon Connect stream and on plain one-track PCM; then the
+//! archive recording of that call from the local KVS server to a stereo WAV
+//! (kvsgetmediasrc in archive mode, the real AWS SDK over loopback).
 //!
 //! ```sh
 //! cargo run --release --example bench            # one hour
 //! cargo run --release --example bench -- --minutes 10
+//! cargo run --release --example bench -- --archive-only
 //! ```
 //!
 //! Each run is a child process of its own, so that its peak RSS is its own.
@@ -18,7 +21,7 @@ use gstkvs::mkv::writer::{Fragment, TrackSpec};
 use gstkvs::synth::Call;
 
 fn usage() -> ! {
-    eprintln!("usage: bench [--minutes N]");
+    eprintln!("usage: bench [--minutes N] [--archive-only]");
     std::process::exit(2)
 }
 
@@ -64,6 +67,107 @@ fn cpu_and_rss() -> (f64, f64) {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0.0);
     (secs(usage.ru_utime) + secs(usage.ru_stime), hwm_kb / 1024.0)
+}
+
+/// Child: records the whole archived call to a stereo WAV, prints
+/// "wall cpu rss data-bytes".
+fn archive_child(endpoint: &str, start: &str, end: &str, out: &str) {
+    gst::init().unwrap();
+    gstkvs::plugin_register_static().unwrap();
+    let (cpu0, _) = cpu_and_rss();
+    let pipeline = gst::parse::launch(&format!(
+        "kvsgetmediasrc stream-name=call region=us-east-1 access-key=AKIDBENCH \
+         secret-access-key=bench endpoint-uri={endpoint} start-timestamp={start} end-timestamp={end} \
+         ! kvsaudiodemux name=d interleave name=i ! wavenc ! filesink location={out} \
+         d.audio_0 ! queue ! i.sink_0  d.audio_1 ! queue ! i.sink_1"
+    ))
+    .unwrap();
+    let start = Instant::now();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for msg in pipeline.bus().unwrap().iter_timed(gst::ClockTime::NONE) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => {
+                eprintln!("archive: {} ({:?})", e.error(), e.debug());
+                std::process::exit(1)
+            }
+            _ => {}
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let (cpu1, rss) = cpu_and_rss();
+    println!("{wall} {} {rss} {}", cpu1 - cpu0, wav_data_size(out));
+}
+
+/// The size of a WAV file's data chunk, from its header.
+fn wav_data_size(path: &str) -> u32 {
+    let wav = std::fs::read(path).unwrap_or_default();
+    let mut at = 12;
+    while at + 8 <= wav.len() {
+        let size = u32::from_le_bytes(wav[at + 4..at + 8].try_into().unwrap());
+        if &wav[at..at + 4] == b"data" {
+            return size;
+        }
+        at += 8 + size as usize + (size as usize & 1);
+    }
+    0
+}
+
+/// Serves the call from a local KVS server in this process and records it
+/// in a child.
+fn archive(call: &Call, dir: &Path, minutes: u64) {
+    use gstkvs::server::{LocalKvs, State, Stream};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stream = Stream::from_call("call", call, false);
+    let bytes: usize = stream.fragments.iter().map(|f| f.archive.len()).sum();
+    let server = runtime
+        .block_on(LocalKvs::start(0, State::new(vec![stream])))
+        .unwrap();
+    let secs = |ms: u64| format!("{}.{:03}", ms / 1000, ms % 1000);
+    let first = call.start_ms + 450;
+    let last = first + (call.fragments - 1) * call.fragment_ms();
+    let out = dir.join("archive.wav");
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--archive-child",
+            &server.endpoint(),
+            &secs(first),
+            &secs(last),
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&child.stdout);
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    assert_eq!(
+        v.len(),
+        4,
+        "child output: {text} {}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    let expected = call.pcm(gstkvs::synth::Side::Caller).len() as f64 * 2.0;
+    println!(
+        "archive recording, {minutes} min call ({:.0} MB over GetMediaForFragmentList) to a stereo WAV:",
+        bytes as f64 / 1e6
+    );
+    println!(
+        "  wall {:.2} s, {:.1} MB/s, CPU {:.2} s, peak RSS {:.1} MB, WAV data {} bytes ({})",
+        v[0],
+        bytes as f64 / 1e6 / v[0],
+        v[1],
+        v[2],
+        v[3],
+        if v[3] == expected {
+            "complete"
+        } else {
+            "WRONG SIZE"
+        }
+    );
+    std::fs::remove_file(out).ok();
 }
 
 /// Child: demux one file into fakesinks, print "wall cpu rss".
@@ -141,20 +245,33 @@ fn run(demuxer: &str, path: &Path) -> Figures {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--child") {
-        return child(&args[2], &args[3]);
+    match args.get(1).map(String::as_str) {
+        Some("--child") => return child(&args[2], &args[3]),
+        Some("--archive-child") => return archive_child(&args[2], &args[3], &args[4], &args[5]),
+        _ => {}
     }
-    let minutes = match args.get(1).map(String::as_str) {
-        None => 60,
-        Some("--minutes") => args
-            .get(2)
-            .and_then(|m| m.parse().ok())
-            .unwrap_or_else(|| usage()),
-        Some(_) => usage(),
-    };
+    let (mut minutes, mut archive_only) = (60, false);
+    let mut rest = args[1..].iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--minutes" => {
+                minutes = rest
+                    .next()
+                    .and_then(|m| m.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
+            "--archive-only" => archive_only = true,
+            _ => usage(),
+        }
+    }
+    let call = connect_call(minutes);
+    if archive_only {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+        std::fs::create_dir_all(&dir).unwrap();
+        return archive(&call, &dir, minutes);
+    }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
-    let call = connect_call(minutes);
     let connect = dir.join(format!("connect-{minutes}min.mkv"));
     let plain = dir.join(format!("pcm-{minutes}min.mkv"));
     ensure_file(&connect, || call.bytes());
@@ -200,4 +317,5 @@ fn main() {
             theirs.cpu / lists.cpu
         );
     }
+    archive(&call, &dir, minutes);
 }

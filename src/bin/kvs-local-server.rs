@@ -10,7 +10,8 @@ use gstkvs::synth::Call;
 const USAGE: &str = "\
 Usage: kvs-local-server [OPTIONS]
 
-Serves the KVS REST API (GetDataEndpoint, GetMedia) on 127.0.0.1 and prints
+Serves the KVS REST API (GetDataEndpoint, GetMedia, ListFragments,
+GetMediaForFragmentList) on 127.0.0.1 and prints
 the endpoint URL. Requests must be SigV4-signed; any credentials work except
 the access key AKIDDENIED, which gets NotAuthorizedException.
 
@@ -18,16 +19,21 @@ Streams:
   --stream NAME=FILE.mkv   serve the chunks of a GetMedia capture or MKV file
   --demo-call SECONDS      serve a live synthetic Connect call as stream
                            'demo-call', paced in real time (default: 60)
+  --archive-call SECONDS   serve a stored synthetic Connect call as stream
+                           'archive-call', all of it available at once
 Options:
   --port N                 port to listen on (default: 0, any free port)
 Faults:
   --cut-after BYTES        cut each connection after BYTES body bytes
   --cut-random MAX         cut each connection after a random count up to MAX
   --cuts N                 how many connections to cut (default with a cut: 1000000)
-  --throttle K             refuse the first K GetMedia calls (ClientLimitExceeded)
+  --throttle K             refuse the first K GetMedia, ListFragments or
+                           GetMediaForFragmentList calls (ClientLimitExceeded)
   --invalid-endpoint K     refuse the next K GetMedia calls (InvalidEndpoint)
   --stall-ms T --stall-after BYTES   stall one body for T ms after BYTES
   --error-at N             send in-band error tags in place of fragment N
+                           (GetMediaForFragmentList: as if it were missing)
+  --page-max N             at most N fragments per ListFragments page
   --end-after N            serve only the first N fragments
   --idle-end-ms MS         end a body with nothing to send after MS (default 3000)
 ";
@@ -37,6 +43,7 @@ fn main() {
     let mut port = 0u16;
     let mut streams = Vec::new();
     let mut demo = None;
+    let mut archive = None;
     let mut faults: Vec<(String, u64)> = Vec::new();
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -58,6 +65,7 @@ fn main() {
             }
             "--port" => port = number(value()) as u16,
             "--demo-call" => demo = Some(number(value())),
+            "--archive-call" => archive = Some(number(value())),
             "--stream" => {
                 let spec = value();
                 let Some((name, file)) = spec.split_once('=') else {
@@ -71,7 +79,8 @@ fn main() {
                 streams.push(Stream::from_mkv(name, &data));
             }
             "--cut-after" | "--cut-random" | "--cuts" | "--throttle" | "--invalid-endpoint"
-            | "--stall-ms" | "--stall-after" | "--error-at" | "--end-after" | "--idle-end-ms" => {
+            | "--stall-ms" | "--stall-after" | "--error-at" | "--end-after" | "--idle-end-ms"
+            | "--page-max" => {
                 let v = number(value());
                 faults.push((arg, v));
             }
@@ -80,6 +89,13 @@ fn main() {
                 std::process::exit(2)
             }
         }
+    }
+    if let Some(seconds) = archive {
+        streams.push(Stream::from_call(
+            "archive-call",
+            &Call::demo(seconds),
+            false,
+        ));
     }
     if streams.is_empty() || demo.is_some() {
         streams.push(Stream::from_call(
@@ -102,6 +118,7 @@ fn main() {
             "--error-at" => f.error_at.store(v as u32, Ordering::SeqCst),
             "--end-after" => f.end_after.store(v as u32, Ordering::SeqCst),
             "--idle-end-ms" => f.idle_end_ms.store(v, Ordering::SeqCst),
+            "--page-max" => f.page_max.store(v as u32, Ordering::SeqCst),
             _ => unreachable!("every fault flag is handled"),
         }
         if matches!(name.as_str(), "--cut-after" | "--cut-random")
