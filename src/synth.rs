@@ -89,10 +89,10 @@ impl Call {
         self.block_ms * u64::from(self.rate) / 1000
     }
 
-    /// The demo call: `seconds` long, with the agent silent from 3 s to 5 s.
+    /// The demo call: `seconds` long, with the agent silent from 3 s to 6 s.
     pub fn demo(seconds: u64) -> Self {
         Call {
-            silence: vec![(Side::Agent, 3000..5000)],
+            silence: vec![(Side::Agent, 3000..6000)],
             ..Call::of_seconds(seconds)
         }
     }

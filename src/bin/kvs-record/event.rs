@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The Amazon Connect contact-flow event: which stream holds the contact's
+//! audio, and from where to when.
+
+use serde_json::Value;
+
+/// What the recorder takes from a Connect event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contact {
+    pub stream_arn: String,
+    pub region: String,
+    pub contact_id: Option<String>,
+    pub start_fragment: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub start: Option<f64>,
+    pub stop: Option<f64>,
+}
+
+/// Connect gives times as epoch milliseconds (a number or a string), or
+/// as ISO 8601 text; returns epoch seconds as text kvsgetmediasrc takes.
+fn timestamp(v: &Value, field: &str) -> Result<Option<f64>, String> {
+    let bad = || format!("{field} is not a timestamp (epoch milliseconds or ISO 8601): {v}");
+    match v {
+        Value::Null => Ok(None),
+        Value::Number(n) => n.as_f64().map(|ms| Some(ms / 1000.0)).ok_or_else(bad),
+        Value::String(s) if s.is_empty() => Ok(None),
+        Value::String(s) => match s.parse::<f64>() {
+            Ok(ms) => Ok(Some(ms / 1000.0)),
+            Err(_) => aws_smithy_types::DateTime::from_str(
+                s,
+                aws_smithy_types::date_time::Format::DateTime,
+            )
+            .map(|t| Some(t.secs() as f64 + f64::from(t.subsec_nanos()) / 1e9))
+            .map_err(|_| bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+/// The region of a KVS stream ARN (`arn:aws:kinesisvideo:REGION:...`).
+pub fn arn_region(arn: &str) -> Option<&str> {
+    let mut parts = arn.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("arn"), Some(_), Some("kinesisvideo"), Some(region)) if !region.is_empty() => {
+            Some(region)
+        }
+        _ => None,
+    }
+}
+
+/// Parses the event a contact flow passes to Lambda (the fields sit under
+/// `Details.ContactData`), or just its `ContactData` object.
+pub fn parse(text: &str) -> Result<Contact, String> {
+    let json: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let data = match &json["Details"]["ContactData"] {
+        Value::Null => &json,
+        data => data,
+    };
+    let audio = &data["MediaStreams"]["Customer"]["Audio"];
+    if audio.is_null() {
+        return Err(
+            "no MediaStreams.Customer.Audio: was media streaming started in the \
+                    contact flow (the \"Start media streaming\" block)?"
+                .into(),
+        );
+    }
+    let text = |field: &str| audio[field].as_str().filter(|s| !s.is_empty());
+    let stream_arn = text("StreamARN")
+        .ok_or("MediaStreams.Customer.Audio.StreamARN is missing")?
+        .to_string();
+    let region = arn_region(&stream_arn)
+        .ok_or_else(|| format!("StreamARN {stream_arn:?} is not a Kinesis Video stream ARN"))?
+        .to_string();
+    let contact = Contact {
+        region,
+        contact_id: data["ContactId"].as_str().map(String::from),
+        start_fragment: text("StartFragmentNumber").map(String::from),
+        start: timestamp(&audio["StartTimestamp"], "StartTimestamp")?,
+        stop: timestamp(&audio["StopTimestamp"], "StopTimestamp")?,
+        stream_arn,
+    };
+    if contact.start_fragment.is_none() && contact.start.is_none() {
+        return Err(
+            "MediaStreams.Customer.Audio has neither StartFragmentNumber nor StartTimestamp".into(),
+        );
+    }
+    Ok(contact)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str = "arn:aws:kinesisvideo:eu-west-2:123456789012:stream/connect-x/1700000000000";
+
+    fn event(audio: &str) -> String {
+        format!(
+            r#"{{"Name": "ContactFlowEvent", "Details": {{"ContactData": {{
+                "ContactId": "c-1", "MediaStreams": {{"Customer": {{"Audio": {audio}}}}}}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn full_event() {
+        let c = parse(&event(&format!(
+            r#"{{"StreamARN": "{ARN}", "StartFragmentNumber": "9134385233318143239",
+                 "StartTimestamp": "1700000000123", "StopTimestamp": 1700000060000}}"#
+        )))
+        .unwrap();
+        assert_eq!(c.region, "eu-west-2");
+        assert_eq!(c.contact_id.as_deref(), Some("c-1"));
+        assert_eq!(c.start_fragment.as_deref(), Some("9134385233318143239"));
+        assert_eq!(c.start, Some(1_700_000_000.123));
+        assert_eq!(c.stop, Some(1_700_000_060.0));
+    }
+
+    #[test]
+    fn contact_data_alone_and_iso_times() {
+        let c = parse(&format!(
+            r#"{{"MediaStreams": {{"Customer": {{"Audio": {{"StreamARN": "{ARN}",
+                "StartTimestamp": "2024-05-01T12:00:00Z", "StopTimestamp": null}}}}}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.start, Some(1_714_564_800.0));
+        assert_eq!((c.stop, c.start_fragment, c.contact_id), (None, None, None));
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let err = |text: &str| parse(text).unwrap_err();
+        assert!(err("{\"Details\": ").contains("not valid JSON"));
+        assert!(err(r#"{"Details": {"ContactData": {}}}"#).contains("Start media streaming"));
+        assert!(err(&event(r#"{"StartFragmentNumber": "1"}"#)).contains("StreamARN is missing"));
+        assert!(
+            err(&event(
+                r#"{"StreamARN": "arn:aws:s3:::b", "StartFragmentNumber": "1"}"#
+            ))
+            .contains("not a Kinesis Video stream ARN")
+        );
+        assert!(err(&event(&format!(r#"{{"StreamARN": "{ARN}"}}"#))).contains("neither"));
+        assert!(
+            err(&event(&format!(
+                r#"{{"StreamARN": "{ARN}", "StartTimestamp": "yesterday"}}"#
+            )))
+            .contains("StartTimestamp is not a timestamp")
+        );
+    }
+}

@@ -1,0 +1,415 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The kvs-record command, run as a child process against the local KVS
+//! server: its demo, Connect events, WAV, Opus and split output, Ctrl-C and
+//! its errors.
+
+#![cfg(feature = "aws")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use gstkvs::server::{LocalKvs, State, Stream};
+use gstkvs::synth::{Call, Side};
+
+const RECORD: &str = env!("CARGO_BIN_EXE_kvs-record");
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kvs-record-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn record(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(RECORD);
+    cmd.args(args)
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(std::process::Stdio::piped());
+    }
+    let mut child = cmd.spawn().unwrap();
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The data of a WAV whose header sizes match the file; its channel count.
+fn valid_wav(path: &Path) -> (Vec<u8>, u16) {
+    let wav = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&wav[..4], b"RIFF");
+    let riff = u32::from_le_bytes(wav[4..8].try_into().unwrap()) as usize;
+    assert_eq!(riff, wav.len() - 8, "RIFF size of {}", path.display());
+    let data = common::wav_data(&wav);
+    // Every chunk (data, and any LIST after it) ends where the next begins.
+    let mut at = 12;
+    while at < wav.len() {
+        let size = u32::from_le_bytes(wav[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += 8 + size + (size & 1);
+    }
+    assert_eq!(at, wav.len(), "chunk sizes of {}", path.display());
+    let channels = u16::from_le_bytes(wav[22..24].try_into().unwrap());
+    (data, channels)
+}
+
+fn interleave(left: &[u8], right: &[u8]) -> Vec<u8> {
+    left.chunks(2)
+        .zip(right.chunks(2))
+        .flat_map(|(l, r)| [l[0], l[1], r[0], r[1]])
+        .collect()
+}
+
+/// A stored call on an in-process server, named "call".
+struct Fixture {
+    server: LocalKvs,
+    call: Call,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Fixture {
+    fn new(call: Call) -> Fixture {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let state = State::new(vec![Stream::from_call("call", &call, false)]);
+        let server = runtime.block_on(LocalKvs::start(0, state)).unwrap();
+        Fixture {
+            server,
+            call,
+            _runtime: runtime,
+        }
+    }
+
+    fn arn(&self) -> String {
+        self.server.state.streams["call"].arn.clone()
+    }
+
+    /// Both sides, silence as zeros, caller left.
+    fn stereo(&self) -> Vec<u8> {
+        interleave(
+            &self.call.pcm_with_silence(Side::Caller),
+            &self.call.pcm_with_silence(Side::Agent),
+        )
+    }
+}
+
+#[test]
+fn demo_records_the_call_bit_exact_with_a_silent_side() {
+    let dir = temp_dir("demo");
+    let out = dir.join("demo.wav");
+    let run = record(
+        &[
+            "--demo",
+            "--demo-seconds",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("audio_0 (AUDIO_FROM_CUSTOMER) -> left")
+            && stdout.contains("audio_1 (AUDIO_TO_CUSTOMER) -> right"),
+        "{stdout}"
+    );
+    let (data, channels) = valid_wav(&out);
+    assert_eq!(channels, 2);
+    let call = Call::demo(8);
+    let (left, right) = common::deinterleave(&data);
+    assert!(left == call.pcm(Side::Caller), "caller channel");
+    assert!(right == call.pcm_with_silence(Side::Agent), "agent channel");
+    // The agent's 3 s of silence are zeros, and both sides last as long.
+    // Blocks are 64 ms: the silent ones run from 3.008 s to 6.016 s.
+    assert!(right[3008 * 16..6016 * 16].iter().all(|&b| b == 0));
+    assert!(right[..3 * 16000].iter().any(|&b| b != 0));
+    assert_eq!(left.len(), right.len());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn ctrl_c_leaves_a_valid_wav() {
+    let dir = temp_dir("sigint");
+    let out = dir.join("cut.wav");
+    let mut child = Command::new(RECORD)
+        .args(["--demo", "--demo-seconds", "60", "--quiet", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until some seconds of audio are in the file.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 3 * 32000 {
+        assert!(Instant::now() < deadline, "nothing recorded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let run = child.wait_with_output().unwrap();
+    assert!(status.success(), "{}", text(&run));
+    let (data, channels) = valid_wav(&out);
+    assert_eq!(channels, 2);
+    // What is there is the start of the call, exactly.
+    let call = Call::demo(60);
+    let expected = interleave(
+        &call.pcm_with_silence(Side::Caller),
+        &call.pcm_with_silence(Side::Agent),
+    );
+    assert!(data.len() >= 3 * 32000, "{} bytes", data.len());
+    assert!(data.len() < expected.len());
+    assert!(data == expected[..data.len()], "a prefix of the call");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn connect_event(arn: &str, audio_extra: &str) -> String {
+    format!(
+        r#"{{"Name": "ContactFlowEvent", "Details": {{"ContactData": {{
+            "ContactId": "5b8b6d2e-1c8f-4f3a-9a57-2f1d3c4e5a6b",
+            "MediaStreams": {{"Customer": {{"Audio": {{"StreamARN": "{arn}" {audio_extra}}}}}}}}}}}}}"#
+    )
+}
+
+/// A call whose track 1 is the agent, with the agent silent 3 s to 6 s.
+fn swapped_call() -> Call {
+    Call {
+        fragments: 12,
+        swapped: true,
+        silence: vec![(Side::Agent, 3000..6000)],
+        ..Call::default()
+    }
+}
+
+#[test]
+fn ended_contact_from_an_event_file_by_track_name() {
+    let f = Fixture::new(swapped_call());
+    let dir = temp_dir("event");
+    let event = dir.join("event.json");
+    let start = f.call.start_ms;
+    let stop = start + f.call.fragments * f.call.fragment_ms() - 1;
+    let extra = format!(
+        r#", "StartFragmentNumber": "{}", "StartTimestamp": "{start}", "StopTimestamp": "{stop}""#,
+        f.call.fragment_number(0)
+    );
+    std::fs::write(&event, connect_event(&f.arn(), &extra)).unwrap();
+    let out = dir.join("contact.wav");
+    let endpoint = f.server.endpoint();
+    let run = record(
+        &[
+            "--event",
+            event.to_str().unwrap(),
+            "--endpoint-uri",
+            &endpoint,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("from the archive"), "{stdout}");
+    // Track 1 is the agent, yet the caller is on the left.
+    assert!(
+        stdout.contains("audio_1 (AUDIO_FROM_CUSTOMER) -> left"),
+        "{stdout}"
+    );
+    let (data, _) = valid_wav(&out);
+    assert!(data == f.stereo(), "caller left, agent right, bit-exact");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn live_contact_from_stdin_to_opus_and_to_pieces() {
+    let f = Fixture::new(swapped_call());
+    let dir = temp_dir("opus");
+    let event = connect_event(
+        &f.arn(),
+        &format!(r#", "StartTimestamp": {}"#, f.call.start_ms),
+    );
+    let endpoint = f.server.endpoint();
+    let opus = dir.join("call.opus");
+    let run = record(
+        &[
+            "--event",
+            "-",
+            "--endpoint-uri",
+            &endpoint,
+            "--idle-timeout",
+            "1",
+            "--out",
+            opus.to_str().unwrap(),
+        ],
+        Some(&event),
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let ogg = std::fs::read(&opus).unwrap();
+    assert_eq!(&ogg[..4], b"OggS");
+    assert!(ogg.windows(8).any(|w| w == b"OpusHead"));
+    // The last page ends the stream, at the call's length (48 kHz granules).
+    let last = ogg.windows(4).rposition(|w| w == b"OggS").unwrap();
+    assert_eq!(ogg[last + 5] & 0x04, 0x04, "EOS page");
+    let granule = u64::from_le_bytes(ogg[last + 6..last + 14].try_into().unwrap());
+    let seconds = f.call.fragments as f64 * f.call.fragment_ms() as f64 / 1000.0;
+    assert!(
+        (granule as f64 / 48000.0 - seconds).abs() < 0.1,
+        "granule {granule}, call {seconds} s"
+    );
+
+    let pieces = dir.join("piece.wav");
+    let run = record(
+        &[
+            "--stream",
+            "call",
+            "--region",
+            "us-east-1",
+            "--start",
+            "earliest",
+            "--endpoint-uri",
+            &endpoint,
+            "--idle-timeout",
+            "1",
+            "--split-seconds",
+            "1",
+            "--out",
+            pieces.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let mut joined = Vec::new();
+    let mut count = 0;
+    while let Ok(true) = dir.join(format!("piece-{count:05}.wav")).try_exists() {
+        let (data, channels) = valid_wav(&dir.join(format!("piece-{count:05}.wav")));
+        assert_eq!(channels, 2);
+        assert!(
+            data.len() <= 32000 + 640,
+            "piece {count}: {} bytes",
+            data.len()
+        );
+        joined.extend(data);
+        count += 1;
+    }
+    assert_eq!(count, seconds.ceil() as usize, "one piece a second");
+    assert!(joined == f.stereo(), "the pieces make the call");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn mono_mix_has_one_channel() {
+    let f = Fixture::new(Call {
+        fragments: 3,
+        ..Call::default()
+    });
+    let dir = temp_dir("mono");
+    let out = dir.join("mono.wav");
+    let endpoint = f.server.endpoint();
+    let run = record(
+        &[
+            "--stream",
+            "call",
+            "--region",
+            "us-east-1",
+            "--start",
+            "earliest",
+            "--endpoint-uri",
+            &endpoint,
+            "--idle-timeout",
+            "1",
+            "--mono-mix",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let (data, channels) = valid_wav(&out);
+    assert_eq!(channels, 1);
+    assert_eq!(data.len(), f.call.pcm(Side::Caller).len());
+    // Each sample is the sum of both sides.
+    let caller = f.call.pcm(Side::Caller);
+    let agent = f.call.pcm(Side::Agent);
+    let s = |b: &[u8], i: usize| i32::from(i16::from_le_bytes([b[2 * i], b[2 * i + 1]]));
+    for i in [0, 100, 5000, 12000] {
+        assert_eq!(s(&data, i), s(&caller, i) + s(&agent, i), "sample {i}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let dir = temp_dir("errors");
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, "{\"Details\": {").unwrap();
+    let run = record(&["--event", bad.to_str().unwrap()], None);
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
+    assert!(text(&run).contains("not valid JSON"), "{}", text(&run));
+
+    let run = record(
+        &["--event", "-"],
+        Some(&connect_event("", r#", "StartTimestamp": 1"#)),
+    );
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
+    assert!(
+        text(&run).contains("StreamARN is missing"),
+        "{}",
+        text(&run)
+    );
+
+    let run = record(&["--stream"], None);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(text(&run).contains("--help"));
+
+    let f = Fixture::new(Call {
+        fragments: 2,
+        ..Call::default()
+    });
+    let out = dir.join("none.wav");
+    let endpoint = f.server.endpoint();
+    let run = record(
+        &[
+            "--stream",
+            "no-such-stream",
+            "--region",
+            "us-east-1",
+            "--endpoint-uri",
+            &endpoint,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    let all = text(&run);
+    assert!(
+        all.contains("no-such-stream was not found in region us-east-1"),
+        "{all}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
