@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what gst-plugin-kvs needs on Debian 12: GStreamer 1.22 with its
-# development files, and the elements the tests and recipes use.
+# development files, the elements the tests and recipes use, gst-play-1.0,
+# and PyGObject for the Python example.
 set -euo pipefail
 packages=(
     pkg-config meson
     libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-    gstreamer1.0-plugins-bad
+    gstreamer1.0-plugins-bad gstreamer1.0-plugins-base-apps
+    python3-gst-1.0 gir1.2-gst-plugins-base-1.0
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -784,3 +784,42 @@ fn replayed_fragment_after_reconnect_is_not_duplicated() {
     sink.set_state(gst::State::Null).unwrap();
     assert_eq!(pcm, call.pcm(Side::Caller));
 }
+
+/// One input buffer holding the whole call: the pads must take turns, or
+/// the first pad's queue fills while interleave waits on the second.
+#[test]
+fn one_huge_input_buffer_does_not_stall_interleave() {
+    common::init();
+    let call = Call::demo(12);
+    let pipeline = gst::parse::launch(
+        "appsrc name=src caps=video/x-matroska format=bytes ! kvsaudiodemux name=d \
+         interleave name=i ! audioconvert ! appsink name=out sync=false \
+         d.audio_0 ! queue ! i.sink_0 d.audio_1 ! queue ! i.sink_1",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let out = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    src.push_buffer(gst::Buffer::from_slice(call.bytes()))
+        .unwrap();
+    src.end_of_stream().unwrap();
+    let mut data = Vec::new();
+    while let Some(sample) = out.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+        data.extend_from_slice(&sample.buffer().unwrap().map_readable().unwrap());
+    }
+    assert!(out.is_eos(), "stalled after {} bytes", data.len());
+    pipeline.set_state(gst::State::Null).unwrap();
+    let (left, right) = common::deinterleave(&data);
+    assert!(left == call.pcm(Side::Caller));
+    assert!(right == call.pcm_with_silence(Side::Agent));
+}

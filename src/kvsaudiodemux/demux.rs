@@ -31,6 +31,11 @@ pub const DEFAULT_MAX_GAP_MS: u32 = 10_000;
 /// well under a default queue's 1 s, so a silent pad never stalls a pipeline.
 const GAP_LAG: u64 = 400_000_000;
 
+/// Pads push what they hold once any of them holds this much, so that one
+/// large input chunk never fills one pad's queue while a mixer or
+/// interleave downstream waits on another pad.
+pub const PENDING_SPAN: u64 = 200_000_000;
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub connect_pcm: ConnectPcm,
@@ -154,6 +159,18 @@ impl Demux {
         self.drain(imp, settings)
     }
 
+    /// Pushes every pad's pending buffers; all pads push even if one fails.
+    fn flush_all(&mut self, imp: &KvsAudioDemux) -> FlowResult {
+        let mut result = Ok(gst::FlowSuccess::Ok);
+        for s in &mut self.streams {
+            let flushed = s.flush(imp);
+            if result.is_ok() {
+                result = flushed;
+            }
+        }
+        result
+    }
+
     fn drain(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> FlowResult {
         let mut events = std::mem::take(&mut self.events);
         let mut result = Ok(gst::FlowSuccess::Ok);
@@ -183,15 +200,21 @@ impl Demux {
             }
             for event in events.drain(..) {
                 result = self.handle(imp, settings, event, region.as_ref());
+                if result.is_ok()
+                    && self
+                        .streams
+                        .iter()
+                        .any(|s| s.pending_span() >= PENDING_SPAN)
+                {
+                    result = self.flush_all(imp);
+                }
                 if result.is_err() {
                     break;
                 }
             }
-            for s in &mut self.streams {
-                let flushed = s.flush(imp);
-                if result.is_ok() {
-                    result = flushed;
-                }
+            let flushed = self.flush_all(imp);
+            if result.is_ok() {
+                result = flushed;
             }
         }
         events.clear();

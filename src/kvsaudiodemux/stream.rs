@@ -26,7 +26,8 @@ pub(super) struct Stream {
     /// Absolute time of the last block pushed, in ns.
     pub last_abs: Option<i128>,
     pub discont: bool,
-    /// Buffers not pushed yet: they leave at the end of each input chunk.
+    /// Buffers not pushed yet: they leave at the end of each input chunk, or
+    /// sooner when they span `demux::PENDING_SPAN`.
     pub pending: Vec<gst::Buffer>,
     /// Push `pending` as one buffer list rather than buffer by buffer.
     pub lists: bool,
@@ -39,6 +40,17 @@ fn samples_to_ns(samples: u64, rate: u32) -> u64 {
 impl Stream {
     fn queue(&mut self, buffer: gst::Buffer) {
         self.pending.push(buffer);
+    }
+
+    /// The time the pending buffers cover, in ns.
+    pub fn pending_span(&self) -> u64 {
+        let (Some(first), Some(last)) = (self.pending.first(), self.pending.last()) else {
+            return 0;
+        };
+        let end = last.pts().map(|p| p + last.duration().unwrap_or_default());
+        end.zip(first.pts()).map_or(0, |(end, start)| {
+            end.nseconds().saturating_sub(start.nseconds())
+        })
     }
 
     /// Pushes the pending buffers.

@@ -37,8 +37,8 @@ pub(super) static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| 
 
 /// What reads the stream.
 enum Reader {
-    Live(Session),
-    Archive(Archive),
+    Live(Box<Session>),
+    Archive(Box<Archive>),
 }
 
 impl Reader {
@@ -305,8 +305,12 @@ impl BaseSrcImpl for KvsGetMediaSrc {
         let (target, policy) = (settings.target.clone(), settings.policy());
         let reader = RUNTIME.block_on(async move {
             match plan {
-                Plan::Live(start) => Reader::Live(Session::new(target, start, policy).await),
-                Plan::Archive(range) => Reader::Archive(Archive::new(target, range, policy).await),
+                Plan::Live(start) => {
+                    Reader::Live(Box::new(Session::new(target, start, policy).await))
+                }
+                Plan::Archive(range) => {
+                    Reader::Archive(Box::new(Archive::new(target, range, policy).await))
+                }
             }
         });
         *self.stats.lock().unwrap() = Stats::default();

@@ -321,11 +321,9 @@ impl Recording {
                 gst::MessageView::Element(e) => self.note(e.structure()),
                 _ => {}
             }
-            if !told {
-                if let Some(Ok(m)) = self.mapping.lock().unwrap().as_ref() {
-                    println!("Tracks: {m}");
-                    told = true;
-                }
+            if !told && let Some(Ok(m)) = self.mapping.lock().unwrap().as_ref() {
+                println!("Tracks: {m}");
+                told = true;
             }
         }
         let _ = self.pipeline.set_state(gst::State::Null);

@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Runs the README's "From a stream" recipes with `sh`, as written, against
+//! a local KVS server on a free port, and checks what they write.
+
+#![cfg(feature = "aws")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gstkvs::server::{LocalKvs, State, Stream};
+use gstkvs::synth::{Call, Side};
+
+/// The commands of the section, after its setup block.
+fn recipes() -> Vec<String> {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("\n### From a stream")
+        .nth(1)
+        .expect("a 'From a stream' section");
+    let section = section.split("\n### ").next().unwrap();
+    section
+        .split("```sh\n")
+        .skip(2)
+        .map(|block| block.split("```").next().unwrap().trim().to_string())
+        .collect()
+}
+
+fn stereo(call: &Call, fragments: std::ops::Range<usize>) -> Vec<u8> {
+    let per = call.pcm_with_silence(Side::Caller).len() / call.fragments as usize;
+    let range = fragments.start * per..fragments.end * per;
+    let left = &call.pcm_with_silence(Side::Caller)[range.clone()];
+    let right = &call.pcm_with_silence(Side::Agent)[range];
+    left.chunks(2)
+        .zip(right.chunks(2))
+        .flat_map(|(l, r)| [l[0], l[1], r[0], r[1]])
+        .collect()
+}
+
+fn wav(path: &Path) -> Vec<u8> {
+    common::wav_data(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+#[test]
+fn readme_stream_recipes_work() {
+    let recipes = recipes();
+    assert_eq!(recipes.len(), 5, "{recipes:#?}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let live = Call::demo(8);
+    let archive = Call::demo(90);
+    // The live call starts when its stream is made: make it last.
+    let stored = Stream::from_call("archive-call", &archive, false);
+    let state = State::new(vec![stored, Stream::from_call("demo-call", &live, true)]);
+    let server = runtime.block_on(LocalKvs::start(0, state)).unwrap();
+    let dir = std::env::temp_dir().join(format!("kvs-stream-recipes-{}", std::process::id()));
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let lib: PathBuf = exe.parent().unwrap().join("libgstkvs.so");
+    std::fs::copy(&lib, plugins.join("libgstkvs.so"))
+        .unwrap_or_else(|e| panic!("{}: {e}", lib.display()));
+    let has_gst_play = Command::new("gst-play-1.0")
+        .arg("--version")
+        .output()
+        .is_ok();
+
+    let mut outputs = Vec::new();
+    for recipe in &recipes {
+        if recipe.starts_with("gst-play-1.0") && !has_gst_play {
+            eprintln!("SKIPPED: gst-play-1.0 is not installed (gstreamer1.0-plugins-base-apps)");
+            outputs.push(String::new());
+            continue;
+        }
+        let command = recipe.replace("http://127.0.0.1:4566", &server.endpoint());
+        // A hung recipe fails the test rather than CI.
+        let out = Command::new("timeout")
+            .args(["120", "sh", "-c", &command])
+            .current_dir(&dir)
+            .env("GST_PLUGIN_PATH", &plugins)
+            .env("GST_REGISTRY", dir.join("registry.bin"))
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "local")
+            .env("AWS_SECRET_ACCESS_KEY", "local")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{command}\n{text}");
+        outputs.push(text);
+    }
+
+    // Live: from the fragment being produced when it connected to the end.
+    let data = wav(&dir.join("live.wav"));
+    let whole = stereo(&live, 0..live.fragments as usize);
+    assert!(data.len() >= 2 * 32000, "{} bytes", data.len());
+    assert!(whole.ends_with(&data), "the end of the live call, exactly");
+
+    // A minute of the archive: fragments starting at 0.45 s to 59.8 s.
+    let ogg = std::fs::read(dir.join("range.opus")).unwrap();
+    let last = ogg.windows(4).rposition(|w| w == b"OggS").unwrap();
+    assert_eq!(ogg[last + 5] & 0x04, 0x04, "ends with an EOS page");
+    let granule = u64::from_le_bytes(ogg[last + 6..last + 14].try_into().unwrap());
+    let seconds = 59.0 * archive.fragment_ms() as f64 / 1000.0;
+    assert!(
+        (granule as f64 / 48000.0 - seconds).abs() < 0.1,
+        "{granule} granules for {seconds} s"
+    );
+
+    // Ten fragments in one-second pieces.
+    let mut joined = Vec::new();
+    for i in 0.. {
+        let path = dir.join(format!("piece-{i:03}.wav"));
+        if !path.exists() {
+            assert_eq!(i, 11, "pieces of 10.24 s");
+            break;
+        }
+        let piece = wav(&path);
+        assert!(
+            piece.len() <= 32000 + 640,
+            "piece {i}: {} bytes",
+            piece.len()
+        );
+        joined.extend(piece);
+    }
+    assert!(
+        joined == stereo(&archive, 0..10),
+        "the pieces make the range"
+    );
+
+    if has_gst_play {
+        assert!(
+            outputs[3].contains("Reached end of play list"),
+            "{}",
+            outputs[3]
+        );
+        assert!(!outputs[3].contains("ERROR"), "{}", outputs[3]);
+    }
+    for wanted in ["kvs-fragment-number", "kvs-fragment,", "kvs-progress"] {
+        assert!(
+            outputs[4].contains(wanted),
+            "no {wanted} in:\n{}",
+            outputs[4]
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
