@@ -128,26 +128,15 @@ fn archive(call: &Call, dir: &Path, minutes: u64) {
     let first = call.start_ms + 450;
     let last = first + (call.fragments - 1) * call.fragment_ms();
     let out = dir.join("archive.wav");
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
+    let v = child_figures(
+        &[
             "--archive-child",
             &server.endpoint(),
             &secs(first),
             &secs(last),
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&child.stdout);
-    let v: Vec<f64> = text
-        .split_whitespace()
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    assert_eq!(
-        v.len(),
+            out.to_str().unwrap(),
+        ],
         4,
-        "child output: {text} {}",
-        String::from_utf8_lossy(&child.stderr)
     );
     let expected = call.pcm(gstkvs::synth::Side::Caller).len() as f64 * 2.0;
     println!(
@@ -214,15 +203,10 @@ fn child(demuxer: &str, path: &str) {
     println!("{wall} {} {rss}", cpu1 - cpu0);
 }
 
-struct Figures {
-    wall: f64,
-    cpu: f64,
-    rss: f64,
-}
-
-fn run(demuxer: &str, path: &Path) -> Figures {
+/// Runs this program with `args` and reads the `count` numbers it prints.
+fn child_figures(args: &[&str], count: usize) -> Vec<f64> {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--child", demuxer, path.to_str().unwrap()])
+        .args(args)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -232,10 +216,21 @@ fn run(demuxer: &str, path: &Path) -> Figures {
         .collect();
     assert_eq!(
         v.len(),
-        3,
+        count,
         "child output: {text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    v
+}
+
+struct Figures {
+    wall: f64,
+    cpu: f64,
+    rss: f64,
+}
+
+fn run(demuxer: &str, path: &Path) -> Figures {
+    let v = child_figures(&["--child", demuxer, path.to_str().unwrap()], 3);
     Figures {
         wall: v[0],
         cpu: v[1],

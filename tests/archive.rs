@@ -152,7 +152,8 @@ fn empty_range_is_an_error() {
     // Long after the call.
     let (run, _) = f.run(100, 200, "");
     assert!(!run.eos);
-    assert_eq!(run.errors.len(), 1, "{:?}", run.errors);
+    // The first error says why; GStreamer's generic flow errors may follow.
+    assert!(!run.errors.is_empty());
     assert!(
         run.errors[0].contains("has no fragments from") && run.errors[0].contains("call"),
         "{:?}",
@@ -168,7 +169,7 @@ fn missing_fragment_reaches_the_bus_by_number() {
     });
     f.server.state.faults.error_at.store(6, Ordering::SeqCst);
     let (run, _) = f.run(2, 8, "");
-    assert_eq!(run.errors.len(), 1, "{:?}", run.errors);
+    assert!(!run.errors.is_empty());
     let e = &run.errors[0];
     assert!(e.contains(&f.call.fragment_number(6)), "{e}");
     assert!(e.contains("ResourceNotFoundException"), "{e}");

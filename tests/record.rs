@@ -189,6 +189,24 @@ fn ctrl_c_leaves_a_valid_wav() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// kvs-record arguments for the fixture's stored stream, from its start.
+fn stored<'a>(endpoint: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--stream",
+        "call",
+        "--region",
+        "us-east-1",
+        "--start",
+        "earliest",
+        "--idle-timeout",
+        "1",
+        "--endpoint-uri",
+        endpoint,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 fn connect_event(arn: &str, audio_extra: &str) -> String {
     format!(
         r#"{{"Name": "ContactFlowEvent", "Details": {{"ContactData": {{
@@ -283,25 +301,11 @@ fn live_contact_from_stdin_to_opus_and_to_pieces() {
     );
 
     let pieces = dir.join("piece.wav");
-    let run = record(
-        &[
-            "--stream",
-            "call",
-            "--region",
-            "us-east-1",
-            "--start",
-            "earliest",
-            "--endpoint-uri",
-            &endpoint,
-            "--idle-timeout",
-            "1",
-            "--split-seconds",
-            "1",
-            "--out",
-            pieces.to_str().unwrap(),
-        ],
-        None,
+    let args = stored(
+        &endpoint,
+        &["--split-seconds", "1", "--out", pieces.to_str().unwrap()],
     );
+    let run = record(&args, None);
     assert!(run.status.success(), "{}", text(&run));
     let mut joined = Vec::new();
     let mut count = 0;
@@ -330,24 +334,8 @@ fn mono_mix_has_one_channel() {
     let dir = temp_dir("mono");
     let out = dir.join("mono.wav");
     let endpoint = f.server.endpoint();
-    let run = record(
-        &[
-            "--stream",
-            "call",
-            "--region",
-            "us-east-1",
-            "--start",
-            "earliest",
-            "--endpoint-uri",
-            &endpoint,
-            "--idle-timeout",
-            "1",
-            "--mono-mix",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        None,
-    );
+    let args = stored(&endpoint, &["--mono-mix", "--out", out.to_str().unwrap()]);
+    let run = record(&args, None);
     assert!(run.status.success(), "{}", text(&run));
     let (data, channels) = valid_wav(&out);
     assert_eq!(channels, 1);

@@ -235,8 +235,9 @@ impl ElementImpl for KvsGetMediaSrc {
             gst::subclass::ElementMetadata::new(
                 "Kinesis Video Streams GetMedia source",
                 "Source/Network",
-                "Reads a Kinesis video stream with GetMedia as the bytes arrive, and resumes exactly \
-                 after any drop from the last complete fragment",
+                "Reads a Kinesis video stream with GetMedia as the bytes arrive, resuming exactly \
+                 after any drop from the last complete fragment; or records a time range with \
+                 ListFragments and GetMediaForFragmentList",
                 "gst-plugin-kvs developers",
             )
         });
@@ -334,31 +335,24 @@ impl BaseSrcImpl for KvsGetMediaSrc {
         let Some(p) = progress else {
             return BaseSrcImplExt::parent_query(self, query);
         };
+        // Archive mode knows the whole range: TIME from the fragment
+        // lengths, BYTES from their sizes.
+        let time = |ms| gst::GenericFormattedValue::from(gst::ClockTime::from_mseconds(ms));
+        let bytes = |n| gst::GenericFormattedValue::from(gst::format::Bytes::from_u64(n));
         match query.view_mut() {
             gst::QueryViewMut::Duration(q) => match q.format() {
-                gst::Format::Time => {
-                    q.set(gst::ClockTime::from_mseconds(p.total_ms));
-                    true
-                }
-                gst::Format::Bytes => {
-                    q.set(gst::format::Bytes::from_u64(p.total_bytes));
-                    true
-                }
-                _ => false,
+                gst::Format::Time => q.set(time(p.total_ms)),
+                gst::Format::Bytes => q.set(bytes(p.total_bytes)),
+                _ => return false,
             },
             gst::QueryViewMut::Position(q) => match q.format() {
-                gst::Format::Time => {
-                    q.set(gst::ClockTime::from_mseconds(p.done_ms));
-                    true
-                }
-                gst::Format::Bytes => {
-                    q.set(gst::format::Bytes::from_u64(p.done_bytes));
-                    true
-                }
-                _ => false,
+                gst::Format::Time => q.set(time(p.done_ms)),
+                gst::Format::Bytes => q.set(bytes(p.done_bytes)),
+                _ => return false,
             },
-            _ => BaseSrcImplExt::parent_query(self, query),
+            _ => return BaseSrcImplExt::parent_query(self, query),
         }
+        true
     }
 
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
