@@ -116,7 +116,7 @@ fn range_over_several_pages_and_batches_is_bit_exact() {
     assert!(done.len() >= 2, "{done:?}");
     assert_eq!(done[0], 0);
     assert_eq!(*done.last().unwrap(), 1100);
-    assert!(done.windows(2).all(|w| w[0] < w[1]), "{done:?}");
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
     let last = progress.last().unwrap();
     assert_eq!(last.get::<u64>("fragments-total").unwrap(), 1100);
     assert_eq!(

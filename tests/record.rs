@@ -260,6 +260,39 @@ fn ended_contact_from_an_event_file_by_track_name() {
     );
     let (data, _) = valid_wav(&out);
     assert!(data == f.stereo(), "caller left, agent right, bit-exact");
+
+    // The same contact in 2-second pieces, from the archive as fast as it comes.
+    let pieces = dir.join("contact.wav");
+    let run = record(
+        &[
+            "--event",
+            event.to_str().unwrap(),
+            "--endpoint-uri",
+            &endpoint,
+            "--split-seconds",
+            "2",
+        ]
+        .into_iter()
+        .chain(["--out", pieces.to_str().unwrap()])
+        .collect::<Vec<_>>(),
+        None,
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let mut joined = Vec::new();
+    for i in 0..7 {
+        let (piece, _) = valid_wav(&dir.join(format!("contact-{i:05}.wav")));
+        assert_eq!(
+            piece.len(),
+            if i < 6 {
+                64000
+            } else {
+                f.stereo().len() - 6 * 64000
+            }
+        );
+        joined.extend(piece);
+    }
+    assert!(!dir.join("contact-00007.wav").exists());
+    assert!(joined == f.stereo(), "the pieces make the contact");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -64,9 +64,10 @@ impl Reader {
     }
 }
 
-/// Archive progress messages go out at most this often, and at least
-/// once a second while fragments complete.
+/// Archive progress messages go out when fragments complete, at most this
+/// often, and also whenever this long has passed since the last one.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+const PROGRESS_AT_LEAST: Duration = Duration::from_secs(1);
 
 pub struct KvsGetMediaSrc {
     settings: Mutex<Settings>,
@@ -369,7 +370,8 @@ impl BaseSrcImpl for KvsGetMediaSrc {
 impl KvsGetMediaSrc {
     /// Archive mode: keeps the queries' figures fresh, and posts a
     /// `kvs-progress` message when fragments complete (at most every 250 ms,
-    /// and always for the last one).
+    /// and always for the last one), and at least once a second while bytes
+    /// arrive.
     fn update_progress(&self, reader: &Reader) {
         let Reader::Archive(archive) = reader else {
             return;
@@ -387,8 +389,10 @@ impl KvsGetMediaSrc {
         }
         let mut last = self.last_progress.lock().unwrap();
         let changed = previous.is_none_or(|old| old.done != p.done);
-        let due = last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
-        if !(changed && (due || p.done == p.total)) {
+        let since = last.map_or(Duration::MAX, |t| t.elapsed());
+        let post = (changed && (since >= PROGRESS_EVERY || p.done == p.total))
+            || since >= PROGRESS_AT_LEAST;
+        if !post {
             return;
         }
         *last = Some(Instant::now());

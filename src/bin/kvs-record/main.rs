@@ -6,6 +6,7 @@
 mod args;
 mod event;
 mod output;
+mod pieces;
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -32,11 +32,7 @@ fn tail(pipeline: &gst::Pipeline, args: &Args) -> Result<gst::Element, String> {
     let mut chain = vec![convert.clone()];
     let out = args.out.clone().unwrap_or_default();
     if let Some(secs) = args.split_seconds {
-        let split = make("splitmuxsink")?;
-        split.set_property("muxer-factory", "wavenc");
-        split.set_property("max-size-time", secs * 1_000_000_000);
-        split.set_property("location", args.split_pattern());
-        chain.push(split);
+        chain.push(crate::pieces::sink(args.split_pattern(), secs)?);
     } else {
         if args.is_opus() {
             chain.extend([make("audioresample")?, make("opusenc")?, make("oggmux")?]);
