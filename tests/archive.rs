@@ -10,30 +10,20 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gst::prelude::*;
-use gstkvs::server::{LocalKvs, State, Stream};
+use gstkvs::server::{State, Stream};
 use gstkvs::synth::{Call, Side};
 
 struct Fixture {
-    server: LocalKvs,
+    server: common::Server,
     call: Call,
-    _runtime: tokio::runtime::Runtime,
 }
 
 impl Fixture {
     /// A stored call named "call".
     fn new(call: Call) -> Fixture {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
         let state = State::new(vec![Stream::from_call("call", &call, false)]);
-        let server = runtime.block_on(LocalKvs::start(0, state)).unwrap();
-        Fixture {
-            server,
-            call,
-            _runtime: runtime,
-        }
+        let server = common::serve(state);
+        Fixture { server, call }
     }
 
     /// Epoch seconds of fragment `i` on the server (or producer) clock.

@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use gstkvs::server::{LocalKvs, State, Stream};
+use gstkvs::server::{State, Stream};
 use gstkvs::synth::{Call, Side};
 
 /// target/debug (or release), where cargo put this test's siblings.
@@ -20,10 +20,9 @@ fn target_dir() -> PathBuf {
 }
 
 struct Fixture {
-    server: LocalKvs,
+    server: common::Server,
     call: Call,
     dir: PathBuf,
-    _runtime: tokio::runtime::Runtime,
 }
 
 impl Fixture {
@@ -35,17 +34,11 @@ impl Fixture {
             silence: vec![(Side::Agent, 3000..6000)],
             ..Call::default()
         };
-        let runtime = tokio::runtime::Runtime::new().unwrap();
         let state = State::new(vec![Stream::from_call("call", &call, false)]);
-        let server = runtime.block_on(LocalKvs::start(0, state)).unwrap();
+        let server = common::serve(state);
         let dir = std::env::temp_dir().join(format!("kvs-embed-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        Fixture {
-            server,
-            call,
-            dir,
-            _runtime: runtime,
-        }
+        Fixture { server, call, dir }
     }
 
     fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {

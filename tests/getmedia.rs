@@ -10,23 +10,17 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
-use gstkvs::server::{LocalKvs, State, Stream};
+use gstkvs::server::{State, Stream};
 use gstkvs::synth::{Call, Side};
 
 /// A server on 127.0.0.1 with one stored call named "call".
 struct Fixture {
-    server: LocalKvs,
+    server: common::Server,
     call: Call,
-    _runtime: tokio::runtime::Runtime,
 }
 
 impl Fixture {
     fn new(fragments: u64, live: bool) -> Fixture {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
         let call = Call {
             fragments,
             ..Call::default()
@@ -38,12 +32,8 @@ impl Fixture {
         };
         let state = State::new(vec![stream]);
         state.faults.idle_end_ms.store(300, Ordering::SeqCst);
-        let server = runtime.block_on(LocalKvs::start(0, state)).unwrap();
-        Fixture {
-            server,
-            call,
-            _runtime: runtime,
-        }
+        let server = common::serve(state);
+        Fixture { server, call }
     }
 
     fn src(&self, extra: &str) -> String {

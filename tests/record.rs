@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use gstkvs::server::{LocalKvs, State, Stream};
+use gstkvs::server::{State, Stream};
 use gstkvs::synth::{Call, Side};
 
 const RECORD: &str = env!("CARGO_BIN_EXE_kvs-record");
@@ -82,21 +82,15 @@ fn interleave(left: &[u8], right: &[u8]) -> Vec<u8> {
 
 /// A stored call on an in-process server, named "call".
 struct Fixture {
-    server: LocalKvs,
+    server: common::Server,
     call: Call,
-    _runtime: tokio::runtime::Runtime,
 }
 
 impl Fixture {
     fn new(call: Call) -> Fixture {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
         let state = State::new(vec![Stream::from_call("call", &call, false)]);
-        let server = runtime.block_on(LocalKvs::start(0, state)).unwrap();
-        Fixture {
-            server,
-            call,
-            _runtime: runtime,
-        }
+        let server = common::serve(state);
+        Fixture { server, call }
     }
 
     fn arn(&self) -> String {

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gstkvs::server::{LocalKvs, State, Stream};
+use gstkvs::server::{State, Stream};
 use gstkvs::synth::{Call, Side};
 
 /// The commands of the section, after its setup block.
@@ -46,13 +46,12 @@ fn wav(path: &Path) -> Vec<u8> {
 fn readme_stream_recipes_work() {
     let recipes = recipes();
     assert_eq!(recipes.len(), 5, "{recipes:#?}");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     let live = Call::demo(8);
     let archive = Call::demo(120);
     // The live call starts when its stream is made: make it last.
     let stored = Stream::from_call("archive-call", &archive, false);
     let state = State::new(vec![stored, Stream::from_call("demo-call", &live, true)]);
-    let server = runtime.block_on(LocalKvs::start(0, state)).unwrap();
+    let server = common::serve(state);
     let dir = std::env::temp_dir().join(format!("kvs-stream-recipes-{}", std::process::id()));
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use gst::prelude::*;
 use gstkvs::mkv::writer::{BlockSpec, Fragment, TrackSpec};
-use gstkvs::server::{LocalKvs, State, Stream};
+use gstkvs::server::{State, Stream};
 use gstkvs::synth::{Call, Side};
 
 fn factories(bin: &gst::Bin) -> Vec<String> {
@@ -78,18 +78,13 @@ fn decode(uri: &str) -> (Vec<Vec<u8>>, Vec<String>) {
 
 #[test]
 fn kvs_uri_plays_through_kvsaudiodemux() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let call = Call {
         fragments: 3,
         ..Call::default()
     };
     let state = State::new(vec![Stream::from_mkv("my call", &call.bytes())]);
     state.faults.idle_end_ms.store(200, Ordering::SeqCst);
-    let server = runtime.block_on(LocalKvs::start(0, state)).unwrap();
+    let server = common::serve(state);
     // Credentials for the local server come from the environment here.
     unsafe {
         std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDTEST");

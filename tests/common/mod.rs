@@ -332,3 +332,37 @@ pub fn deinterleave(data: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let right = data.chunks(4).flat_map(|f| [f[2], f[3]]).collect();
     (left, right)
 }
+
+/// A local KVS server on 127.0.0.1 with a runtime of its own; it stops when
+/// dropped. It derefs to the server, for `endpoint()` and `state`.
+#[cfg(feature = "aws")]
+pub struct Server {
+    kvs: gstkvs::server::LocalKvs,
+    _runtime: tokio::runtime::Runtime,
+}
+
+#[cfg(feature = "aws")]
+impl std::ops::Deref for Server {
+    type Target = gstkvs::server::LocalKvs;
+
+    fn deref(&self) -> &Self::Target {
+        &self.kvs
+    }
+}
+
+/// Starts a local KVS server on a free port.
+#[cfg(feature = "aws")]
+pub fn serve(state: gstkvs::server::State) -> Server {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let kvs = runtime
+        .block_on(gstkvs::server::LocalKvs::start(0, state))
+        .unwrap();
+    Server {
+        kvs,
+        _runtime: runtime,
+    }
+}

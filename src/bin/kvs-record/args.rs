@@ -107,7 +107,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, Str
             "--event" => set_input(&mut a, Input::Event(value()?))?,
             "--demo" => set_input(&mut a, Input::Demo)?,
             "-o" | "--out" => a.out = Some(value()?),
-            "--split-seconds" => a.split_seconds = Some(number(value()?)?).filter(|&n| n > 0),
+            "--split-seconds" => match number(value()?)? {
+                0 => return Err("--split-seconds takes 1 or more".into()),
+                n => a.split_seconds = Some(n),
+            },
             "--mono-mix" => a.mono_mix = true,
             "--region" => a.region = Some(value()?),
             "--endpoint-uri" => a.endpoint_uri = Some(value()?),
@@ -189,6 +192,7 @@ mod tests {
         assert!(err(&["--demo", "--out", "x.mp3"]).contains(".wav, .opus or .ogg"));
         assert!(err(&["--demo", "--out", "x.opus", "--split-seconds", "1"]).contains("WAV pieces"));
         assert!(err(&["--demo", "--idle-timeout", "soon"]).contains("whole number"));
+        assert!(err(&["--demo", "--split-seconds", "0"]).contains("1 or more"));
         assert!(err(&["--demo", "--bogus"]).contains("unknown argument"));
         assert!(err(&["--stream"]).contains("needs a value"));
     }
