@@ -291,11 +291,19 @@ impl Archive {
 
     /// The next bytes, in fragment order; `End` after the last fragment.
     pub async fn next(&mut self) -> Result<Next, Failure> {
-        if self.list().await? == 0 {
+        // The rare steps are boxed: this future is made for every chunk, and
+        // the SDK calls inside them would make it large to move.
+        let listed = match &self.fragments {
+            Some(list) => list.len(),
+            None => Box::pin(self.list()).await?,
+        };
+        if listed == 0 {
             return Err(Failure::NoFragments);
         }
         loop {
-            self.prefetch().await?;
+            if self.needs_batch() {
+                Box::pin(self.prefetch()).await?;
+            }
             let Some(batch) = self.inflight.front_mut() else {
                 return Ok(Next::End);
             };
@@ -314,23 +322,28 @@ impl Archive {
                     }
                     self.reset_scan();
                     if self.done < batch.end {
-                        self.retry(batch.end, Failure::Transient("the body ended early".into()))
-                            .await?;
+                        let failure = Failure::Transient("the body ended early".into());
+                        Box::pin(self.retry(batch.end, failure)).await?;
                     }
                 }
                 Some(Err(failure)) => {
                     let batch = self.inflight.pop_front().unwrap();
                     self.reset_scan();
-                    self.retry(batch.end, failure).await?;
+                    Box::pin(self.retry(batch.end, failure)).await?;
                 }
             }
         }
     }
 
+    fn needs_batch(&self) -> bool {
+        let total = self.fragments.as_ref().map_or(0, Vec::len);
+        self.inflight.len() < PREFETCH && self.requested < total
+    }
+
     /// Starts batches until PREFETCH are in flight.
     async fn prefetch(&mut self) -> Result<(), Failure> {
         let total = self.fragments.as_ref().map_or(0, Vec::len);
-        while self.inflight.len() < PREFETCH && self.requested < total {
+        while self.needs_batch() {
             let end = (self.requested + BATCH).min(total);
             let batch = self.start_batch(self.requested, end).await?;
             self.inflight.push_back(batch);

@@ -26,6 +26,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
+/// Archive mode reads ahead on this runtime, shared by all sources.
 pub(super) static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -34,6 +35,18 @@ pub(super) static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| 
         .build()
         .expect("a tokio runtime")
 });
+
+/// A started source: what reads the stream, and where its futures run.
+struct Running {
+    reader: Reader,
+    /// Live mode runs on a runtime of its own, driven by the streaming thread
+    /// inside `create()`: the socket wakes that thread directly, with no
+    /// hand-off between threads for each chunk (the main cost with many
+    /// calls in one process). Archive mode uses the shared `RUNTIME`, whose
+    /// workers read ahead while the streaming thread pushes. Declared after
+    /// `reader` so that it is dropped last.
+    runtime: Option<tokio::runtime::Runtime>,
+}
 
 /// What reads the stream.
 enum Reader {
@@ -72,7 +85,7 @@ const PROGRESS_AT_LEAST: Duration = Duration::from_secs(1);
 pub struct KvsGetMediaSrc {
     settings: Mutex<Settings>,
     uri: Mutex<Option<String>>,
-    reader: Mutex<Option<Reader>>,
+    running: Mutex<Option<Running>>,
     stats: Mutex<Stats>,
     /// Archive mode, once listed; read by queries.
     progress: Mutex<Option<Progress>>,
@@ -153,11 +166,16 @@ impl KvsGetMediaSrc {
         gst::FlowError::Error
     }
 
-    /// Runs `fut` on the shared runtime unless `unlock` cancels it.
-    fn block_on<T>(&self, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    /// Runs `fut` on `runtime` unless `unlock` cancels it.
+    fn block_on<T>(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
         let mut cancel = self.cancel.subscribe();
-        RUNTIME.block_on(async move {
+        runtime.block_on(async move {
             tokio::select! {
+                biased;
                 out = fut => Some(out),
                 _ = cancel.wait_for(|c| *c) => None,
             }
@@ -176,7 +194,7 @@ impl ObjectSubclass for KvsGetMediaSrc {
         KvsGetMediaSrc {
             settings: Mutex::new(Settings::default()),
             uri: Mutex::new(None),
-            reader: Mutex::new(None),
+            running: Mutex::new(None),
             stats: Mutex::new(Stats::default()),
             progress: Mutex::new(None),
             last_progress: Mutex::new(None),
@@ -305,25 +323,39 @@ impl BaseSrcImpl for KvsGetMediaSrc {
             settings.target.stream()
         );
         let (target, policy) = (settings.target.clone(), settings.policy());
-        let reader = RUNTIME.block_on(async move {
-            match plan {
-                Plan::Live(start) => {
-                    Reader::Live(Box::new(Session::new(target, start, policy).await))
-                }
-                Plan::Archive(range) => {
-                    Reader::Archive(Box::new(Archive::new(target, range, policy).await))
+        let running = match plan {
+            Plan::Live(start) => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| {
+                        gst::error_msg!(
+                            gst::ResourceError::Failed,
+                            ("Could not start an async runtime: {}", e)
+                        )
+                    })?;
+                let session = runtime.block_on(Session::new(target, start, policy));
+                Running {
+                    reader: Reader::Live(Box::new(session)),
+                    runtime: Some(runtime),
                 }
             }
-        });
+            Plan::Archive(range) => Running {
+                reader: Reader::Archive(Box::new(
+                    RUNTIME.block_on(Archive::new(target, range, policy)),
+                )),
+                runtime: None,
+            },
+        };
         *self.stats.lock().unwrap() = Stats::default();
         *self.progress.lock().unwrap() = None;
         *self.last_progress.lock().unwrap() = None;
-        *self.reader.lock().unwrap() = Some(reader);
+        *self.running.lock().unwrap() = Some(running);
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        *self.reader.lock().unwrap() = None;
+        *self.running.lock().unwrap() = None;
         Ok(())
     }
 
@@ -424,10 +456,12 @@ impl PushSrcImpl for KvsGetMediaSrc {
         &self,
         _buffer: Option<&mut gst::BufferRef>,
     ) -> Result<CreateSuccess, gst::FlowError> {
-        let mut guard = self.reader.lock().unwrap();
-        let reader = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
-        let next = self.block_on(reader.next());
-        *self.stats.lock().unwrap() = reader.stats().clone();
+        let mut guard = self.running.lock().unwrap();
+        let running = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+        let runtime = running.runtime.as_ref().unwrap_or(&RUNTIME);
+        let reader = &mut running.reader;
+        let next = self.block_on(runtime, reader.next());
+        self.stats.lock().unwrap().clone_from(reader.stats());
         self.update_progress(reader);
         match next {
             None => Err(gst::FlowError::Flushing),

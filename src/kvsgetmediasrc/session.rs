@@ -3,10 +3,12 @@
 //! watches the KVS tags go by, and reconnects after any drop from the last
 //! complete fragment.
 
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesisvideomedia::primitives::ByteStream;
 use bytes::Bytes;
+use tokio::time::Sleep;
 
 use super::aws::{self, Clients, Failure, Pace, Start, Target};
 use crate::kvs::{self, FragmentMeta};
@@ -24,7 +26,7 @@ pub struct Policy {
     pub max_backoff: Duration,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Stats {
     pub bytes: u64,
     pub fragments: u64,
@@ -33,6 +35,27 @@ pub struct Stats {
     pub endpoint_refreshes: u64,
     pub continuation_token: Option<String>,
     pub millis_behind_now: Option<u64>,
+}
+
+impl Clone for Stats {
+    fn clone(&self) -> Self {
+        let mut stats = Stats::default();
+        stats.clone_from(self);
+        stats
+    }
+
+    /// Field by field: copied after every chunk, this keeps the token's
+    /// allocation.
+    fn clone_from(&mut self, other: &Self) {
+        self.bytes = other.bytes;
+        self.fragments = other.fragments;
+        self.reconnects = other.reconnects;
+        self.throttles = other.throttles;
+        self.endpoint_refreshes = other.endpoint_refreshes;
+        self.continuation_token
+            .clone_from(&other.continuation_token);
+        self.millis_behind_now = other.millis_behind_now;
+    }
 }
 
 /// What `next` gives.
@@ -51,6 +74,10 @@ pub struct Session {
     clients: Clients,
     media: Option<aws_sdk_kinesisvideomedia::Client>,
     body: Option<ByteStream>,
+    /// Fires `read_timeout` after the last bytes; re-armed only when it
+    /// fires, so that reads do not touch the timer.
+    watchdog: Pin<Box<Sleep>>,
+    last_read: Instant,
     start: Start,
     /// Scans the bytes for the KVS tags.
     scanner: Parser,
@@ -69,12 +96,15 @@ pub struct Session {
 impl Session {
     pub async fn new(target: Target, start: Start, policy: Policy) -> Session {
         let clients = Clients::new(&target).await;
+        let watchdog = Box::pin(tokio::time::sleep(policy.read_timeout));
         Session {
             target,
             policy,
             clients,
             media: None,
             body: None,
+            watchdog,
+            last_read: Instant::now(),
             start,
             scanner: Parser::metadata_only(),
             pending: Vec::new(),
@@ -106,25 +136,42 @@ impl Session {
                 if self.last_fragment.elapsed() >= self.policy.idle_timeout {
                     return Ok(Next::Idle);
                 }
-                match self.connect().await {
+                // Boxed, as is `recover`: this future is made for every
+                // chunk, and the SDK call would make it large to move.
+                match Box::pin(self.connect()).await {
                     Ok(()) => attempt = 0,
                     Err(failure) => {
                         attempt += 1;
-                        self.recover(failure, attempt).await?;
+                        Box::pin(self.recover(failure, attempt)).await?;
                         continue;
                     }
                 }
             }
             let body = self.body.as_mut().unwrap();
-            match tokio::time::timeout(self.policy.read_timeout, body.next()).await {
-                Ok(Some(Ok(bytes))) => {
+            let read = tokio::select! {
+                biased;
+                read = body.next() => Some(read),
+                _ = self.watchdog.as_mut() => None,
+            };
+            match read {
+                Some(Some(Ok(bytes))) => {
+                    self.last_read = Instant::now();
                     self.watch(&bytes);
                     self.stats.bytes += bytes.len() as u64;
                     return Ok(Next::Data(bytes, std::mem::take(&mut self.discont)));
                 }
-                // The body ended (KVS ends a quiet one after about 3 s), broke,
-                // or went quiet: resume from the last complete fragment.
-                Ok(None) | Ok(Some(Err(_))) | Err(_) => self.drop_body(),
+                None => {
+                    let quiet_until = self.last_read + self.policy.read_timeout;
+                    if Instant::now() < quiet_until {
+                        self.watchdog.as_mut().reset(quiet_until.into());
+                        continue;
+                    }
+                    // Quiet for read-timeout: resume.
+                    self.drop_body();
+                }
+                // The body ended (KVS ends a quiet one after about 3 s) or
+                // broke: resume from the last complete fragment.
+                Some(None) | Some(Some(Err(_))) => self.drop_body(),
             }
         }
     }
@@ -147,6 +194,9 @@ impl Session {
         };
         let body = aws::get_media(self.media.as_ref().unwrap(), &self.target, &start).await?;
         self.body = Some(body);
+        self.last_read = Instant::now();
+        let deadline = self.last_read + self.policy.read_timeout;
+        self.watchdog.as_mut().reset(deadline.into());
         // A new body starts with a new chunk.
         self.scanner.reset();
         self.pending.clear();
