@@ -83,6 +83,16 @@ fn getmedia_to_demux_is_bit_exact() {
     );
 }
 
+/// Temporary credentials: the server signs again with the session token the
+/// request carries, so a token left out of the signature would be refused.
+#[test]
+fn temporary_credentials_are_signed() {
+    let f = Fixture::new(2, false);
+    let (run, _) = f.run("session-token=FwoGZXIvYXdzEXAMPLETOKEN");
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    f.assert_exact(&run);
+}
+
 #[test]
 fn resume_torture_fifty_random_cuts() {
     let f = Fixture::new(20, false);
@@ -156,6 +166,20 @@ fn errors_name_the_stream_and_what_to_do() {
     );
     assert!(
         run.errors[0].contains("kinesisvideo:GetMedia"),
+        "{:?}",
+        run.errors
+    );
+
+    // The server knows AKIDTEST's secret and signs each request again.
+    let (run, _) = common::source_run(
+        &f.src("")
+            .replace("secret-access-key=test-secret", "secret-access-key=wrong"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        run.errors[0].contains("Not authorized to read Kinesis video stream call")
+            && run.errors[0].contains("InvalidSignatureException")
+            && run.errors[0].contains("does not match the signature you provided"),
         "{:?}",
         run.errors
     );

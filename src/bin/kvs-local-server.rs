@@ -12,8 +12,12 @@ Usage: kvs-local-server [OPTIONS]
 
 Serves the KVS REST API (GetDataEndpoint, GetMedia, ListFragments,
 GetMediaForFragmentList) on 127.0.0.1 and prints
-the endpoint URL. Requests must be SigV4-signed; any credentials work except
-the access key AKIDDENIED, which gets NotAuthorizedException.
+the endpoint URL. Requests must be SigV4-signed. For the access keys it
+knows (AKIDTEST, AKIDBENCH, AKIDDEMO and AKIDLOCAL, with the secrets
+test-secret, bench, demo and local, and any given with --key) it signs each
+request again and refuses a wrong signature with InvalidSignatureException;
+other keys are accepted on the form of the header. AKIDDENIED gets
+NotAuthorizedException.
 
 Streams:
   --stream NAME=FILE.mkv   serve the chunks of a GetMedia capture or MKV file
@@ -23,6 +27,7 @@ Streams:
                            'archive-call', all of it available at once
 Options:
   --port N                 port to listen on (default: 0, any free port)
+  --key KEY:SECRET         check the signatures of requests signed with KEY
 Faults:
   --cut-after BYTES        cut each connection after BYTES body bytes
   --cut-random MAX         cut each connection after a random count up to MAX
@@ -45,6 +50,7 @@ fn main() {
     let mut demo = None;
     let mut archive = None;
     let mut faults: Vec<(String, u64)> = Vec::new();
+    let mut keys = Vec::new();
     while let Some(arg) = args.next() {
         let mut value = || {
             args.next().unwrap_or_else(|| {
@@ -66,6 +72,14 @@ fn main() {
             "--port" => port = number(value()) as u16,
             "--demo-call" => demo = Some(number(value())),
             "--archive-call" => archive = Some(number(value())),
+            "--key" => {
+                let spec = value();
+                let Some((key, secret)) = spec.split_once(':') else {
+                    eprintln!("kvs-local-server: --key takes KEY:SECRET");
+                    std::process::exit(2)
+                };
+                keys.push((key.to_string(), secret.to_string()));
+            }
             "--stream" => {
                 let spec = value();
                 let Some((name, file)) = spec.split_once('=') else {
@@ -104,7 +118,8 @@ fn main() {
             true,
         ));
     }
-    let state = State::new(streams);
+    let mut state = State::new(streams);
+    state.secrets.extend(keys);
     let f = &state.faults;
     for (name, v) in faults {
         match name.as_str() {

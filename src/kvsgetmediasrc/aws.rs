@@ -58,7 +58,8 @@ pub fn sort<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
     refresh_on_auth: bool,
 ) -> Failure {
     let text = || match (err.code(), err.message()) {
-        (Some(code), Some(msg)) => format!("{code}: {msg}"),
+        // Messages are quoted inside sentences: no final period of their own.
+        (Some(code), Some(msg)) => format!("{code}: {}", msg.trim_end_matches('.')),
         (Some(code), None) => code.to_string(),
         _ => format!(
             "{}",
@@ -74,7 +75,9 @@ pub fn sort<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
             "NotAuthorizedException" if refresh_on_auth => Failure::Endpoint(text()),
             "NotAuthorizedException"
             | "AccessDeniedException"
-            | "MissingAuthenticationTokenException" => Failure::NotAuthorized(text()),
+            | "MissingAuthenticationTokenException"
+            | "InvalidSignatureException"
+            | "UnrecognizedClientException" => Failure::NotAuthorized(text()),
             "InvalidEndpointException" => Failure::Endpoint(text()),
             "InvalidArgumentException" => Failure::InvalidArgument(text()),
             _ => Failure::Transient(text()),

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The HTTP side of the local KVS server: routing, SigV4 header checks,
+//! The HTTP side of the local KVS server: routing, SigV4 checks,
 //! JSON errors the SDK maps to its modeled errors, and streaming bodies.
 
 use std::convert::Infallible;
@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
+use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{State, Stream, archive};
+use super::{State, Stream, archive, sigv4};
 use crate::kvs;
 use crate::mkv::writer::Fragment as ChunkWriter;
 
@@ -88,26 +89,28 @@ pub(super) fn invalid(message: impl Into<String>) -> KvsError {
     )
 }
 
-/// Checks the SigV4 Authorization header and returns the access key id.
-fn access_key(req: &Request<Incoming>) -> Result<String, KvsError> {
-    let auth = req
-        .headers()
+/// Checks the SigV4 signature and returns the access key id: in full for
+/// keys whose secret the server knows, by the form of the header otherwise.
+fn access_key(state: &State, parts: &Parts, body: &[u8]) -> Result<String, KvsError> {
+    let auth = parts
+        .headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let credential = auth
-        .strip_prefix("AWS4-HMAC-SHA256 Credential=")
-        .filter(|rest| rest.contains("/kinesisvideo/aws4_request") && rest.contains("Signature="))
-        .and_then(|rest| rest.split('/').next());
-    match credential {
-        Some(key) if req.headers().contains_key("x-amz-date") => Ok(key.to_string()),
-        _ => Err(error(
+        .and_then(sigv4::parse)
+        .filter(|a| a.service == "kinesisvideo" && parts.headers.contains_key("x-amz-date"));
+    let Some(auth) = auth else {
+        return Err(error(
             StatusCode::FORBIDDEN,
             "MissingAuthenticationTokenException",
             "Requests must be signed with AWS Signature Version 4 for the kinesisvideo service"
                 .into(),
-        )),
+        ));
+    };
+    if let Some(secret) = state.secrets.get(auth.key) {
+        sigv4::verify(parts, body, &auth, secret)
+            .map_err(|msg| error(StatusCode::FORBIDDEN, "InvalidSignatureException", msg))?;
     }
+    Ok(auth.key.to_string())
 }
 
 async fn handle(
@@ -125,14 +128,14 @@ async fn reply(
     addr: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, KvsError> {
-    let key = access_key(&req)?;
-    let path = req.uri().path().to_string();
-    let body = req
-        .into_body()
+    let (parts, body) = req.into_parts();
+    let body = body
         .collect()
         .await
         .map_err(|e| invalid(format!("Could not read the request: {e}")))?
         .to_bytes();
+    let key = access_key(&state, &parts, &body)?;
+    let path = parts.uri.path();
     let json: Value = serde_json::from_slice(&body)
         .map_err(|e| invalid(format!("The request is not JSON: {e}")))?;
     if state.denied_keys.contains(&key) {
@@ -154,7 +157,7 @@ async fn reply(
             msg,
         ));
     };
-    match path.as_str() {
+    match path {
         "/getDataEndpoint" => {
             state
                 .counters

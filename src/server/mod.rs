@@ -6,6 +6,7 @@
 
 mod archive;
 mod http;
+mod sigv4;
 pub mod store;
 
 use std::collections::HashMap;
@@ -128,6 +129,10 @@ pub struct State {
     pub counters: Counters,
     /// Access key ids that get NotAuthorizedException.
     pub denied_keys: Vec<String>,
+    /// Secrets of known access keys: a request signed with one of these keys
+    /// is signed again and refused (InvalidSignatureException) unless the
+    /// signatures match. Other keys are accepted on the form of the header.
+    pub secrets: HashMap<String, String>,
     /// For benchmarks: when each live block's last byte went out, as
     /// (fragment, block), and when each cut happened.
     pub timing: Option<Mutex<Timing>>,
@@ -139,6 +144,15 @@ pub struct Timing {
     pub cuts: Vec<std::time::Instant>,
 }
 
+/// The keys this project's tests, benchmarks, demo and README use, with
+/// their secrets.
+pub const KNOWN_KEYS: &[(&str, &str)] = &[
+    ("AKIDTEST", "test-secret"),
+    ("AKIDBENCH", "bench"),
+    ("AKIDDEMO", "demo"),
+    ("AKIDLOCAL", "local"),
+];
+
 impl State {
     pub fn new(streams: Vec<Stream>) -> Self {
         State {
@@ -149,6 +163,10 @@ impl State {
             faults: Faults::default(),
             counters: Counters::default(),
             denied_keys: vec!["AKIDDENIED".into()],
+            secrets: KNOWN_KEYS
+                .iter()
+                .map(|(k, s)| (k.to_string(), s.to_string()))
+                .collect(),
             timing: None,
         }
     }
