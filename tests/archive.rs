@@ -10,22 +10,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gst::prelude::*;
-use gstkvs::server::{State, Stream};
 use gstkvs::synth::{Call, Side};
 
-struct Fixture {
-    server: common::Server,
-    call: Call,
-}
+use common::StoredCall as Fixture;
 
 impl Fixture {
-    /// A stored call named "call".
-    fn new(call: Call) -> Fixture {
-        let state = State::new(vec![Stream::from_call("call", &call, false)]);
-        let server = common::serve(state);
-        Fixture { server, call }
-    }
-
     /// Epoch seconds of fragment `i` on the server (or producer) clock.
     fn at(&self, i: u64, producer: bool) -> String {
         let ms = self.call.start_ms + i * self.call.fragment_ms() + if producer { 0 } else { 450 };

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use gstkvs::server::{State, Stream};
 use gstkvs::synth::{Call, Side};
 
 const RECORD: &str = env!("CARGO_BIN_EXE_kvs-record");
@@ -80,19 +79,9 @@ fn interleave(left: &[u8], right: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// A stored call on an in-process server, named "call".
-struct Fixture {
-    server: common::Server,
-    call: Call,
-}
+use common::StoredCall as Fixture;
 
 impl Fixture {
-    fn new(call: Call) -> Fixture {
-        let state = State::new(vec![Stream::from_call("call", &call, false)]);
-        let server = common::serve(state);
-        Fixture { server, call }
-    }
-
     fn arn(&self) -> String {
         self.server.state.streams["call"].arn.clone()
     }

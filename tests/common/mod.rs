@@ -366,3 +366,19 @@ pub fn serve(state: gstkvs::server::State) -> Server {
         _runtime: runtime,
     }
 }
+
+/// A stored call named "call" on an in-process server.
+#[cfg(feature = "aws")]
+pub struct StoredCall {
+    pub server: Server,
+    pub call: gstkvs::synth::Call,
+}
+
+#[cfg(feature = "aws")]
+impl StoredCall {
+    pub fn new(call: gstkvs::synth::Call) -> StoredCall {
+        let stream = gstkvs::server::Stream::from_call("call", &call, false);
+        let server = serve(gstkvs::server::State::new(vec![stream]));
+        StoredCall { server, call }
+    }
+}
