@@ -20,6 +20,14 @@ pub const EXCEPTION_ERROR_CODE: &str = "AWS_KINESISVIDEO_EXCEPTION_ERROR_CODE";
 pub const EXCEPTION_MESSAGE: &str = "AWS_KINESISVIDEO_EXCEPTION_MESSAGE";
 pub const CONTACT_ID: &str = "ContactId";
 pub const MIME_TYPE: &str = "MimeType";
+/// Amazon Connect's track names: the caller's audio and the agent's.
+pub const AUDIO_FROM_CUSTOMER: &str = "AUDIO_FROM_CUSTOMER";
+pub const AUDIO_TO_CUSTOMER: &str = "AUDIO_TO_CUSTOMER";
+
+/// True for a track name that Amazon Connect gives its audio tracks.
+pub fn is_connect_track_name(name: &str) -> bool {
+    name == AUDIO_FROM_CUSTOMER || name == AUDIO_TO_CUSTOMER
+}
 
 /// An in-band error that KVS reported inside the stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,16 +1,17 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Synthetic Amazon Connect calls, shaped like the real thing: two A_AAC
 //! labelled L16 tracks named by direction, epoch-millisecond cluster
-//! timecodes, 64 ms blocks and the full set of KVS and Connect tags. Tests,
+//! timecodes, 64 ms blocks and the full set of KVS and Connect tags, laid
+//! out as real Connect GetMedia output is (see [`Layout`]). Tests,
 //! benchmarks and the demo all use it, and it tells what PCM to expect.
 
 use std::ops::Range;
 
 use crate::kvs;
-use crate::mkv::writer::{BlockSpec, Fragment, TrackSpec};
+use crate::mkv::writer::{BlockSpec, Fragment, Producer, TrackSpec};
 
-pub const CALLER: &str = "AUDIO_FROM_CUSTOMER";
-pub const AGENT: &str = "AUDIO_TO_CUSTOMER";
+pub const CALLER: &str = kvs::AUDIO_FROM_CUSTOMER;
+pub const AGENT: &str = kvs::AUDIO_TO_CUSTOMER;
 
 /// Which side of the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,23 @@ pub fn sample(side: Side, n: u64) -> i16 {
     tone as i16 + dither as i16
 }
 
+/// Where a fragment's Connect tags sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// As real Connect writes it: only the KVS fragment tags come before the
+    /// Cluster. ContactId, InstanceId, MimeType, AUDIO_FROM_CUSTOMER,
+    /// AUDIO_TO_CUSTOMER and Events follow it, each in a Tags element of its
+    /// own, then the Tags with MILLIS_BEHIND_NOW and CONTINUATION_TOKEN.
+    /// Info has the SDK's SegmentUID, Title and app names; the Cluster has
+    /// an unknown size and a Position.
+    Real,
+    /// The Connect tags in one Tags element before the Cluster, as older
+    /// fixtures have them. Real streams never do this.
+    TagsFirst,
+}
+
+pub const L16_8K_MONO: &str = "audio/L16;rate=8000;channels=1;";
+
 #[derive(Debug, Clone)]
 pub struct Call {
     pub fragments: u64,
@@ -55,6 +73,12 @@ pub struct Call {
     pub swapped: bool,
     /// Times (ms from the start) where a side sends no blocks.
     pub silence: Vec<(Side, Range<u64>)>,
+    pub layout: Layout,
+    /// The MimeType tag of every fragment.
+    pub mime_type: String,
+    /// From this fragment index on, the stream carries this other contact
+    /// (a reused stream).
+    pub next_contact: Option<(u64, String)>,
 }
 
 impl Default for Call {
@@ -68,6 +92,9 @@ impl Default for Call {
             contact_id: "5b8b6d2e-1c8f-4f3a-9a57-2f1d3c4e5a6b".into(),
             swapped: false,
             silence: Vec::new(),
+            layout: Layout::Real,
+            mime_type: L16_8K_MONO.into(),
+            next_contact: None,
         }
     }
 }
@@ -151,49 +178,55 @@ impl Call {
                 }
             }
         }
-        let connect_tags: Vec<(String, String)> = [
-            ("ContactId", self.contact_id.as_str()),
+        let contact = match &self.next_contact {
+            Some((from, next)) if index >= *from => next.as_str(),
+            _ => self.contact_id.as_str(),
+        };
+        let connect: Vec<(String, String)> = [
+            ("ContactId", contact),
             ("InstanceId", "8e3c2a1b-0000-4000-8000-0000000000aa"),
-            ("MimeType", "audio/L16;rate=8000;channels=1;"),
-            (AGENT, "1"),
-            (CALLER, "2"),
+            ("MimeType", self.mime_type.as_str()),
+            (CALLER, "1"),
+            (AGENT, "2"),
+            ("Events", "[]"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let kvs_tags = vec![
-            (
-                "AWS_KINESISVIDEO_FRAGMENT_NUMBER".into(),
-                self.fragment_number(index),
-            ),
-            (
-                "AWS_KINESISVIDEO_SERVER_TIMESTAMP".into(),
-                Self::seconds(start + 450),
-            ),
-            (
-                "AWS_KINESISVIDEO_PRODUCER_TIMESTAMP".into(),
-                Self::seconds(start),
-            ),
+            (kvs::FRAGMENT_NUMBER.into(), self.fragment_number(index)),
+            (kvs::SERVER_TIMESTAMP.into(), Self::seconds(start + 450)),
+            (kvs::PRODUCER_TIMESTAMP.into(), Self::seconds(start)),
         ];
         let trailer = vec![
-            ("AWS_KINESISVIDEO_MILLIS_BEHIND_NOW".into(), "1250".into()),
+            (kvs::MILLIS_BEHIND_NOW.into(), "1250".into()),
             (
-                "AWS_KINESISVIDEO_CONTINUATION_TOKEN".into(),
+                kvs::CONTINUATION_TOKEN.into(),
                 self.continuation_token(index),
             ),
         ];
+        let real = self.layout == Layout::Real;
+        let (tags_before, tags_after) = if real {
+            let mut after: Vec<_> = connect.into_iter().map(|t| vec![t]).collect();
+            after.push(trailer);
+            (vec![kvs_tags], after)
+        } else {
+            (vec![connect, kvs_tags], vec![trailer])
+        };
         Fragment {
             doc_type: None,
             timestamp_scale: Some(1_000_000),
+            producer: real.then(Producer::connect),
             tracks: vec![
                 TrackSpec::connect(1, sides[0].track_name()),
                 TrackSpec::connect(2, sides[1].track_name()),
             ],
-            tags_before: vec![connect_tags.clone(), kvs_tags],
+            tags_before,
             cluster_timecode: start,
             known_size_cluster: false,
+            cluster_position: real,
             blocks,
-            tags_after: vec![connect_tags, trailer],
+            tags_after,
         }
     }
 
@@ -202,7 +235,7 @@ impl Call {
     pub fn archive_fragment(&self, index: u64) -> Fragment {
         let start = self.start_ms + index * self.fragment_ms();
         let mut f = self.fragment(index);
-        f.tags_before[1] = vec![
+        *f.tags_before.last_mut().unwrap() = vec![
             (kvs::FRAGMENT_NUMBER.into(), self.fragment_number(index)),
             (
                 kvs::SERVER_SIDE_TIMESTAMP.into(),
@@ -210,7 +243,7 @@ impl Call {
             ),
             (kvs::PRODUCER_SIDE_TIMESTAMP.into(), Self::seconds(start)),
         ];
-        f.tags_after.truncate(1);
+        f.tags_after.pop();
         f
     }
 

@@ -3,139 +3,193 @@
 
 mod common;
 
-use common::{Rng, demux, demux_with};
+use common::{Rng, assert_speakers, demux, demux_with, each_layout_and_feeding, speaker};
 use gst::prelude::*;
 use gstkvs::mkv::writer::{BlockSpec, Fragment, Lacing, TrackSpec};
-use gstkvs::synth::{AGENT, CALLER, Call, Side};
+use gstkvs::synth::{AGENT, CALLER, Call, Layout, Side};
 
 fn ms(v: u64) -> gst::ClockTime {
     gst::ClockTime::from_mseconds(v)
 }
 
+fn l16_caps(rate: u32) -> gst::Caps {
+    format!("audio/x-raw,format=S16LE,layout=interleaved,rate={rate},channels=1")
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn connect_call_pcm_is_bit_exact_per_track() {
-    let call = Call::of_seconds(5);
-    let run = demux(&call.bytes());
-    assert!(run.eos && run.errors.is_empty(), "{:?}", run.errors);
-    assert_eq!(run.pads.len(), 2);
-    let caller = run.pad("audio_0");
-    let agent = run.pad("audio_1");
-    assert_eq!(caller.title().as_deref(), Some(CALLER));
-    assert_eq!(agent.title().as_deref(), Some(AGENT));
-    assert_eq!(caller.pcm(), call.pcm(Side::Caller));
-    assert_eq!(agent.pcm(), call.pcm(Side::Agent));
-    let expected: gst::Caps = "audio/x-raw,format=S16LE,layout=interleaved,rate=8000,channels=1"
-        .parse()
-        .unwrap();
-    assert_eq!(caller.caps, vec![expected.clone()]);
-    assert_eq!(agent.caps, vec![expected]);
-    assert!(caller.eos && agent.eos);
-    assert_eq!(caller.segments, 1, "one segment for the whole stream");
+    let call = Call::of_seconds(3);
+    each_layout_and_feeding(&call, &[], |call, run, label| {
+        assert_speakers(run, call, label);
+        assert_eq!(run.pads.len(), 2, "{label}");
+        assert_eq!(run.pad("audio_0").title().as_deref(), Some(CALLER));
+        assert_eq!(run.pad("audio_1").title().as_deref(), Some(AGENT));
+        for pad in run.pads.values() {
+            // PCM from the first sample: no AAC caps, and no renegotiation.
+            assert_eq!(pad.caps, vec![l16_caps(8000)], "{label}");
+            assert!(pad.eos, "{label}");
+            assert_eq!(pad.segments, 1, "{label}: one segment for the whole stream");
+        }
+        assert!(run.warnings.is_empty(), "{label}: {:?}", run.warnings);
+    });
 }
 
 #[test]
 fn timestamps_run_on_from_zero_across_fragments() {
     let call = Call::of_seconds(3);
-    let run = demux(&call.bytes());
-    let bufs = &run.pad("audio_0").buffers;
-    assert_eq!(bufs.len() as u64, call.fragments * call.blocks_per_fragment);
-    for (i, b) in bufs.iter().enumerate() {
-        assert_eq!(b.pts, Some(ms(64 * i as u64)), "buffer {i}");
-        assert_eq!(b.duration, Some(ms(64)));
-        assert_eq!(b.discont, i == 0, "buffer {i}");
-        assert_eq!(
-            b.unix,
-            Some(ms(call.start_ms + 64 * i as u64)),
-            "absolute producer time"
-        );
-    }
+    each_layout_and_feeding(&call, &[], |call, run, label| {
+        let bufs = &speaker(run, CALLER).buffers;
+        assert_eq!(bufs.len() as u64, call.fragments * call.blocks_per_fragment);
+        for (i, b) in bufs.iter().enumerate() {
+            assert_eq!(b.pts, Some(ms(64 * i as u64)), "{label}: buffer {i}");
+            assert_eq!(b.duration, Some(ms(64)));
+            assert_eq!(b.discont, i == 0, "{label}: buffer {i}");
+            assert_eq!(
+                b.unix,
+                Some(ms(call.start_ms + 64 * i as u64)),
+                "{label}: absolute producer time"
+            );
+        }
+    });
 }
 
 #[test]
 fn split_invariant_over_chunkings() {
-    let call = Call::of_seconds(3);
-    let data = call.bytes();
-    let reference = demux(&data).summary();
-    for size in [1usize, 7, 1000, 65536] {
-        assert_eq!(
-            demux_with(&data, || size, &[]).summary(),
-            reference,
-            "chunks of {size}"
-        );
-    }
-    let mut rng = Rng(42);
-    for _ in 0..3 {
-        let run = demux_with(&data, || rng.below(3000) as usize + 1, &[]);
-        assert_eq!(run.summary(), reference);
-    }
-}
-
-#[test]
-fn tags_once_per_fragment_and_constant_in_size() {
-    let call = Call::of_seconds(20);
-    let run = demux(&call.bytes());
-    let pad = run.pad("audio_1");
-    assert_eq!(pad.tags.len() as u64, call.fragments);
-    let sizes: Vec<usize> = pad.tags.iter().map(|t| t.n_tags()).collect();
-    // The first fragment has no previous continuation token or lag.
-    assert!(sizes[1..].iter().all(|&n| n == sizes[1]), "{sizes:?}");
-    for (i, t) in pad.tags.iter().enumerate() {
-        assert_eq!(t.scope(), gst::TagScope::Stream);
-        let number = t.get::<gstkvs::tags::FragmentNumber>().unwrap();
-        assert_eq!(number.get(), call.fragment_number(i as u64));
-        let contact = t.get::<gstkvs::tags::ContactId>().unwrap();
-        assert_eq!(contact.get(), call.contact_id);
-        let producer = t.get::<gstkvs::tags::ProducerTimestamp>().unwrap().get();
-        assert_eq!(producer, (call.start_ms + 1024 * i as u64) * 1_000_000);
-        let server = t.get::<gstkvs::tags::ServerTimestamp>().unwrap().get();
-        assert_eq!(server, producer + 450_000_000);
-        let comments: Vec<String> = t
-            .iter_tag::<gst::tags::ExtendedComment>()
-            .map(|c| c.get().to_string())
-            .collect();
-        assert!(
-            comments.contains(&"MimeType=audio/L16;rate=8000;channels=1;".to_string()),
-            "{comments:?}"
-        );
-        assert!(comments.iter().any(|c| c.starts_with("InstanceId=")));
-        if i > 0 {
-            let token = t.get::<gstkvs::tags::ContinuationToken>().unwrap();
-            assert_eq!(token.get(), call.continuation_token(i as u64 - 1));
+    for layout in [Layout::Real, Layout::TagsFirst] {
+        let call = Call {
+            layout,
+            ..Call::of_seconds(3)
+        };
+        let data = call.bytes();
+        let reference = demux(&data).summary();
+        for size in [1usize, 7, 1000, 65536] {
             assert_eq!(
-                t.get::<gstkvs::tags::MillisBehindNow>().unwrap().get(),
-                1250
+                demux_with(&data, || size, &[]).summary(),
+                reference,
+                "{layout:?}: chunks of {size}"
             );
+        }
+        let mut rng = Rng(42);
+        for _ in 0..3 {
+            let run = demux_with(&data, || rng.below(3000) as usize + 1, &[]);
+            assert_eq!(run.summary(), reference, "{layout:?}");
         }
     }
 }
 
-#[test]
-fn one_message_per_fragment() {
-    let call = Call::of_seconds(4);
-    let run = demux(&call.bytes());
-    let frags = run.fragments();
-    assert_eq!(frags.len() as u64, call.fragments);
-    for (i, s) in frags.iter().enumerate() {
-        let i = i as u64;
-        assert_eq!(s.get::<u64>("index").unwrap(), i);
-        assert_eq!(
-            s.get::<&str>("fragment-number").unwrap(),
-            call.fragment_number(i)
-        );
-        assert_eq!(
-            s.get::<&str>("continuation-token").unwrap(),
-            call.continuation_token(i)
-        );
-        assert_eq!(s.get::<u64>("millis-behind-now").unwrap(), 1250);
-        assert_eq!(s.get::<&str>("contact-id").unwrap(), call.contact_id);
-        assert_eq!(
-            s.get::<u64>("producer-timestamp").unwrap(),
-            (call.start_ms + 1024 * i) * 1_000_000
-        );
-        let blocks = s.get::<gst::Structure>("blocks").unwrap();
-        assert_eq!(blocks.get::<u64>("track-1").unwrap(), 16);
-        assert_eq!(blocks.get::<u64>("track-2").unwrap(), 16);
+/// Each fragment's tag lists on a pad, by fragment number, in order.
+fn tags_by_fragment(pad: &common::PadLog) -> Vec<(String, Vec<gst::TagList>)> {
+    let mut out: Vec<(String, Vec<gst::TagList>)> = Vec::new();
+    for t in &pad.tags {
+        let number = t
+            .get::<gstkvs::tags::FragmentNumber>()
+            .unwrap()
+            .get()
+            .to_string();
+        match out.last_mut() {
+            Some((n, lists)) if *n == number => lists.push(t.clone()),
+            _ => out.push((number, vec![t.clone()])),
+        }
     }
+    out
+}
+
+fn comments(t: &gst::TagList) -> Vec<String> {
+    t.iter_tag::<gst::tags::ExtendedComment>()
+        .map(|c| c.get().to_string())
+        .collect()
+}
+
+#[test]
+fn tags_carry_each_fragment_own_values_in_constant_size() {
+    let call = Call::of_seconds(12);
+    each_layout_and_feeding(&call, &[], |call, run, label| {
+        let frags = tags_by_fragment(speaker(run, AGENT));
+        assert_eq!(frags.len() as u64, call.fragments, "{label}");
+        let mut sizes = Vec::new();
+        for (i, (number, lists)) in frags.iter().enumerate() {
+            assert_eq!(*number, call.fragment_number(i as u64), "{label}");
+            // One list before the audio; real Connect's trailing tags bring
+            // one more, after it.
+            assert!(!lists.is_empty() && lists.len() <= 2, "{label}: {lists:?}");
+            let last = lists.last().unwrap();
+            sizes.push(last.n_tags());
+            assert_eq!(last.scope(), gst::TagScope::Stream);
+            assert_eq!(
+                last.get::<gstkvs::tags::ContactId>().unwrap().get(),
+                call.contact_id,
+                "{label}"
+            );
+            let producer = last.get::<gstkvs::tags::ProducerTimestamp>().unwrap().get();
+            assert_eq!(producer, (call.start_ms + 1024 * i as u64) * 1_000_000);
+            let server = last.get::<gstkvs::tags::ServerTimestamp>().unwrap().get();
+            assert_eq!(server, producer + 450_000_000);
+            let comments = comments(last);
+            for expected in [
+                "MimeType=audio/L16;rate=8000;channels=1;",
+                "AUDIO_FROM_CUSTOMER=1",
+                "AUDIO_TO_CUSTOMER=2",
+                "Events=[]",
+            ] {
+                assert!(
+                    comments.contains(&expected.to_string()),
+                    "{label}: {comments:?}"
+                );
+            }
+            assert!(comments.iter().any(|c| c.starts_with("InstanceId=")));
+            for t in lists.iter().filter(|_| i > 0) {
+                let token = t.get::<gstkvs::tags::ContinuationToken>().unwrap();
+                assert_eq!(token.get(), call.continuation_token(i as u64 - 1));
+                assert_eq!(
+                    t.get::<gstkvs::tags::MillisBehindNow>().unwrap().get(),
+                    1250
+                );
+            }
+        }
+        // The first fragment has no previous continuation token or lag.
+        assert!(
+            sizes[1..].iter().all(|&n| n == sizes[1]),
+            "{label}: {sizes:?}"
+        );
+    });
+}
+
+#[test]
+fn one_message_per_fragment_with_its_own_tags() {
+    let call = Call::of_seconds(4);
+    each_layout_and_feeding(&call, &[], |call, run, label| {
+        let frags = run.fragments();
+        assert_eq!(frags.len() as u64, call.fragments, "{label}");
+        for (i, s) in frags.iter().enumerate() {
+            let i = i as u64;
+            assert_eq!(s.get::<u64>("index").unwrap(), i);
+            assert_eq!(
+                s.get::<&str>("fragment-number").unwrap(),
+                call.fragment_number(i)
+            );
+            assert_eq!(
+                s.get::<&str>("continuation-token").unwrap(),
+                call.continuation_token(i)
+            );
+            assert_eq!(s.get::<u64>("millis-behind-now").unwrap(), 1250);
+            assert_eq!(s.get::<&str>("contact-id").unwrap(), call.contact_id);
+            assert_eq!(s.get::<&str>("mime-type").unwrap(), call.mime_type);
+            let tags = s.get::<gst::Structure>("tags").unwrap();
+            assert_eq!(tags.get::<&str>("MimeType").unwrap(), call.mime_type);
+            assert_eq!(tags.get::<&str>("Events").unwrap(), "[]");
+            assert_eq!(tags.get::<&str>(CALLER).unwrap(), "1", "{label}");
+            assert!(tags.has_field("InstanceId"));
+            assert_eq!(
+                s.get::<u64>("producer-timestamp").unwrap(),
+                (call.start_ms + 1024 * i) * 1_000_000
+            );
+            let blocks = s.get::<gst::Structure>("blocks").unwrap();
+            assert_eq!(blocks.get::<u64>("track-1").unwrap(), 16);
+            assert_eq!(blocks.get::<u64>("track-2").unwrap(), 16);
+        }
+    });
 }
 
 #[test]
@@ -145,51 +199,58 @@ fn swapped_track_order_keeps_names() {
         swapped: true,
         ..Call::default()
     };
-    let run = demux(&call.bytes());
-    // audio_0 is track 1, which here is the agent.
-    assert_eq!(run.pad("audio_0").title().as_deref(), Some(AGENT));
-    assert_eq!(run.pad("audio_0").pcm(), call.pcm(Side::Agent));
-    assert_eq!(run.pad("audio_1").title().as_deref(), Some(CALLER));
-    assert_eq!(run.pad("audio_1").pcm(), call.pcm(Side::Caller));
+    each_layout_and_feeding(&call, &[], |call, run, label| {
+        assert_speakers(run, call, label);
+        // audio_0 is track 1, which here is the agent.
+        assert_eq!(run.pad("audio_0").title().as_deref(), Some(AGENT));
+        assert_eq!(run.pad("audio_1").title().as_deref(), Some(CALLER));
+    });
 }
 
 #[test]
 fn track_order_change_mid_stream_keeps_each_pad_on_its_speaker() {
-    let first = Call {
-        fragments: 2,
-        ..Call::default()
-    };
-    let second = Call {
-        fragments: 2,
-        swapped: true,
-        start_ms: first.start_ms + 2048,
-        ..Call::default()
-    };
-    let mut data = first.bytes();
-    for i in 0..2 {
-        // Continue the sample sequence so the expected PCM is the same call.
-        let mut f = second.fragment(i);
-        for b in &mut f.blocks {
-            let side = if b.track == 1 {
-                Side::Agent
-            } else {
-                Side::Caller
-            };
-            let block = (2 + i) * 16 + u64::from(b.relative as u16) / 64;
-            b.frames[0] = (block * 512..(block + 1) * 512)
-                .flat_map(|n| gstkvs::synth::sample(side, n).to_le_bytes())
-                .collect();
+    for layout in [Layout::Real, Layout::TagsFirst] {
+        let first = Call {
+            fragments: 2,
+            layout,
+            ..Call::default()
+        };
+        let second = Call {
+            fragments: 2,
+            swapped: true,
+            start_ms: first.start_ms + 2048,
+            layout,
+            ..Call::default()
+        };
+        let mut data = first.bytes();
+        for i in 0..2 {
+            // Continue the sample sequence so the expected PCM is the same call.
+            let mut f = second.fragment(i);
+            for b in &mut f.blocks {
+                let side = if b.track == 1 {
+                    Side::Agent
+                } else {
+                    Side::Caller
+                };
+                let block = (2 + i) * 16 + u64::from(b.relative as u16) / 64;
+                b.frames[0] = (block * 512..(block + 1) * 512)
+                    .flat_map(|n| gstkvs::synth::sample(side, n).to_le_bytes())
+                    .collect();
+            }
+            f.write(&mut data);
         }
-        f.write(&mut data);
+        let whole = Call {
+            fragments: 4,
+            ..Call::default()
+        };
+        for size in [usize::MAX, 1] {
+            let run = demux_with(&data, || size, &[]);
+            let label = format!("{layout:?}, {size}-byte buffers");
+            assert_eq!(run.pads.len(), 2, "{label}");
+            assert_speakers(&run, &whole, &label);
+            assert_eq!(run.pad("audio_0").pcm(), whole.pcm(Side::Caller), "{label}");
+        }
     }
-    let run = demux(&data);
-    assert_eq!(run.pads.len(), 2);
-    let whole = Call {
-        fragments: 4,
-        ..Call::default()
-    };
-    assert_eq!(run.pad("audio_0").pcm(), whole.pcm(Side::Caller));
-    assert_eq!(run.pad("audio_1").pcm(), whole.pcm(Side::Agent));
 }
 
 #[test]
@@ -199,20 +260,21 @@ fn silent_side_is_filled_with_silence() {
         silence: vec![(Side::Agent, 1024..4096)],
         ..Call::default()
     };
-    let run = demux(&call.bytes());
-    let agent = run.pad("audio_1");
-    assert_eq!(agent.pcm(), call.pcm(Side::Agent));
-    assert_eq!(agent.pcm_with_gaps(), call.pcm_with_silence(Side::Agent));
-    let resumed = agent
-        .buffers
-        .iter()
-        .find(|b| b.pts == Some(ms(4096)))
-        .unwrap();
-    assert!(resumed.discont && !resumed.gap);
-    // Filled while the caller went on, not all at once when the agent came back.
-    let first_gap = agent.buffers.iter().position(|b| b.gap).unwrap();
-    let caller = &run.pad("audio_0").buffers;
-    assert!(first_gap < caller.len() / 2);
+    each_layout_and_feeding(&call, &[], |call, run, label| {
+        assert_speakers(run, call, label);
+        let agent = speaker(run, AGENT);
+        assert_eq!(agent.pcm_with_gaps(), call.pcm_with_silence(Side::Agent));
+        let resumed = agent
+            .buffers
+            .iter()
+            .find(|b| b.pts == Some(ms(4096)))
+            .unwrap();
+        assert!(resumed.discont && !resumed.gap, "{label}");
+        // Filled while the caller went on, not all at once when the agent came back.
+        let first_gap = agent.buffers.iter().position(|b| b.gap).unwrap();
+        let caller = &speaker(run, CALLER).buffers;
+        assert!(first_gap < caller.len() / 2, "{label}");
+    });
 }
 
 #[test]
@@ -222,81 +284,96 @@ fn silent_coded_side_gets_gap_events() {
         silence: vec![(Side::Agent, 1024..4096)],
         ..Call::default()
     };
-    let run = demux_with(&call.bytes(), || 4096, &[("connect-pcm", "never")]);
-    let agent = run.pad("audio_1");
-    assert!(agent.buffers.iter().all(|b| !b.gap));
-    let covered: u64 = agent.gaps.iter().map(|(_, d)| d.nseconds()).sum();
-    assert!(covered >= ms(2500).nseconds(), "gaps cover {covered} ns");
-    // AAC blocks carry no duration, so the gap starts at the last block's start.
-    assert_eq!(agent.gaps[0].0, ms(960));
+    each_layout_and_feeding(&call, &[("connect-pcm", "never")], |call, run, label| {
+        let agent = speaker(run, AGENT);
+        assert!(
+            agent.caps[0].to_string().starts_with("audio/mpeg"),
+            "{label}"
+        );
+        assert_eq!(agent.pcm(), call.pcm(Side::Agent), "{label}");
+        assert!(agent.buffers.iter().all(|b| !b.gap));
+        let covered: u64 = agent.gaps.iter().map(|(_, d)| d.nseconds()).sum();
+        assert!(
+            covered >= ms(2500).nseconds(),
+            "{label}: gaps cover {covered} ns"
+        );
+        // AAC blocks carry no duration, so the gap starts at the last block's start.
+        assert_eq!(agent.gaps[0].0, ms(960), "{label}");
+    });
 }
 
 #[test]
 fn long_jump_continues_the_timeline() {
-    let a = Call {
-        fragments: 2,
-        ..Call::default()
-    };
-    let b = Call {
-        fragments: 2,
-        start_ms: a.start_ms + 5 * 86_400_000,
-        ..Call::default()
-    };
-    let mut data = a.bytes();
-    data.extend(b.bytes());
-    let run = demux(&data);
-    let bufs = &run.pad("audio_0").buffers;
-    assert!(bufs.iter().all(|b| !b.gap));
-    assert_eq!(bufs[32].pts, Some(ms(2048)));
-    assert!(bufs[32].discont);
-    assert_eq!(bufs[32].unix, Some(ms(b.start_ms)));
-    let short = Call {
-        fragments: 1,
-        start_ms: a.start_ms + 5000,
-        ..Call::default()
-    };
-    let mut data = a.bytes();
-    data.extend(short.bytes());
-    let run = demux(&data);
-    let bufs = &run.pad("audio_0").buffers;
-    let first = bufs.iter().position(|b| b.gap).unwrap();
-    assert_eq!(bufs[first].pts, Some(ms(2048)));
-    let resumed = bufs
-        .iter()
-        .find(|b| !b.gap && b.pts >= Some(ms(2048)))
-        .unwrap();
-    assert_eq!(resumed.pts, Some(ms(5000)));
-    assert!(resumed.discont);
+    for layout in [Layout::Real, Layout::TagsFirst] {
+        let a = Call {
+            fragments: 2,
+            layout,
+            ..Call::default()
+        };
+        let b = Call {
+            fragments: 2,
+            start_ms: a.start_ms + 5 * 86_400_000,
+            ..a.clone()
+        };
+        let mut data = a.bytes();
+        data.extend(b.bytes());
+        let run = demux(&data);
+        let bufs = &run.pad("audio_0").buffers;
+        assert!(bufs.iter().all(|b| !b.gap));
+        assert_eq!(bufs[32].pts, Some(ms(2048)), "{layout:?}");
+        assert!(bufs[32].discont);
+        assert_eq!(bufs[32].unix, Some(ms(b.start_ms)));
+        let short = Call {
+            fragments: 1,
+            start_ms: a.start_ms + 5000,
+            ..a.clone()
+        };
+        let mut data = a.bytes();
+        data.extend(short.bytes());
+        let run = demux(&data);
+        let bufs = &run.pad("audio_0").buffers;
+        let first = bufs.iter().position(|b| b.gap).unwrap();
+        assert_eq!(bufs[first].pts, Some(ms(2048)), "{layout:?}");
+        let resumed = bufs
+            .iter()
+            .find(|b| !b.gap && b.pts >= Some(ms(2048)))
+            .unwrap();
+        assert_eq!(resumed.pts, Some(ms(5000)));
+        assert!(resumed.discont);
+    }
 }
 
 #[test]
 fn audiomixer_and_interleave_do_not_stall_on_a_silent_side() {
     common::init();
-    let call = Call {
-        fragments: 5,
-        silence: vec![(Side::Agent, 1024..4096)],
-        ..Call::default()
-    };
-    let dir = tempdir();
-    let path = dir.join("call.mkv");
-    std::fs::write(&path, call.bytes()).unwrap();
-    for mixer in ["interleave", "audiomixer"] {
-        let out = dir.join(format!("{mixer}.wav"));
-        let desc = format!(
-            "filesrc location={} ! kvsaudiodemux name=d {mixer} name=m ! audioconvert ! wavenc ! filesink location={} \
-             d.audio_0 ! queue ! m. d.audio_1 ! queue ! m.",
-            path.display(),
-            out.display()
-        );
-        run_launch(&desc);
-        let data = common::wav_data(&std::fs::read(&out).unwrap());
-        if mixer == "interleave" {
-            // Stereo S16: caller left, agent right with zeros where it was silent.
-            let (left, right) = common::deinterleave(&data);
-            assert_eq!(left, call.pcm(Side::Caller));
-            assert_eq!(right, call.pcm_with_silence(Side::Agent));
-        } else {
-            assert_eq!(data.len(), 5 * 8192 * 2, "{mixer}");
+    for layout in [Layout::Real, Layout::TagsFirst] {
+        let call = Call {
+            fragments: 5,
+            silence: vec![(Side::Agent, 1024..4096)],
+            layout,
+            ..Call::default()
+        };
+        let dir = tempdir();
+        let path = dir.join("call.mkv");
+        std::fs::write(&path, call.bytes()).unwrap();
+        for mixer in ["interleave", "audiomixer"] {
+            let out = dir.join(format!("{mixer}.wav"));
+            let desc = format!(
+                "filesrc location={} ! kvsaudiodemux name=d {mixer} name=m ! audioconvert ! wavenc ! filesink location={} \
+                 d.audio_0 ! queue ! m. d.audio_1 ! queue ! m.",
+                path.display(),
+                out.display()
+            );
+            run_launch(&desc);
+            let data = common::wav_data(&std::fs::read(&out).unwrap());
+            if mixer == "interleave" {
+                // Stereo S16: caller left, agent right with zeros where it was silent.
+                let (left, right) = common::deinterleave(&data);
+                assert_eq!(left, call.pcm(Side::Caller), "{layout:?}");
+                assert_eq!(right, call.pcm_with_silence(Side::Agent), "{layout:?}");
+            } else {
+                assert_eq!(data.len(), 5 * 8192 * 2, "{mixer}, {layout:?}");
+            }
         }
     }
 }
@@ -332,55 +409,78 @@ pub fn run_launch(desc: &str) -> Vec<gst::Message> {
     messages
 }
 
-#[test]
-fn contact_change_is_reported_and_can_stop() {
-    let a = Call {
-        fragments: 2,
+/// A reused stream: contact-a for two fragments, then contact-b for two.
+fn reused_stream() -> Call {
+    Call {
+        fragments: 4,
         contact_id: "contact-a".into(),
+        next_contact: Some((2, "contact-b".into())),
         ..Call::default()
-    };
-    let b = Call {
-        fragments: 2,
-        contact_id: "contact-b".into(),
-        start_ms: a.start_ms + 2048,
-        ..Call::default()
-    };
-    let mut data = a.bytes();
-    data.extend(b.bytes());
-    let run = demux(&data);
-    let changes: Vec<_> = run
-        .messages
-        .iter()
-        .filter(|s| s.name() == "kvs-contact-changed")
-        .collect();
-    assert_eq!(changes.len(), 1);
-    assert_eq!(
-        changes[0].get::<&str>("previous-contact-id").unwrap(),
-        "contact-a"
-    );
-    assert_eq!(changes[0].get::<&str>("contact-id").unwrap(), "contact-b");
-    let contacts: Vec<String> = run
-        .pad("audio_0")
-        .tags
-        .iter()
-        .map(|t| {
-            t.get::<gstkvs::tags::ContactId>()
-                .unwrap()
-                .get()
-                .to_string()
-        })
-        .collect();
-    assert_eq!(
-        contacts,
-        ["contact-a", "contact-a", "contact-b", "contact-b"]
-    );
-    assert_eq!(run.pad("audio_0").buffers.len(), 64);
+    }
+}
 
-    let run = demux_with(&data, || 4096, &[("stop-at-contact-end", "true")]);
-    assert!(run.eos);
-    assert_eq!(run.pad("audio_0").pcm(), a.pcm(Side::Caller));
-    assert_eq!(run.pad("audio_1").pcm(), a.pcm(Side::Agent));
-    assert_eq!(run.fragments().len(), 2);
+#[test]
+fn contact_change_is_reported_where_the_new_contact_starts() {
+    each_layout_and_feeding(&reused_stream(), &[], |call, run, label| {
+        assert_speakers(run, call, label);
+        let changes = run.named("kvs-contact-changed");
+        assert_eq!(changes.len(), 1, "{label}");
+        let change = changes[0];
+        assert_eq!(
+            change.get::<&str>("previous-contact-id").unwrap(),
+            "contact-a"
+        );
+        assert_eq!(change.get::<&str>("contact-id").unwrap(), "contact-b");
+        assert_eq!(
+            change.get::<&str>("fragment-number").unwrap(),
+            call.fragment_number(2)
+        );
+        // The new contact's first sample, whether or not its ContactId came
+        // before its audio.
+        assert_eq!(
+            change.get::<gst::ClockTime>("timestamp").unwrap(),
+            ms(2048),
+            "{label}"
+        );
+        let contacts: Vec<String> = tags_by_fragment(speaker(run, CALLER))
+            .iter()
+            .map(|(_, lists)| {
+                let last = lists.last().unwrap();
+                last.get::<gstkvs::tags::ContactId>().unwrap().get().into()
+            })
+            .collect();
+        assert_eq!(
+            contacts,
+            ["contact-a", "contact-a", "contact-b", "contact-b"],
+            "{label}"
+        );
+        let contacts: Vec<&str> = run
+            .fragments()
+            .iter()
+            .map(|s| s.get::<&str>("contact-id").unwrap())
+            .collect();
+        assert_eq!(
+            contacts,
+            ["contact-a", "contact-a", "contact-b", "contact-b"]
+        );
+    });
+}
+
+#[test]
+fn stop_at_contact_end_outputs_exactly_the_first_contact() {
+    let props = [("stop-at-contact-end", "true")];
+    each_layout_and_feeding(&reused_stream(), &props, |call, run, label| {
+        let first = Call {
+            fragments: 2,
+            ..call.clone()
+        };
+        assert_speakers(run, &first, label);
+        assert_eq!(run.fragments().len(), 2, "{label}");
+        assert_eq!(run.named("kvs-contact-changed").len(), 1, "{label}");
+        for pad in run.pads.values() {
+            assert!(pad.eos && pad.buffers.iter().all(|b| !b.gap), "{label}");
+        }
+    });
 }
 
 fn frag(tracks: Vec<TrackSpec>, cluster_timecode: u64, blocks: Vec<BlockSpec>) -> Fragment {
@@ -400,6 +500,7 @@ fn frag(tracks: Vec<TrackSpec>, cluster_timecode: u64, blocks: Vec<BlockSpec>) -
 #[test]
 fn plain_pcm_codecs_video_skipped_and_lacing() {
     let video = TrackSpec {
+        uid: None,
         number: 1,
         track_type: 1,
         name: "video".into(),
@@ -492,31 +593,139 @@ fn unsupported_codec_is_skipped_with_a_warning() {
     );
 }
 
+/// The call's fragments as `edit` changes them.
+fn edited(call: &Call, edit: impl Fn(&mut Fragment)) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..call.fragments {
+        let mut f = call.fragment(i);
+        edit(&mut f);
+        f.write(&mut out);
+    }
+    out
+}
+
+/// Names the tracks as Connect does not: only a MimeType tells PCM from AAC.
+fn rename(f: &mut Fragment) {
+    for t in &mut f.tracks {
+        t.name = format!("track-{}", t.number);
+    }
+}
+
+fn without_mime_type(f: &mut Fragment) {
+    for tags in f.tags_before.iter_mut().chain(&mut f.tags_after) {
+        tags.retain(|(name, _)| name != "MimeType");
+    }
+}
+
+#[test]
+fn other_a_aac_tracks_wait_for_the_mime_type() {
+    let call = Call::of_seconds(3);
+    let check = |call: &Call, run: &common::Run, label: &str, pcm: bool| {
+        assert!(
+            run.eos && run.errors.is_empty(),
+            "{label}: {:?}",
+            run.errors
+        );
+        for (pad, side) in [("audio_0", Side::Caller), ("audio_1", Side::Agent)] {
+            let pad = run.pad(pad);
+            assert_eq!(pad.caps.len(), 1, "{label}: {:?}", pad.caps);
+            assert_eq!(
+                pad.caps[0] == l16_caps(8000),
+                pcm,
+                "{label}: {:?}",
+                pad.caps
+            );
+            assert_eq!(pad.pcm(), call.pcm(side), "{label}");
+        }
+        assert!(run.warnings.is_empty(), "{label}: {:?}", run.warnings);
+    };
+    // Held until the fragment's MimeType (after its Cluster in the real layout).
+    common::each_way(
+        &call,
+        |c| edited(c, rename),
+        &[],
+        |c, run, label| check(c, run, label, true),
+    );
+    // GetMediaForFragmentList has no trailing KVS tags: held until the chunk ends.
+    let archive = |c: &Call| {
+        let mut out = Vec::new();
+        for i in 0..c.fragments {
+            let mut f = c.archive_fragment(i);
+            rename(&mut f);
+            f.write(&mut out);
+        }
+        out
+    };
+    common::each_way(&call, archive, &[], |c, run, label| {
+        check(c, run, label, true)
+    });
+    // No MimeType at all: the CodecID holds from the first fragment's end on.
+    let aac = |c: &Call| {
+        edited(c, |f| {
+            rename(f);
+            without_mime_type(f);
+        })
+    };
+    common::each_way(&call, aac, &[], |c, run, label| check(c, run, label, false));
+}
+
+#[test]
+fn mime_type_that_disagrees_changes_caps_from_the_next_fragment() {
+    let call = Call {
+        fragments: 3,
+        rate: 16000,
+        mime_type: "audio/L16;rate=16000;channels=1;".into(),
+        ..Call::default()
+    };
+    each_layout_and_feeding(&call, &[], |call, run, label| {
+        // Every byte once, whatever caps it went out with.
+        assert_speakers(run, call, label);
+        let caps = &speaker(run, CALLER).caps;
+        if call.layout == Layout::Real {
+            // The first fragment was read as 8000 Hz before its MimeType came.
+            assert_eq!(*caps, vec![l16_caps(8000), l16_caps(16000)], "{label}");
+            let warned = run.warnings.iter().filter(|w| {
+                w.contains("MimeType says \"audio/L16;rate=16000;channels=1;\"")
+                    && w.contains(&call.fragment_number(0))
+            });
+            assert_eq!(warned.count(), 2, "{label}: {:?}", run.warnings);
+            let bufs = &speaker(run, CALLER).buffers;
+            let second = bufs
+                .iter()
+                .position(|b| b.duration == Some(ms(64)))
+                .unwrap();
+            assert_eq!(second, 16, "{label}: the next fragment is at 16 kHz");
+            // Buffers keep their blocks' timestamps.
+            assert_eq!(bufs[second].pts, Some(ms(1024)), "{label}");
+        } else {
+            assert_eq!(*caps, vec![l16_caps(16000)], "{label}");
+            assert!(run.warnings.is_empty(), "{label}: {:?}", run.warnings);
+        }
+    });
+}
+
 #[test]
 fn connect_pcm_property() {
     let call = Call {
         fragments: 1,
         ..Call::default()
     };
-    let run = demux_with(&call.bytes(), || 4096, &[("connect-pcm", "never")]);
-    assert!(
-        run.pad("audio_0").caps[0]
-            .to_string()
-            .starts_with("audio/mpeg")
-    );
-    // Without a MimeType tag, auto reads AAC and always reads PCM.
-    let mut f = call.fragment(0);
-    f.tags_before.remove(0);
-    f.tags_after.clear();
-    let run = demux_with(&f.to_bytes(), || 4096, &[]);
-    assert!(
-        run.pad("audio_0").caps[0]
-            .to_string()
-            .starts_with("audio/mpeg")
-    );
-    let run = demux_with(&f.to_bytes(), || 4096, &[("connect-pcm", "always")]);
-    assert!(run.pad("audio_0").caps[0].to_string().contains("S16LE"));
-    assert_eq!(run.pad("audio_0").pcm(), call.pcm(Side::Caller));
+    let caps = |data: &[u8], mode: &str| {
+        let run = demux_with(data, || 4096, &[("connect-pcm", mode)]);
+        assert_eq!(run.pad("audio_0").pcm(), call.pcm(Side::Caller), "{mode}");
+        run.pad("audio_0").caps[0].to_string()
+    };
+    assert!(caps(&call.bytes(), "never").starts_with("audio/mpeg"));
+    // Without a MimeType tag, auto reads Connect's track names as PCM and
+    // other A_AAC tracks as AAC; always reads PCM.
+    let bare = edited(&call, without_mime_type);
+    assert!(caps(&bare, "auto").contains("S16LE"));
+    let other = edited(&call, |f| {
+        rename(f);
+        without_mime_type(f);
+    });
+    assert!(caps(&other, "auto").starts_with("audio/mpeg"));
+    assert!(caps(&other, "always").contains("S16LE"));
 }
 
 #[test]
@@ -645,6 +854,7 @@ fn truncated_last_fragment_delivers_complete_blocks_then_eos() {
 #[test]
 fn no_audio_track_is_an_error_after_the_fragments() {
     let video = TrackSpec {
+        uid: None,
         number: 1,
         track_type: 1,
         name: "v".into(),
@@ -751,6 +961,40 @@ fn harness_one_byte_at_a_time() {
     sink.set_state(gst::State::Null).unwrap();
     assert_eq!(pcm, call.pcm(Side::Caller));
     assert_eq!(pts, [0, 64, 128, 192]);
+}
+
+#[test]
+fn connect_names_go_out_before_the_trailing_tags_other_names_wait() {
+    let call = Call {
+        fragments: 1,
+        ..Call::default()
+    };
+    for connect_names in [true, false] {
+        let mut f = call.fragment(0);
+        if !connect_names {
+            rename(&mut f);
+        }
+        let data = f.to_bytes();
+        // Everything up to the end of the Cluster: no MimeType, no ContactId yet.
+        let cut = Fragment {
+            tags_after: Vec::new(),
+            ..f.clone()
+        }
+        .to_bytes()
+        .len();
+        let (mut h, sink) = harness();
+        h.push(gst::Buffer::from_slice(data[..cut].to_vec()))
+            .unwrap();
+        let early = pull_all(&sink).len();
+        h.push(gst::Buffer::from_slice(data[cut..].to_vec()))
+            .unwrap();
+        h.push_event(gst::event::Eos::new());
+        let late = pull_all(&sink);
+        sink.set_state(gst::State::Null).unwrap();
+        let expected = if connect_names { 16 } else { 0 };
+        assert_eq!(early, expected, "connect names: {connect_names}");
+        assert_eq!(early + late.len(), 16);
+    }
 }
 
 #[test]

@@ -22,6 +22,16 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn record(args: &[&str], stdin: Option<&str>) -> Output {
+    run_record(args, stdin, &[])
+}
+
+/// kvs-record with these environment variables changed (an empty value
+/// removes one).
+fn record_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_record(args, None, env)
+}
+
+fn run_record(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(RECORD);
     cmd.args(args)
         .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
@@ -29,6 +39,13 @@ fn record(args: &[&str], stdin: Option<&str>) -> Output {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
+    }
     if stdin.is_some() {
         cmd.stdin(std::process::Stdio::piped());
     }
@@ -42,7 +59,15 @@ fn record(args: &[&str], stdin: Option<&str>) -> Output {
             .write_all(text.as_bytes())
             .unwrap();
     }
-    child.wait_with_output().unwrap()
+    let out = child.wait_with_output().unwrap();
+    // Whatever happened, GStreamer itself had nothing to complain about.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("GStreamer-CRITICAL") && !stderr.contains("GStreamer-WARNING"),
+        "{}",
+        text(&out)
+    );
+    out
 }
 
 fn text(out: &Output) -> String {
@@ -367,14 +392,213 @@ fn mono_mix_has_one_channel() {
 }
 
 #[test]
-fn errors_say_what_to_do() {
-    let dir = temp_dir("errors");
-    let bad = dir.join("bad.json");
-    std::fs::write(&bad, "{\"Details\": {").unwrap();
-    let run = record(&["--event", bad.to_str().unwrap()], None);
-    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
-    assert!(text(&run).contains("not valid JSON"), "{}", text(&run));
+fn a_stream_in_either_track_order_is_caller_left_agent_right() {
+    for swapped in [false, true] {
+        let f = Fixture::new(Call {
+            fragments: 4,
+            swapped,
+            silence: vec![(Side::Caller, 1024..2048)],
+            ..Call::default()
+        });
+        let dir = temp_dir(&format!("order-{swapped}"));
+        let out = dir.join("call.wav");
+        let endpoint = f.server.endpoint();
+        let run = record(&stored(&endpoint, &["--out", out.to_str().unwrap()]), None);
+        assert!(run.status.success(), "{}", text(&run));
+        let (data, channels) = valid_wav(&out);
+        assert_eq!(channels, 2);
+        assert!(
+            data == f.stereo(),
+            "swapped {swapped}: caller left, agent right"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
 
+#[test]
+fn live_event_stops_at_the_end_of_its_contact() {
+    // The stream goes on with the next contact after three fragments; its
+    // ContactId comes only after the new contact's first Cluster.
+    let f = Fixture::new(Call {
+        fragments: 5,
+        next_contact: Some((3, "the-next-contact".into())),
+        ..Call::default()
+    });
+    let dir = temp_dir("contact-end");
+    let out = dir.join("contact.wav");
+    let event = connect_event(
+        &f.arn(),
+        &format!(r#", "StartTimestamp": {}"#, f.call.start_ms),
+    );
+    let endpoint = f.server.endpoint();
+    let run = record(
+        &[
+            "--event",
+            "-",
+            "--endpoint-uri",
+            &endpoint,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        Some(&event),
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(
+        text(&run).contains("The contact ended (the stream moved on to contact the-next-contact)"),
+        "{}",
+        text(&run)
+    );
+    let (data, _) = valid_wav(&out);
+    let contact = Call {
+        fragments: 3,
+        ..f.call.clone()
+    };
+    let expected = interleave(
+        &contact.pcm_with_silence(Side::Caller),
+        &contact.pcm_with_silence(Side::Agent),
+    );
+    assert!(
+        data == expected,
+        "exactly the contact's {} bytes",
+        expected.len()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// What was given, the arguments, the environment changed, the exit code,
+/// and what the output must say.
+type BadInput<'a> = (
+    &'a str,
+    Vec<String>,
+    Vec<(&'a str, &'a str)>,
+    i32,
+    &'a [&'a str],
+);
+
+/// Bad input as a new user gives it: each gets its exit code and a message
+/// that names the cause, and leaves no empty file behind.
+#[test]
+fn bad_input_table() {
+    let f = Fixture::new(Call {
+        fragments: 2,
+        ..Call::default()
+    });
+    let endpoint = f.server.endpoint();
+    let dir = temp_dir("bad");
+    let out = dir.join("out.wav");
+    let out = out.to_str().unwrap();
+    let bad_json = dir.join("bad.json");
+    std::fs::write(&bad_json, "{\"Details\": {").unwrap();
+    std::fs::create_dir_all(dir.join("taken.wav")).unwrap();
+    let taken = dir.join("taken.wav");
+    let missing = dir.join("no/such/dir/out.wav");
+    let down = "http://127.0.0.1:9";
+    let stored_to = |extra: &[&str]| {
+        let mut args: Vec<String> = stored(&endpoint, extra)
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["--out".into(), out.into()]);
+        args
+    };
+    let with = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut unknown = stored_to(&[]);
+    unknown[1] = "no-such-stream".into();
+    let mut refused = stored_to(&["--idle-timeout", "2"]);
+    refused[9] = down.into();
+    let cases: Vec<BadInput> = vec![
+        (
+            "missing directory",
+            with(&["--demo", "--out", missing.to_str().unwrap()]),
+            vec![],
+            2,
+            &["the folder", "does not exist"],
+        ),
+        (
+            "unwritable file",
+            with(&["--demo", "--out", taken.to_str().unwrap()]),
+            vec![],
+            2,
+            &["cannot write the output", "Is a directory"],
+        ),
+        (
+            "endpoint down",
+            refused,
+            vec![],
+            1,
+            &[
+                "Could not read Kinesis video stream call",
+                "Connection refused",
+                "no connection succeeded",
+            ],
+        ),
+        (
+            "unknown stream",
+            unknown,
+            vec![],
+            1,
+            &["no-such-stream was not found in region us-east-1"],
+        ),
+        (
+            "wrong secret",
+            stored_to(&[]),
+            vec![("AWS_SECRET_ACCESS_KEY", "wrong")],
+            1,
+            &[
+                "Not authorized to read Kinesis video stream call",
+                "InvalidSignatureException",
+            ],
+        ),
+        (
+            "no credentials",
+            stored_to(&[]),
+            vec![
+                ("AWS_ACCESS_KEY_ID", ""),
+                ("AWS_SECRET_ACCESS_KEY", ""),
+                ("AWS_CONFIG_FILE", "/nonexistent/config"),
+                ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials"),
+            ],
+            1,
+            &[
+                "No AWS credentials to read Kinesis video stream call",
+                "AWS_ACCESS_KEY_ID",
+            ],
+        ),
+        (
+            "bad event JSON",
+            with(&["--event", bad_json.to_str().unwrap()]),
+            vec![],
+            2,
+            &["not valid JSON"],
+        ),
+        (
+            "caps that cannot be negotiated",
+            stored_to(&["--connect-pcm", "never"]),
+            vec![],
+            1,
+            &[
+                "Track 1 (\"AUDIO_FROM_CUSTOMER\", CodecID A_AAC) came out as audio/mpeg",
+                "try --connect-pcm always",
+                "no audio was recorded, so",
+            ],
+        ),
+    ];
+    for (what, args, env, code, says) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = record_env(&args, &env);
+        let all = text(&run);
+        assert_eq!(run.status.code(), Some(code), "{what}: {all}");
+        for s in says {
+            assert!(all.contains(s), "{what}: no {s:?} in {all}");
+        }
+        assert!(!all.contains("panicked"), "{what}: {all}");
+        assert!(!std::path::Path::new(out).exists(), "{what}: left {out}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn usage_errors_say_what_to_do() {
     let run = record(
         &["--event", "-"],
         Some(&connect_event("", r#", "StartTimestamp": 1"#)),
@@ -389,31 +613,4 @@ fn errors_say_what_to_do() {
     let run = record(&["--stream"], None);
     assert_eq!(run.status.code(), Some(2));
     assert!(text(&run).contains("--help"));
-
-    let f = Fixture::new(Call {
-        fragments: 2,
-        ..Call::default()
-    });
-    let out = dir.join("none.wav");
-    let endpoint = f.server.endpoint();
-    let run = record(
-        &[
-            "--stream",
-            "no-such-stream",
-            "--region",
-            "us-east-1",
-            "--endpoint-uri",
-            &endpoint,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
-    let all = text(&run);
-    assert!(
-        all.contains("no-such-stream was not found in region us-east-1"),
-        "{all}"
-    );
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -5,6 +5,7 @@
 use gst_audio::AudioFormat;
 
 use super::ConnectPcm;
+use crate::kvs;
 use crate::mkv::Track;
 
 /// How buffers of a track are timed.
@@ -159,49 +160,78 @@ fn opus(private: &[u8]) -> Result<Output, String> {
     })
 }
 
-/// Output caps for an audio track. `l16` is the rate and channels of the
-/// latest `audio/L16` MimeType tag, if the stream has one.
+/// What the stream's MimeType tags have said so far. Connect sends one in
+/// every fragment, after the fragment's Cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Mime {
+    /// No MimeType yet, and no fragment has ended.
+    #[default]
+    Unknown,
+    /// A fragment ended without one: A_AAC tracks are read by their CodecID.
+    Absent,
+    /// The latest MimeType value.
+    Said(String),
+}
+
+impl Mime {
+    /// The state to decide on once a fragment has ended.
+    pub fn settled(&self) -> Mime {
+        match self {
+            Mime::Unknown => Mime::Absent,
+            other => other.clone(),
+        }
+    }
+}
+
+/// How an A_AAC track is read: as S16LE PCM of this rate and channels, or
+/// as AAC (`None`), with the reason; `None` while that cannot be told yet.
+pub fn aac_reading(
+    track: &Track,
+    mode: ConnectPcm,
+    mime: &Mime,
+) -> Option<(Option<(u32, u32)>, &'static str)> {
+    let l16 = match mime {
+        Mime::Said(m) => kvs::parse_l16(m),
+        _ => None,
+    };
+    Some(match (mode, mime) {
+        (ConnectPcm::Never, _) => (None, "connect-pcm=never"),
+        (ConnectPcm::Always, _) => (
+            Some(l16.unwrap_or((8000, 1))),
+            "connect-pcm=always (the rate and channels from the MimeType, else 8000 Hz mono)",
+        ),
+        (ConnectPcm::Auto, Mime::Said(_)) if l16.is_some() => {
+            (l16, "the stream's MimeType is audio/L16")
+        }
+        (ConnectPcm::Auto, Mime::Said(_)) => (None, "the stream's MimeType is not audio/L16"),
+        (ConnectPcm::Auto, _) if kvs::is_connect_track_name(&track.name) => (
+            Some((8000, 1)),
+            "an Amazon Connect track name and no MimeType yet: 8000 Hz mono L16 assumed",
+        ),
+        (ConnectPcm::Auto, Mime::Absent) => (None, "no MimeType tag: the CodecID holds"),
+        (ConnectPcm::Auto, Mime::Unknown) => return None,
+    })
+}
+
+/// Output caps for an audio track, with the reason they were chosen; `None`
+/// while an A_AAC track's kind cannot be told yet (see [`aac_reading`]).
 pub fn output_for(
     track: &Track,
     mode: ConnectPcm,
-    l16: Option<(u32, u32)>,
-) -> Result<Output, String> {
+    mime: &Mime,
+) -> Result<Option<(Output, &'static str)>, String> {
     let codec = track.codec_id.as_str();
     let bits = track.bit_depth.unwrap_or(16);
-    match codec {
+    let out = match codec {
         "A_AAC" | "A_AAC/MPEG4/LC" | "A_AAC/MPEG2/LC" => {
-            let pcm = match mode {
-                ConnectPcm::Auto => l16,
-                ConnectPcm::Always => Some(l16.unwrap_or((8000, 1))),
-                ConnectPcm::Never => None,
+            let Some((pcm, reason)) = aac_reading(track, mode, mime) else {
+                return Ok(None);
             };
-            if let Some((rate, channels)) = pcm {
-                return raw(AudioFormat::S16le, rate, channels);
-            }
-            let (rate, channels) = aac_config(&track.codec_private)
-                .map(|(r, c)| {
-                    (
-                        track.rate.map_or(r, |_| track_rate(track)),
-                        track.channels.map_or(c, |_| track_channels(track)),
-                    )
-                })
-                .unwrap_or((track_rate(track), track_channels(track)));
-            let mut caps = gst::Caps::builder("audio/mpeg")
-                .field("mpegversion", 4i32)
-                .field("stream-format", "raw")
-                .field("framed", true)
-                .field("rate", rate as i32)
-                .field("channels", channels as i32);
-            if !track.codec_private.is_empty() {
-                caps = caps.field(
-                    "codec_data",
-                    gst::Buffer::from_slice(track.codec_private.clone()),
-                );
-            }
-            Ok(Output {
-                caps: caps.build(),
-                payload: Payload::Coded,
-            })
+            let out = match pcm {
+                Some((rate, channels)) => raw(AudioFormat::S16le, rate, channels)?,
+                None => aac(track),
+            };
+            return Ok(Some((out, reason)));
         }
         "A_PCM/INT/LIT" | "A_PCM/INT/BIG" => {
             let format = int_format(bits, codec.ends_with("BIG"))
@@ -228,6 +258,34 @@ pub fn output_for(
             payload: Payload::Coded,
         }),
         other => Err(format!("codec {other:?} is not supported")),
+    }?;
+    Ok(Some((out, "the CodecID")))
+}
+
+fn aac(track: &Track) -> Output {
+    let (rate, channels) = aac_config(&track.codec_private)
+        .map(|(r, c)| {
+            (
+                track.rate.map_or(r, |_| track_rate(track)),
+                track.channels.map_or(c, |_| track_channels(track)),
+            )
+        })
+        .unwrap_or((track_rate(track), track_channels(track)));
+    let mut caps = gst::Caps::builder("audio/mpeg")
+        .field("mpegversion", 4i32)
+        .field("stream-format", "raw")
+        .field("framed", true)
+        .field("rate", rate as i32)
+        .field("channels", channels as i32);
+    if !track.codec_private.is_empty() {
+        caps = caps.field(
+            "codec_data",
+            gst::Buffer::from_slice(track.codec_private.clone()),
+        );
+    }
+    Output {
+        caps: caps.build(),
+        payload: Payload::Coded,
     }
 }
 
@@ -273,35 +331,75 @@ mod tests {
         }
     }
 
-    fn caps_str(t: &Track, mode: ConnectPcm, l16: Option<(u32, u32)>) -> String {
-        output_for(t, mode, l16).unwrap().caps.to_string()
+    fn caps_str(t: &Track, mode: ConnectPcm, mime: &Mime) -> String {
+        output_for(t, mode, mime)
+            .unwrap()
+            .unwrap()
+            .0
+            .caps
+            .to_string()
+    }
+
+    fn l16(m: &str) -> Mime {
+        Mime::Said(m.into())
+    }
+
+    #[test]
+    fn connect_rule() {
+        gst::init().unwrap();
+        let auto = ConnectPcm::Auto;
+        let mut named = track("A_AAC", &[0x11, 0x90]);
+        named.name = "AUDIO_TO_CUSTOMER".into();
+        let unnamed = track("A_AAC", &[0x11, 0x90]);
+        // A Connect name decides at once; another name waits for a MimeType
+        // or the end of a fragment without one.
+        for mime in [Mime::Unknown, Mime::Absent] {
+            assert!(caps_str(&named, auto, &mime).contains("rate=(int)8000, channels=(int)1"));
+        }
+        assert_eq!(output_for(&unnamed, auto, &Mime::Unknown), Ok(None));
+        assert!(caps_str(&unnamed, auto, &Mime::Absent).starts_with("audio/mpeg"));
+        // The MimeType is the authority, wherever it came from.
+        let wide = l16("audio/L16;rate=16000;channels=2;");
+        for t in [&named, &unnamed] {
+            assert!(caps_str(t, auto, &wide).contains("rate=(int)16000, channels=(int)2"));
+            assert!(caps_str(t, auto, &l16("audio/aac")).starts_with("audio/mpeg"));
+            assert!(caps_str(t, ConnectPcm::Never, &wide).starts_with("audio/mpeg"));
+            assert!(caps_str(t, ConnectPcm::Always, &Mime::Unknown).contains("S16LE"));
+        }
     }
 
     #[test]
     fn codec_map() {
         gst::init().unwrap();
+        let unknown = &Mime::Unknown;
         let connect = track("A_AAC", &[0x11, 0x90]);
         let expected: gst::Caps =
             "audio/x-raw,format=S16LE,layout=interleaved,rate=8000,channels=1"
                 .parse()
                 .unwrap();
+        let said = l16("audio/L16;rate=8000;channels=1;");
         assert_eq!(
-            output_for(&connect, ConnectPcm::Auto, Some((8000, 1)))
+            output_for(&connect, ConnectPcm::Auto, &said)
                 .unwrap()
+                .unwrap()
+                .0
                 .caps,
             expected
         );
-        let aac = caps_str(&connect, ConnectPcm::Auto, None);
+        let aac = caps_str(&connect, ConnectPcm::Auto, &Mime::Absent);
         assert!(aac.starts_with("audio/mpeg, mpegversion=(int)4"), "{aac}");
         assert!(aac.contains("rate=(int)48000, channels=(int)2"), "{aac}");
-        assert!(caps_str(&connect, ConnectPcm::Never, Some((8000, 1))).starts_with("audio/mpeg"));
-        assert!(caps_str(&connect, ConnectPcm::Always, None).contains("S16LE"));
+        assert!(caps_str(&connect, ConnectPcm::Never, &said).starts_with("audio/mpeg"));
+        assert!(caps_str(&connect, ConnectPcm::Always, unknown).contains("S16LE"));
 
         let mut pcm = track("A_PCM/INT/BIG", &[]);
         pcm.rate = Some(16000.0);
         pcm.channels = Some(2);
         pcm.bit_depth = Some(24);
-        let out = output_for(&pcm, ConnectPcm::Auto, None).unwrap();
+        let out = output_for(&pcm, ConnectPcm::Auto, unknown)
+            .unwrap()
+            .unwrap()
+            .0;
         assert!(out.caps.to_string().contains("S24BE"));
         assert_eq!(
             out.payload,
@@ -313,28 +411,25 @@ mod tests {
         );
 
         let mut wav = vec![7, 0, 1, 0, 0x40, 0x1F, 0, 0, 0x40, 0x1F, 0, 0, 1, 0, 8, 0];
-        assert!(
-            caps_str(&track("A_MS/ACM", &wav), ConnectPcm::Auto, None).starts_with("audio/x-mulaw")
-        );
+        let acm = |wav: &[u8]| caps_str(&track("A_MS/ACM", wav), ConnectPcm::Auto, unknown);
+        assert!(acm(&wav).starts_with("audio/x-mulaw"));
         wav[0] = 6;
-        assert!(
-            caps_str(&track("A_MS/ACM", &wav), ConnectPcm::Auto, None).starts_with("audio/x-alaw")
-        );
+        assert!(acm(&wav).starts_with("audio/x-alaw"));
         wav[0] = 1;
         wav[14] = 16;
-        assert!(caps_str(&track("A_MS/ACM", &wav), ConnectPcm::Auto, None).contains("S16LE"));
+        assert!(acm(&wav).contains("S16LE"));
 
         let mut head = b"OpusHead".to_vec();
         head.extend_from_slice(&[1, 2, 0x38, 0x01, 0x80, 0xBB, 0, 0, 0, 0, 0]);
-        let opus = caps_str(&track("A_OPUS", &head), ConnectPcm::Auto, None);
+        let opus = caps_str(&track("A_OPUS", &head), ConnectPcm::Auto, unknown);
         assert!(
             opus.contains("channels=(int)2") && opus.contains("coupled-count=(int)1"),
             "{opus}"
         );
         assert!(
-            caps_str(&track("A_MPEG/L3", &[]), ConnectPcm::Auto, None).contains("layer=(int)3")
+            caps_str(&track("A_MPEG/L3", &[]), ConnectPcm::Auto, unknown).contains("layer=(int)3")
         );
-        assert!(output_for(&track("A_VORBIS", &[]), ConnectPcm::Auto, None).is_err());
-        assert!(output_for(&track("A_OPUS", b"junk"), ConnectPcm::Auto, None).is_err());
+        assert!(output_for(&track("A_VORBIS", &[]), ConnectPcm::Auto, unknown).is_err());
+        assert!(output_for(&track("A_OPUS", b"junk"), ConnectPcm::Auto, unknown).is_err());
     }
 }

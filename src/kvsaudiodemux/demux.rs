@@ -7,6 +7,13 @@
 //! the offset so output time keeps running forward. After an upstream
 //! reconnect, blocks of a fragment that was already (partly) output are
 //! dropped by their timestamp, so every sample leaves exactly once.
+//!
+//! Caps: Connect puts a fragment's MimeType (and ContactId) after its
+//! Cluster. An A_AAC track with a Connect name is read as L16 at once;
+//! another A_AAC track whose kind no MimeType has told yet is held until the
+//! fragment's trailing tags are in (see `Fragment::held`). A MimeType that
+//! disagrees with what a fragment was read as changes the caps from the
+//! next fragment on, with a warning.
 
 use std::cmp::Ordering;
 
@@ -14,7 +21,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::ConnectPcm;
-use super::caps::{self, Output};
+use super::caps::{self, Mime, Output};
 use super::imp::{CAT, KvsAudioDemux};
 use super::report;
 use super::stream::{FlowResult, Stream};
@@ -35,6 +42,11 @@ const GAP_LAG: u64 = 400_000_000;
 /// large input chunk never fills one pad's queue while a mixer or
 /// interleave downstream waits on another pad.
 pub const PENDING_SPAN: u64 = 200_000_000;
+
+/// Held blocks are let go, decided with what is known, past this span of
+/// block time or these many bytes.
+const MAX_HOLD_SPAN: i128 = 10_000_000_000;
+const MAX_HOLD_BYTES: usize = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -65,6 +77,16 @@ struct Fragment {
     timestamp_scale: u64,
     /// Its Cluster has started.
     started: bool,
+    /// The pads are configured for it, and its blocks go out as they come.
+    open: bool,
+    /// Blocks waiting for the fragment's trailing tags (its MimeType, or its
+    /// ContactId with stop-at-contact-end), with the bytes they hold.
+    held: Vec<(Block, gst::Buffer)>,
+    held_bytes: usize,
+    /// What its tag event said (see `Demux::tag_view`).
+    sent: Option<(FragmentMeta, Option<String>)>,
+    /// Output time of its first block.
+    first_out: Option<u64>,
     /// Its fragment number is not past the last one seen: a replay after a reconnect.
     replay: bool,
     /// Absolute time of the first block, and the producer time it maps to.
@@ -84,6 +106,11 @@ impl Default for Fragment {
             tracks: None,
             timestamp_scale: DEFAULT_TIMESTAMP_SCALE,
             started: false,
+            open: false,
+            held: Vec::new(),
+            held_bytes: 0,
+            sent: None,
+            first_out: None,
             replay: false,
             anchor: None,
             blocks: Vec::new(),
@@ -95,7 +122,7 @@ impl Default for Fragment {
 }
 
 /// What the pads were last configured from.
-type Config = (Vec<Track>, Option<(u32, u32)>, ConnectPcm);
+type Config = (Vec<Track>, Mime, ConnectPcm);
 
 #[derive(Default)]
 pub struct Demux {
@@ -112,8 +139,7 @@ pub struct Demux {
     tracks: Vec<Track>,
     configured: Option<Config>,
     warned: Vec<u64>,
-    /// Rate and channels of the latest audio/L16 MimeType tag.
-    l16: Option<(u32, u32)>,
+    mime: Mime,
     contact: Option<String>,
     last_number: Option<String>,
     prev_token: Option<String>,
@@ -199,15 +225,9 @@ impl Demux {
                 break;
             }
             for event in events.drain(..) {
-                result = self.handle(imp, settings, event, region.as_ref());
-                if result.is_ok()
-                    && self
-                        .streams
-                        .iter()
-                        .any(|s| s.pending_span() >= PENDING_SPAN)
-                {
-                    result = self.flush_all(imp);
-                }
+                result = self
+                    .handle(imp, settings, event, region.as_ref())
+                    .and_then(|_| self.push_if_due(imp));
                 if result.is_err() {
                     break;
                 }
@@ -232,6 +252,8 @@ impl Demux {
         match event {
             Event::Header { offset, doc_type } => {
                 gst::trace!(CAT, imp = imp, "New {doc_type} chunk at byte {offset}");
+                // A fragment cut short by damage lets its held blocks go.
+                self.open_output(imp, settings, true)?;
                 self.fragment = Fragment {
                     seen: true,
                     ..Fragment::default()
@@ -239,7 +261,7 @@ impl Demux {
             }
             Event::Info { timestamp_scale } => self.fragment.timestamp_scale = timestamp_scale,
             Event::Tracks(tracks) => self.fragment.tracks = Some(tracks),
-            Event::Tags(tags) => return self.on_tags(imp, &tags),
+            Event::Tags(tags) => return self.on_tags(imp, settings, &tags),
             Event::ClusterStart if !self.fragment.started => {
                 return self.begin_fragment(imp, settings);
             }
@@ -248,7 +270,7 @@ impl Demux {
                     return self.on_block(imp, settings, block, region);
                 }
             }
-            Event::SegmentEnd => self.complete_fragment(imp),
+            Event::SegmentEnd => return self.complete_fragment(imp, settings),
             Event::Corrupt { offset, reason } => {
                 gst::element_imp_warning!(
                     imp,
@@ -261,6 +283,7 @@ impl Demux {
                 );
                 self.fragment.damaged = true;
                 self.streams.iter_mut().for_each(|s| s.discont = true);
+                return self.open_output(imp, settings, true);
             }
             Event::ClusterStart | Event::ClusterEnd => {}
         }
@@ -275,8 +298,14 @@ impl Demux {
             .unwrap_or("without number")
     }
 
-    fn on_tags(&mut self, imp: &KvsAudioDemux, tags: &[SimpleTag]) -> FlowResult {
+    fn on_tags(
+        &mut self,
+        imp: &KvsAudioDemux,
+        settings: &Settings,
+        tags: &[SimpleTag],
+    ) -> FlowResult {
         self.fragment.seen = true;
+        let had_contact = self.fragment.meta.contact_id.is_some();
         self.fragment.meta.apply(tags);
         if tags.iter().any(|t| kvs::is_error_tag(&t.name)) {
             let err = self.fragment.meta.error.clone().unwrap_or_default();
@@ -299,10 +328,110 @@ impl Demux {
             );
             return Err(gst::FlowError::Error);
         }
+        if let Some(mime) = tags.iter().rev().find(|t| t.name == kvs::MIME_TYPE) {
+            self.on_mime(imp, settings, mime.value.trim());
+        }
+        // Before the Cluster, the fragment's other tags may still come:
+        // `begin_fragment` looks at the contact then.
+        if self.fragment.started
+            && !had_contact
+            && let Some(contact) = self.fragment.meta.contact_id.clone()
+        {
+            self.on_contact(imp, settings, contact)?;
+        }
+        if self.fragment.started && !self.fragment.open {
+            self.open_output(imp, settings, false)?;
+        }
         if self.fragment.started && self.fragment.meta.continuation_token.is_some() {
-            self.complete_fragment(imp);
+            return self.complete_fragment(imp, settings);
         }
         Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// A MimeType tag: the authority on how A_AAC tracks are read. One that
+    /// disagrees with how the open fragment was read is warned about; the
+    /// caps change from the next fragment on.
+    fn on_mime(&mut self, imp: &KvsAudioDemux, settings: &Settings, value: &str) {
+        let mime = Mime::Said(value.to_string());
+        if mime == self.mime {
+            return;
+        }
+        gst::debug!(CAT, imp = imp, "MimeType {value:?}");
+        self.mime = mime;
+        if !self.fragment.open {
+            return;
+        }
+        for s in &self.streams {
+            let Ok(Some((output, reason))) =
+                caps::output_for(&s.track, settings.connect_pcm, &self.mime)
+            else {
+                continue;
+            };
+            if output.caps != s.output.caps {
+                gst::element_imp_warning!(
+                    imp,
+                    gst::StreamError::Format,
+                    (
+                        "Track {} ({}) of fragment {} went out as {} but its MimeType says {:?}; \
+                         the caps change from the next fragment",
+                        s.track.number,
+                        s.track.name,
+                        self.fragment_name(),
+                        s.output.caps,
+                        value
+                    ),
+                    ["New caps {} because {reason}", output.caps]
+                );
+            }
+        }
+    }
+
+    /// The fragment's ContactId is known. A new one is reported; with
+    /// stop-at-contact-end it ends the stream before the new contact's first
+    /// block, which is why such a fragment is held until its ContactId comes.
+    fn on_contact(
+        &mut self,
+        imp: &KvsAudioDemux,
+        settings: &Settings,
+        contact: String,
+    ) -> FlowResult {
+        let Some(previous) = self.contact.replace(contact.clone()) else {
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        if previous == contact {
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        // Where the new contact's audio starts on the output timeline.
+        let starts = self
+            .fragment
+            .first_out
+            .unwrap_or_else(|| self.streams.iter().map(|s| s.position).max().unwrap_or(0));
+        gst::info!(
+            CAT,
+            imp = imp,
+            "Contact changed from {previous} to {contact} at {}",
+            gst::ClockTime::from_nseconds(starts)
+        );
+        let number = self.fragment.meta.fragment_number.as_deref().unwrap_or("");
+        let s = report::contact_changed(&previous, &contact, number, starts);
+        let obj = imp.obj();
+        obj.post_message(gst::message::Element::builder(s).src(&*obj).build())
+            .ok();
+        if !settings.stop_at_contact_end {
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        gst::info!(
+            CAT,
+            imp = imp,
+            "stop-at-contact-end: dropping {} held blocks of the new contact, sending EOS",
+            self.fragment.held.len()
+        );
+        self.fragment.held.clear();
+        self.stopped = true;
+        for s in &mut self.streams {
+            let _ = s.send_event(imp, gst::event::Eos::new());
+        }
+        Err(gst::FlowError::Eos)
     }
 
     fn begin_fragment(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> FlowResult {
@@ -317,69 +446,114 @@ impl Demux {
                 self.last_number = Some(number.clone());
             }
         }
-        let previous = match meta.contact_id.clone() {
-            Some(contact) => self
-                .contact
-                .replace(contact)
-                .filter(|p| Some(p) != meta.contact_id.as_ref()),
-            None => None,
-        };
-        if let Some(previous) = previous {
-            self.contact_changed(imp, settings, previous)?;
-        }
-        if let Some(mime) = &self.fragment.meta.mime_type {
-            self.l16 = kvs::parse_l16(mime);
-        }
         if let Some(tracks) = self.fragment.tracks.take() {
             self.tracks = tracks;
+        }
+        if let Some(contact) = self.fragment.meta.contact_id.clone() {
+            self.on_contact(imp, settings, contact)?;
+        }
+        self.open_output(imp, settings, false)
+    }
+
+    /// Why the fragment's blocks must wait for its trailing tags, if they must.
+    fn hold_reason(&self, settings: &Settings) -> Option<String> {
+        if settings.stop_at_contact_end
+            && self.contact.is_some()
+            && self.fragment.meta.contact_id.is_none()
+        {
+            return Some("its ContactId (stop-at-contact-end)".into());
+        }
+        let undecided = self.tracks.iter().find(|t| {
+            t.kind == TrackKind::Audio
+                && matches!(
+                    caps::output_for(t, settings.connect_pcm, &self.mime),
+                    Ok(None)
+                )
+        })?;
+        Some(format!(
+            "a MimeType: track {} ({:?}) is A_AAC, and only a MimeType tells AAC from PCM",
+            undecided.number, undecided.name
+        ))
+    }
+
+    /// Configures the pads for the started fragment and sends its tags, then
+    /// lets its held blocks go; unless it must wait for its trailing tags
+    /// and `forced` is false. `forced` decides with what is known.
+    fn open_output(
+        &mut self,
+        imp: &KvsAudioDemux,
+        settings: &Settings,
+        forced: bool,
+    ) -> FlowResult {
+        if !self.fragment.started || self.fragment.open || self.stopped {
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        match self.hold_reason(settings) {
+            Some(reason) if !forced => {
+                if self.fragment.held.is_empty() {
+                    gst::debug!(
+                        CAT,
+                        imp = imp,
+                        "Holding the blocks of fragment {} for {reason}",
+                        self.fragment_name()
+                    );
+                }
+                return Ok(gst::FlowSuccess::Ok);
+            }
+            Some(reason) => gst::debug!(
+                CAT,
+                imp = imp,
+                "Fragment {} ended or grew too long without {reason}: deciding with what is known",
+                self.fragment_name()
+            ),
+            None => {}
+        }
+        self.fragment.open = true;
+        if forced {
+            self.mime = self.mime.settled();
         }
         let changed = self.configure(imp, settings);
         // Tags first: a pad-added handler finds the track name in the sticky
         // tag event.
-        let result = self.push_tags(imp);
+        let mut result = self.push_tags(imp);
         for pad in std::mem::take(&mut self.new_pads) {
             imp.add_src_pad(&pad);
         }
         if changed {
             imp.obj().no_more_pads();
         }
+        let held = std::mem::take(&mut self.fragment.held);
+        if !held.is_empty() {
+            gst::debug!(CAT, imp = imp, "Letting {} held blocks go", held.len());
+        }
+        for (block, region) in held {
+            if result.is_err() {
+                break;
+            }
+            result = self
+                .on_block(imp, settings, block, &region)
+                .and_then(|_| self.push_if_due(imp));
+        }
         result
     }
 
-    /// Reports a new ContactId; with stop-at-contact-end, ends the stream.
-    fn contact_changed(
-        &mut self,
-        imp: &KvsAudioDemux,
-        settings: &Settings,
-        previous: String,
-    ) -> FlowResult {
-        let contact = self.contact.as_deref().unwrap_or_default();
-        gst::info!(
-            CAT,
-            imp = imp,
-            "Contact changed from {previous} to {contact}"
-        );
-        let number = self.fragment.meta.fragment_number.as_deref().unwrap_or("");
-        let s = report::contact_changed(&previous, contact, number);
-        let obj = imp.obj();
-        obj.post_message(gst::message::Element::builder(s).src(&*obj).build())
-            .ok();
-        if !settings.stop_at_contact_end {
-            return Ok(gst::FlowSuccess::Ok);
+    /// Pushes every pad's pending buffers once one of them holds enough.
+    fn push_if_due(&mut self, imp: &KvsAudioDemux) -> FlowResult {
+        if self
+            .streams
+            .iter()
+            .any(|s| s.pending_span() >= PENDING_SPAN)
+        {
+            return self.flush_all(imp);
         }
-        gst::info!(CAT, imp = imp, "stop-at-contact-end: sending EOS");
-        self.stopped = true;
-        for s in &mut self.streams {
-            let _ = s.send_event(imp, gst::event::Eos::new());
-        }
-        Err(gst::FlowError::Eos)
+        Ok(gst::FlowSuccess::Ok)
     }
 
     /// Brings the pads in line with the tracks in force. New pads go to
     /// `new_pads`, to be added once they carry their tags. Returns whether
     /// the set of pads changed.
     fn configure(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> bool {
-        let key = (self.tracks.clone(), self.l16, settings.connect_pcm);
+        let key = (self.tracks.clone(), self.mime.clone(), settings.connect_pcm);
         if self.configured.as_ref() == Some(&key) {
             return false;
         }
@@ -397,8 +571,9 @@ impl Demux {
                 );
                 continue;
             }
-            match caps::output_for(track, settings.connect_pcm, self.l16) {
-                Ok(output) => wanted.push((track.clone(), output)),
+            match caps::output_for(track, settings.connect_pcm, &self.mime.settled()) {
+                Ok(Some((output, reason))) => wanted.push((track.clone(), output, reason)),
+                Ok(None) => unreachable!("a settled MimeType decides every track"),
                 Err(err) if !self.warned.contains(&track.number) => {
                     self.warned.push(track.number);
                     gst::element_imp_warning!(
@@ -420,7 +595,7 @@ impl Demux {
             .map(Some)
             .collect();
         let mut added = false;
-        for (track, output) in wanted {
+        for (track, output, reason) in wanted {
             // Same number and name, else same name: a pad keeps its speaker
             // even when Connect swaps the track order.
             let same = |s: &Option<Stream>, by_number: bool| {
@@ -436,7 +611,14 @@ impl Demux {
             let stream = match found.and_then(|i| old[i].take()) {
                 Some(mut s) => {
                     if s.output.caps != output.caps {
-                        gst::debug!(CAT, obj = s.pad, "New caps {}", output.caps);
+                        gst::info!(
+                            CAT,
+                            obj = s.pad,
+                            "Track {} ({:?}): caps change to {} because {reason}",
+                            track.number,
+                            track.name,
+                            output.caps
+                        );
                         let _ = s.send_event(imp, gst::event::Caps::new(&output.caps));
                     }
                     s.track = track;
@@ -445,6 +627,15 @@ impl Demux {
                 }
                 None => {
                     added = true;
+                    gst::info!(
+                        CAT,
+                        imp = imp,
+                        "Track {} ({:?}, {}): {} because {reason}",
+                        track.number,
+                        track.name,
+                        track.codec_id,
+                        output.caps
+                    );
                     self.new_stream(imp, track, output)
                 }
             };
@@ -479,14 +670,6 @@ impl Demux {
             .name(format!("audio_{}", self.next_index))
             .build();
         self.next_index += 1;
-        gst::debug!(
-            CAT,
-            obj = pad,
-            "Track {} ({:?}) with caps {}",
-            track.number,
-            track.name,
-            output.caps
-        );
         pad.set_active(true).ok();
         let stream_id = pad.create_stream_id(&*obj, Some(&track.number.to_string()));
         let group = *self.group_id.get_or_insert_with(gst::GroupId::next);
@@ -508,10 +691,21 @@ impl Demux {
             discont: true,
             pending: Vec::new(),
             lists: self.lists,
+            refused: false,
         }
     }
 
+    /// What the tag event of the fragment says: its values but the lag and
+    /// token (the tags carry the previous fragment's), and the contact.
+    fn tag_view(&self) -> (FragmentMeta, Option<String>) {
+        let mut meta = self.fragment.meta.clone();
+        meta.millis_behind_now = None;
+        meta.continuation_token = None;
+        (meta, self.contact.clone())
+    }
+
     fn push_tags(&mut self, imp: &KvsAudioDemux) -> FlowResult {
+        self.fragment.sent = Some(self.tag_view());
         let ctx = report::Context {
             prev_token: self.prev_token.as_deref(),
             prev_millis: self.prev_millis,
@@ -532,6 +726,12 @@ impl Demux {
         block: Block,
         region: &gst::Buffer,
     ) -> FlowResult {
+        let scale = self.fragment.timestamp_scale;
+        let abs = (i128::from(block.cluster_timecode) + i128::from(block.relative))
+            .saturating_mul(i128::from(scale));
+        if !self.fragment.open {
+            return self.hold(imp, settings, block, region, abs);
+        }
         match self
             .fragment
             .blocks
@@ -548,9 +748,6 @@ impl Demux {
         else {
             return Ok(gst::FlowSuccess::Ok);
         };
-        let scale = self.fragment.timestamp_scale;
-        let abs = (i128::from(block.cluster_timecode) + i128::from(block.relative))
-            .saturating_mul(i128::from(scale));
         let (anchor_abs, anchor_producer) = *self
             .fragment
             .anchor
@@ -565,6 +762,7 @@ impl Demux {
             return Ok(gst::FlowSuccess::Ok);
         }
         let out = self.place(imp, settings, idx, abs);
+        self.fragment.first_out.get_or_insert(out);
         // Keep silent pads moving first, so that sinks preroll and mixers and
         // interleave never wait on them.
         for i in 0..self.streams.len() {
@@ -582,6 +780,36 @@ impl Demux {
         let producer = anchor_producer.map_or(abs, |p| i128::from(p) + abs - anchor_abs);
         let producer = gst::ClockTime::from_nseconds(u64::try_from(producer).unwrap_or(0));
         stream.push_block(&block, region, out, scale, producer)
+    }
+
+    /// Keeps a block of a fragment that waits for its trailing tags, within
+    /// bounds; past them the fragment is decided with what is known.
+    fn hold(
+        &mut self,
+        imp: &KvsAudioDemux,
+        settings: &Settings,
+        block: Block,
+        region: &gst::Buffer,
+        abs: i128,
+    ) -> FlowResult {
+        let scale = i128::from(self.fragment.timestamp_scale);
+        let first = self.fragment.held.first().map(|(b, _)| {
+            (i128::from(b.cluster_timecode) + i128::from(b.relative)).saturating_mul(scale)
+        });
+        self.fragment.held_bytes += block.frames.iter().map(|f| f.len()).sum::<usize>();
+        self.fragment.held.push((block, region.clone()));
+        let span = first.map_or(0, |first| abs - first);
+        if span > MAX_HOLD_SPAN || self.fragment.held_bytes > MAX_HOLD_BYTES {
+            gst::debug!(
+                CAT,
+                imp = imp,
+                "Held blocks reached {} ns, {} bytes",
+                span,
+                self.fragment.held_bytes
+            );
+            return self.open_output(imp, settings, true);
+        }
+        Ok(gst::FlowSuccess::Ok)
     }
 
     /// Output time of a block of stream `idx` at absolute time `abs`. Moves
@@ -622,12 +850,27 @@ impl Demux {
         target as u64
     }
 
-    fn complete_fragment(&mut self, imp: &KvsAudioDemux) {
-        let f = &mut self.fragment;
-        if f.reported || f.damaged || !f.seen {
-            return;
+    /// The fragment's last tags are in (or its chunk ended): held blocks go
+    /// out, tags that came after its blocks are sent, and it is reported.
+    fn complete_fragment(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> FlowResult {
+        self.open_output(imp, settings, true)?;
+        if self.fragment.meta.mime_type.is_none() && self.mime == Mime::Unknown {
+            self.mime = Mime::Absent;
         }
-        f.reported = true;
+        let f = &self.fragment;
+        if f.reported || f.damaged || !f.seen {
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        // Tags after the Cluster (real Connect: ContactId, MimeType...)
+        // belong to this fragment: its pads get them now, after its audio.
+        let stale = f.open && f.sent.as_ref() != Some(&self.tag_view());
+        self.fragment.reported = true;
+        let result = if stale {
+            self.push_tags(imp)
+        } else {
+            Ok(gst::FlowSuccess::Ok)
+        };
+        let f = &self.fragment;
         self.fragments += 1;
         self.prev_token = f.meta.continuation_token.clone();
         self.prev_millis = f.meta.millis_behind_now;
@@ -641,10 +884,14 @@ impl Demux {
         imp.obj()
             .post_message(gst::message::Element::builder(s).src(&*imp.obj()).build())
             .ok();
+        result
     }
 
     /// Handles EOS: delivers what is complete, then EOS on every pad.
     pub fn finish(&mut self, imp: &KvsAudioDemux, settings: &Settings) {
+        if self.stopped {
+            return;
+        }
         let left = self.adapter.available();
         if (left > 0 || self.parser.is_skipping()) && self.fragment.seen {
             gst::element_imp_warning!(
@@ -664,6 +911,7 @@ impl Demux {
         for event in events {
             let _ = self.handle(imp, settings, event, None);
         }
+        let _ = self.open_output(imp, settings, true);
         if self.stopped {
             return;
         }

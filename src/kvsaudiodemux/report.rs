@@ -60,6 +60,17 @@ pub fn fragment_message(
     for (track, n) in blocks {
         per_track = per_track.field(format!("track-{track}"), n);
     }
+    // The fragment's other tags (InstanceId, MimeType, Events...) by name.
+    let mut others = gst::Structure::builder("tags");
+    let plain = |name: &str| {
+        name.starts_with(|c: char| c.is_ascii_alphabetic())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    };
+    for (name, value) in meta.other.iter().filter(|(n, _)| plain(n)) {
+        others = others.field(name.as_str(), value.as_str());
+    }
     gst::Structure::builder("kvs-fragment")
         .field("index", index)
         .field_if_some("fragment-number", meta.fragment_number.as_deref())
@@ -68,15 +79,24 @@ pub fn fragment_message(
         .field_if_some("millis-behind-now", meta.millis_behind_now)
         .field_if_some("continuation-token", meta.continuation_token.as_deref())
         .field_if_some("contact-id", contact)
+        .field_if_some("mime-type", meta.mime_type.as_deref())
+        .field("tags", others.build())
         .field("blocks", per_track.build())
         .build()
 }
 
 /// The `kvs-contact-changed` message.
-pub fn contact_changed(previous: &str, contact: &str, fragment_number: &str) -> gst::Structure {
+/// `timestamp` is the output time (PTS) of the new contact's first sample.
+pub fn contact_changed(
+    previous: &str,
+    contact: &str,
+    fragment_number: &str,
+    timestamp: u64,
+) -> gst::Structure {
     gst::Structure::builder("kvs-contact-changed")
         .field("previous-contact-id", previous)
         .field("contact-id", contact)
         .field("fragment-number", fragment_number)
+        .field("timestamp", gst::ClockTime::from_nseconds(timestamp))
         .build()
 }

@@ -4,6 +4,7 @@
 use std::sync::LazyLock;
 
 use gst::prelude::*;
+use gst::subclass::prelude::*;
 
 use super::caps::{Output, Payload};
 use super::imp::KvsAudioDemux;
@@ -31,6 +32,8 @@ pub(super) struct Stream {
     pub pending: Vec<gst::Buffer>,
     /// Push `pending` as one buffer list rather than buffer by buffer.
     pub lists: bool,
+    /// Downstream refused the caps (reported once).
+    pub refused: bool,
 }
 
 fn samples_to_ns(samples: u64, rate: u32) -> u64 {
@@ -62,12 +65,41 @@ impl Stream {
             let mut list = gst::BufferList::new_sized(self.pending.len());
             let l = list.get_mut().unwrap();
             self.pending.drain(..).for_each(|b| l.add(b));
-            return imp.combine(&self.pad, self.pad.push_list(list));
+            let res = self.pad.push_list(list);
+            return self.pushed(imp, res);
         }
         for buffer in std::mem::take(&mut self.pending) {
-            imp.combine(&self.pad, self.pad.push(buffer))?;
+            let res = self.pad.push(buffer);
+            self.pushed(imp, res)?;
         }
         Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Combines a push result; a refusal of the caps becomes an error that
+    /// names the track, before the generic one upstream posts.
+    fn pushed(&mut self, imp: &KvsAudioDemux, res: FlowResult) -> FlowResult {
+        if res == Err(gst::FlowError::NotNegotiated) && !std::mem::replace(&mut self.refused, true)
+        {
+            let hint = if self.track.codec_id.starts_with("A_AAC") {
+                "If this is Amazon Connect audio (raw PCM labelled A_AAC), set connect-pcm=always; \
+                 if it is AAC, put a decoder (decodebin) after the pad"
+            } else {
+                "Put a decoder (decodebin) after the pad, or link it to an element that takes these caps"
+            };
+            gst::element_imp_error!(
+                imp,
+                gst::CoreError::Negotiation,
+                (
+                    "Track {} ({:?}, CodecID {}) came out as {}, which downstream refused",
+                    self.track.number,
+                    self.track.name,
+                    self.track.codec_id,
+                    self.output.caps
+                ),
+                ["{hint} (pad {})", self.pad.name()]
+            );
+        }
+        imp.combine(&self.pad, res)
     }
 
     /// Pushes an event after the pending buffers.

@@ -128,6 +128,21 @@ impl KvsGetMediaSrc {
                 ),
                 ["{detail}. Check stream-name or stream-arn, and region."]
             ),
+            Failure::NotAuthorized(detail) if detail.contains("no credentials found") => {
+                gst::error_msg!(
+                    gst::ResourceError::NotAuthorized,
+                    (
+                        "No AWS credentials to read Kinesis video stream {} in region {}",
+                        stream,
+                        region
+                    ),
+                    [
+                        "{detail}. Set access-key and secret-access-key, or give the default AWS credential \
+                         chain what it looks for: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, SSO, \
+                         or an instance or task role."
+                    ]
+                )
+            }
             Failure::NotAuthorized(detail) => gst::error_msg!(
                 gst::ResourceError::NotAuthorized,
                 (
@@ -158,7 +173,10 @@ impl KvsGetMediaSrc {
                         stream,
                         region
                     ),
-                    ["{detail}. Gave up after the configured max-retries."]
+                    [
+                        "{detail}. Check endpoint-uri (if set), the network and the region; the source gave up \
+                         after max-retries attempts, or after idle-timeout without a connection."
+                    ]
                 )
             }
         };

@@ -131,10 +131,20 @@ impl Session {
     /// The next bytes of the stream, reconnecting as needed.
     pub async fn next(&mut self) -> Result<Next, Failure> {
         let mut attempt = 0;
+        let mut failed = None;
         loop {
             if self.body.is_none() {
                 if self.last_fragment.elapsed() >= self.policy.idle_timeout {
-                    return Ok(Next::Idle);
+                    // Never connected: the stream is not over, it is out of reach.
+                    return match failed {
+                        Some(Failure::Transient(why)) if !self.connected_once => {
+                            Err(Failure::Transient(format!(
+                                "{why}; no connection succeeded within idle-timeout"
+                            )))
+                        }
+                        Some(failure) if !self.connected_once => Err(failure),
+                        _ => Ok(Next::Idle),
+                    };
                 }
                 // Boxed, as is `recover`: this future is made for every
                 // chunk, and the SDK call would make it large to move.
@@ -142,7 +152,7 @@ impl Session {
                     Ok(()) => attempt = 0,
                     Err(failure) => {
                         attempt += 1;
-                        Box::pin(self.recover(failure, attempt)).await?;
+                        failed = Some(Box::pin(self.recover(failure, attempt)).await?);
                         continue;
                     }
                 }
@@ -206,8 +216,8 @@ impl Session {
         Ok(())
     }
 
-    /// Waits before the next attempt, or gives up.
-    async fn recover(&mut self, failure: Failure, attempt: u32) -> Result<(), Failure> {
+    /// Waits before the next attempt and gives the failure back, or gives up.
+    async fn recover(&mut self, failure: Failure, attempt: u32) -> Result<Failure, Failure> {
         match &failure {
             Failure::Throttled(_) => self.stats.throttles += 1,
             Failure::Endpoint(_) => {
@@ -234,7 +244,7 @@ impl Session {
             return Err(failure);
         }
         tokio::time::sleep(aws::backoff(attempt - 1, self.policy.max_backoff)).await;
-        Ok(())
+        Ok(failure)
     }
 
     /// Follows the KVS tags: the continuation token of the last complete

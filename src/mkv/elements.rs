@@ -13,9 +13,14 @@ pub mod id {
     pub const SEEK_HEAD: u32 = 0x114D_9B74;
     pub const INFO: u32 = 0x1549_A966;
     pub const TIMESTAMP_SCALE: u32 = 0x2A_D7B1;
+    pub const SEGMENT_UID: u32 = 0x73A4;
+    pub const TITLE: u32 = 0x7BA9;
+    pub const MUXING_APP: u32 = 0x4D80;
+    pub const WRITING_APP: u32 = 0x5741;
     pub const TRACKS: u32 = 0x1654_AE6B;
     pub const TRACK_ENTRY: u32 = 0xAE;
     pub const TRACK_NUMBER: u32 = 0xD7;
+    pub const TRACK_UID: u32 = 0x73C5;
     pub const TRACK_TYPE: u32 = 0x83;
     pub const CODEC_ID: u32 = 0x86;
     pub const CODEC_PRIVATE: u32 = 0x63A2;
@@ -32,6 +37,7 @@ pub mod id {
     pub const TAG_STRING: u32 = 0x4487;
     pub const CLUSTER: u32 = 0x1F43_B675;
     pub const TIMECODE: u32 = 0xE7;
+    pub const POSITION: u32 = 0xA7;
     pub const SIMPLE_BLOCK: u32 = 0xA3;
     pub const BLOCK_GROUP: u32 = 0xA0;
     pub const BLOCK: u32 = 0xA1;

@@ -53,6 +53,8 @@ pub struct AudioSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrackSpec {
     pub number: u64,
+    /// TrackUID, written when set (the KVS SDK writes it).
+    pub uid: Option<u64>,
     /// Matroska TrackType: 1 video, 2 audio.
     pub track_type: u64,
     pub name: String,
@@ -66,6 +68,7 @@ impl TrackSpec {
     pub fn connect(number: u64, name: &str) -> Self {
         TrackSpec {
             number,
+            uid: Some(number),
             track_type: 2,
             name: name.into(),
             codec_id: "A_AAC".into(),
@@ -85,6 +88,7 @@ impl TrackSpec {
     ) -> Self {
         TrackSpec {
             number,
+            uid: None,
             track_type: 2,
             name: name.into(),
             codec_id: codec_id.into(),
@@ -100,6 +104,9 @@ impl TrackSpec {
     fn write(&self, out: &mut Vec<u8>) {
         master(out, id::TRACK_ENTRY, |t| {
             uint_element(t, id::TRACK_NUMBER, self.number);
+            if let Some(uid) = self.uid {
+                uint_element(t, id::TRACK_UID, uid);
+            }
             uint_element(t, id::TRACK_TYPE, self.track_type);
             element(t, id::CODEC_ID, self.codec_id.as_bytes());
             if !self.codec_private.is_empty() {
@@ -215,17 +222,41 @@ fn put_signed(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&((raw | 0x4000) as u16).to_be_bytes());
 }
 
+/// What the KVS producer SDK writes into Info besides the TimestampScale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Producer {
+    pub segment_uid: [u8; 16],
+    pub title: String,
+    /// Written as both MuxingApp and WritingApp.
+    pub app: String,
+}
+
+impl Producer {
+    /// Info as Amazon Connect's producer (the KVS Java SDK) writes it.
+    pub fn connect() -> Self {
+        Producer {
+            segment_uid: *b"kvs-connect-0001",
+            title: "Kinesis Video SDK".into(),
+            app: "Kinesis Video SDK 1.1.0 JNI 2.0".into(),
+        }
+    }
+}
+
 /// One KVS chunk: EBML header, then an unknown-size Segment.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Fragment {
     pub doc_type: Option<String>,
     /// `None` writes no Info element (the 1 ms default applies).
     pub timestamp_scale: Option<u64>,
+    /// SegmentUID, Title and the app names in Info, as the KVS SDK writes them.
+    pub producer: Option<Producer>,
     pub tracks: Vec<TrackSpec>,
     /// Tags elements before the Cluster, each a list of (name, value).
     pub tags_before: Vec<Vec<(String, String)>>,
     pub cluster_timecode: u64,
     pub known_size_cluster: bool,
+    /// Write Position 0 after the Cluster's Timecode, as the KVS SDK does.
+    pub cluster_position: bool,
     pub blocks: Vec<BlockSpec>,
     pub tags_after: Vec<Vec<(String, String)>>,
 }
@@ -253,9 +284,19 @@ impl Fragment {
             element(h, id::DOC_TYPE, doc.as_bytes());
         });
         unknown_size_header(out, id::SEGMENT);
-        if let Some(scale) = self.timestamp_scale {
+        if self.timestamp_scale.is_some() || self.producer.is_some() {
             master(out, id::INFO, |i| {
-                uint_element(i, id::TIMESTAMP_SCALE, scale)
+                if let Some(p) = &self.producer {
+                    element(i, id::SEGMENT_UID, &p.segment_uid);
+                }
+                if let Some(scale) = self.timestamp_scale {
+                    uint_element(i, id::TIMESTAMP_SCALE, scale);
+                }
+                if let Some(p) = &self.producer {
+                    element(i, id::TITLE, p.title.as_bytes());
+                    element(i, id::MUXING_APP, p.app.as_bytes());
+                    element(i, id::WRITING_APP, p.app.as_bytes());
+                }
             });
         }
         if !self.tracks.is_empty() {
@@ -268,6 +309,9 @@ impl Fragment {
         }
         let mut cluster = Vec::new();
         uint_element(&mut cluster, id::TIMECODE, self.cluster_timecode);
+        if self.cluster_position {
+            uint_element(&mut cluster, id::POSITION, 0);
+        }
         for b in &self.blocks {
             b.write(&mut cluster);
         }

@@ -382,3 +382,62 @@ impl StoredCall {
         StoredCall { server, call }
     }
 }
+
+/// Runs `check` on `call` laid out as real Connect writes it and with its
+/// tags before the Cluster, each fed whole and 1 byte at a time. `check`
+/// gets the call in that layout, the run and a label for its messages.
+pub fn each_layout_and_feeding(
+    call: &gstkvs::synth::Call,
+    props: &[(&str, &str)],
+    check: impl FnMut(&gstkvs::synth::Call, &Run, &str),
+) {
+    each_way(call, gstkvs::synth::Call::bytes, props, check)
+}
+
+/// [`each_layout_and_feeding`] on the bytes `make` writes for the call.
+pub fn each_way(
+    call: &gstkvs::synth::Call,
+    make: impl Fn(&gstkvs::synth::Call) -> Vec<u8>,
+    props: &[(&str, &str)],
+    mut check: impl FnMut(&gstkvs::synth::Call, &Run, &str),
+) {
+    use gstkvs::synth::{Call, Layout};
+    for layout in [Layout::Real, Layout::TagsFirst] {
+        let call = Call {
+            layout,
+            ..call.clone()
+        };
+        let data = make(&call);
+        for (feeding, size) in [("whole", usize::MAX), ("1 byte at a time", 1)] {
+            let run = demux_with(&data, || size, props);
+            check(&call, &run, &format!("{layout:?} layout, fed {feeding}"));
+        }
+    }
+}
+
+/// The pad whose track is named `name` (its title tag).
+pub fn speaker<'a>(run: &'a Run, name: &str) -> &'a PadLog {
+    run.pads
+        .values()
+        .find(|p| p.title().as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no pad for track {name}: {:?}", run.pads.keys()))
+}
+
+/// Checks that each speaker's pad carried exactly that speaker's PCM.
+pub fn assert_speakers(run: &Run, call: &gstkvs::synth::Call, label: &str) {
+    use gstkvs::synth::Side;
+    assert!(
+        run.eos && run.errors.is_empty(),
+        "{label}: {:?}",
+        run.errors
+    );
+    for side in [Side::Caller, Side::Agent] {
+        let pad = speaker(run, side.track_name());
+        assert!(
+            pad.pcm() == call.pcm(side),
+            "{label}: {side:?}'s PCM ({} bytes, {} expected)",
+            pad.pcm().len(),
+            call.pcm(side).len()
+        );
+    }
+}

@@ -32,6 +32,9 @@ Where and when:
   --end T               record from --start timestamp:T0 to T from the archive, as fast
                         as it downloads (T: RFC 3339 or epoch seconds)
   --idle-timeout S      stop after S seconds without a new fragment [default: 10]
+  --connect-pcm MODE    how A_AAC tracks are read: auto (PCM for Amazon Connect
+                        tracks and audio/L16 MimeType tags), always (PCM) or never
+                        (AAC, which this recorder cannot decode) [default: auto]
   --demo-seconds N      length of the --demo call [default: 20]
   -q, --quiet           no progress line
   -h, --help            this help
@@ -69,6 +72,8 @@ pub struct Args {
     pub idle_timeout: u64,
     pub demo_seconds: u64,
     pub quiet: bool,
+    /// kvsaudiodemux's connect-pcm: auto, always or never.
+    pub connect_pcm: Option<String>,
 }
 
 /// Parses the arguments; `Ok(None)` means --help was asked for.
@@ -85,6 +90,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, Str
         idle_timeout: 10,
         demo_seconds: 20,
         quiet: false,
+        connect_pcm: None,
     };
     let mut it = args.into_iter();
     let set_input = |a: &mut Args, input: Input| {
@@ -119,6 +125,14 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, Str
             "--idle-timeout" => a.idle_timeout = number(value()?)?,
             "--demo-seconds" => a.demo_seconds = number(value()?)?,
             "-q" | "--quiet" => a.quiet = true,
+            "--connect-pcm" => match value()?.as_str() {
+                mode @ ("auto" | "always" | "never") => a.connect_pcm = Some(mode.into()),
+                other => {
+                    return Err(format!(
+                        "--connect-pcm {other:?}: use auto, always or never"
+                    ));
+                }
+            },
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -182,6 +196,10 @@ mod tests {
         let a = args(&["--demo", "--split-seconds", "1"]).unwrap().unwrap();
         assert_eq!(a.split_pattern(), "demo-call-%05d.wav");
         assert_eq!(args(&["--help"]).unwrap(), None);
+        let a = args(&["--demo", "--connect-pcm", "always"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.connect_pcm.as_deref(), Some("always"));
     }
 
     #[test]
@@ -195,5 +213,6 @@ mod tests {
         assert!(err(&["--demo", "--split-seconds", "0"]).contains("1 or more"));
         assert!(err(&["--demo", "--bogus"]).contains("unknown argument"));
         assert!(err(&["--stream"]).contains("needs a value"));
+        assert!(err(&["--demo", "--connect-pcm", "pcm"]).contains("auto, always or never"));
     }
 }

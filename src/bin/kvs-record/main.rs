@@ -98,6 +98,9 @@ impl Source {
         if let Some(uri) = &args.endpoint_uri {
             s.src.push(("endpoint-uri", uri.clone()));
         }
+        if let Some(mode) = &args.connect_pcm {
+            s.demux.push(("connect-pcm", mode.clone()));
+        }
         if args.input != Input::Demo {
             s.src
                 .push(("idle-timeout", (args.idle_timeout * 1000).to_string()));
@@ -200,6 +203,9 @@ impl Recording {
         if let Err(e) = gstkvs::plugin_register_static() {
             fail(1, &format!("cannot register the kvs elements: {e}"));
         }
+        if let Err(e) = output::check_target(&args) {
+            fail(2, &e);
+        }
         let source = Source::new(&args).unwrap_or_else(|e| fail(2, &e));
         let rec = Recording::build(args, &source);
         let code = rec.play();
@@ -260,21 +266,23 @@ impl Recording {
             };
             let mut mapping = mapping.lock().unwrap();
             let mut pads = pads.lock().unwrap();
-            if mapping.is_none() {
-                *mapping = Some(output::link(&pipeline, &args, &pads, recorded.clone()));
+            let linked = if mapping.is_none() {
+                output::link(&pipeline, &args, &pads, recorded.clone())
             } else {
                 // A later change of tracks: keep the file as it is.
-                for (pad, _) in pads.iter().filter(|(p, _)| !p.is_linked()) {
-                    let sink = gst::ElementFactory::make("fakesink")
-                        .property("async", false)
-                        .build()
-                        .unwrap();
-                    pipeline.add(&sink).unwrap();
-                    sink.sync_state_with_parent().unwrap();
-                    pad.link(&sink.static_pad("sink").unwrap()).unwrap();
-                }
-            }
+                pads.iter()
+                    .filter(|(p, _)| !p.is_linked())
+                    .try_for_each(|(p, _)| output::discard(&pipeline, p))
+                    .map(|_| String::new())
+            };
             pads.clear();
+            if let Err(e) = &linked {
+                // The main loop stops on the first error and reports it.
+                gst::element_error!(pipeline, gst::ResourceError::Failed, ("{}", e));
+            }
+            if mapping.is_none() || linked.is_err() {
+                *mapping = Some(linked);
+            }
         });
     }
 
@@ -307,7 +315,17 @@ impl Recording {
                 gst::MessageView::Eos(_) => break,
                 gst::MessageView::Error(e) => {
                     let debug = e.debug().map(|d| d.to_string()).unwrap_or_default();
-                    failed = Some(format!("{}\n  {debug}", e.error()));
+                    let mut text = format!("{}\n  {}", e.error(), detail(&debug));
+                    if e.error().matches(gst::CoreError::Negotiation) {
+                        text += "\n  The output takes raw audio only. If this is an Amazon Connect \
+                                 stream whose PCM is labelled A_AAC, try --connect-pcm always";
+                    }
+                    failed = Some(text);
+                    if self.recorded.load(Ordering::Relaxed) == 0 {
+                        // Nothing to keep: an EOS would only make the
+                        // encoder write a bare header.
+                        break;
+                    }
                     // Keep what was recorded: finish the file, then stop.
                     self.finish_file();
                     let deadline = Instant::now() + Duration::from_secs(5);
@@ -335,18 +353,21 @@ impl Recording {
         if let (Some(Ok(m)), false) = (&mapping, told) {
             println!("Tracks: {m}");
         }
+        let recorded = self.recorded.load(Ordering::Relaxed) > 0;
         if let Some(error) = failed {
-            if let Some(Err(e)) = &mapping {
-                eprintln!("kvs-record: {e}");
-            }
             eprintln!("kvs-record: {error}");
-            if self.recorded.load(Ordering::Relaxed) > 0 {
+            if recorded {
                 eprintln!(
                     "kvs-record: what was recorded before the error is in {}",
                     self.target()
                 );
+            } else {
+                self.remove_empty_output();
             }
             return 1;
+        }
+        if !recorded {
+            self.remove_empty_output();
         }
         if let Some(Err(e)) = &mapping {
             eprintln!("kvs-record: {e}");
@@ -362,6 +383,17 @@ impl Recording {
             stats.get::<u64>("reconnects").unwrap_or(0)
         );
         0
+    }
+
+    /// Removes an output file that holds no audio (a bare header), and says so.
+    fn remove_empty_output(&self) {
+        if self.args.split_seconds.is_some() {
+            return;
+        }
+        let out = self.target();
+        if std::path::Path::new(&out).is_file() && std::fs::remove_file(&out).is_ok() {
+            eprintln!("kvs-record: no audio was recorded, so {out} was not kept");
+        }
     }
 
     fn target(&self) -> String {
@@ -416,14 +448,24 @@ impl Recording {
     }
 }
 
+/// An error's debug text without the source location GStreamer puts first.
+fn detail(debug: &str) -> &str {
+    match debug.split_once('\n') {
+        Some((first, rest)) if first.contains("(): /") => rest.trim(),
+        _ => debug.trim(),
+    }
+}
+
 /// First Ctrl-C: finish the file and stop. Second: quit at once.
 fn watch_ctrl_c(pipeline: &gst::Pipeline) {
     let weak = pipeline.downgrade();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
+        else {
+            return;
+        };
         rt.block_on(async {
             if tokio::signal::ctrl_c().await.is_err() {
                 return;

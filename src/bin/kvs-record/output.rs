@@ -26,6 +26,60 @@ fn make(factory: &str) -> Result<gst::Element, String> {
     })
 }
 
+/// A failed pipeline step as a message.
+fn step<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> Result<T, String> {
+    r.map_err(|e| format!("cannot {what}: {e}"))
+}
+
+fn pad(element: &gst::Element, name: &str) -> Result<gst::Pad, String> {
+    element
+        .static_pad(name)
+        .or_else(|| element.request_pad_simple(name))
+        .ok_or_else(|| format!("{} has no {name} pad", element.name()))
+}
+
+fn start(element: &gst::Element) -> Result<(), String> {
+    step(
+        element.sync_state_with_parent(),
+        &format!("start {}", element.name()),
+    )
+}
+
+/// Checks, before anything connects, that the output can be written: its
+/// folder exists and a file can be made there.
+pub fn check_target(args: &Args) -> Result<(), String> {
+    let (path, what) = match args.split_seconds {
+        Some(_) => (
+            crate::pieces::piece_path(&args.split_pattern(), 0),
+            "the pieces",
+        ),
+        None => (args.out.clone().unwrap_or_default(), "the output"),
+    };
+    let path = std::path::Path::new(&path);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "cannot write {what} {}: the folder {} does not exist",
+            path.display(),
+            dir.display()
+        ));
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| format!("cannot write {what} {}: {e}", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
 /// The chain from raw audio to the file; returns its first element.
 fn tail(pipeline: &gst::Pipeline, args: &Args) -> Result<gst::Element, String> {
     let convert = make("audioconvert")?;
@@ -44,18 +98,33 @@ fn tail(pipeline: &gst::Pipeline, args: &Args) -> Result<gst::Element, String> {
         sink.set_property("async", false);
         chain.push(sink);
     }
-    pipeline.add_many(&chain).unwrap();
-    gst::Element::link_many(&chain).map_err(|e| format!("cannot build the output: {e}"))?;
+    step(pipeline.add_many(&chain), "build the output")?;
+    step(gst::Element::link_many(&chain), "build the output")?;
     for e in chain.iter().rev() {
-        e.sync_state_with_parent().unwrap();
+        step(
+            e.sync_state_with_parent(),
+            &format!("open the output {out}"),
+        )?;
     }
     Ok(convert)
 }
 
 fn add(pipeline: &gst::Pipeline, factory: &str) -> Result<gst::Element, String> {
     let e = make(factory)?;
-    pipeline.add(&e).unwrap();
+    step(pipeline.add(&e), &format!("add {factory}"))?;
     Ok(e)
+}
+
+/// Sends a pad nobody records to a fakesink.
+pub fn discard(pipeline: &gst::Pipeline, from: &gst::Pad) -> Result<(), String> {
+    let queue = add(pipeline, "queue")?;
+    let sink = add(pipeline, "fakesink")?;
+    sink.set_property("async", false);
+    step(queue.link(&sink), "link a fakesink")?;
+    start(&sink)?;
+    start(&queue)?;
+    step(from.link(&pad(&queue, "sink")?), "link a fakesink")?;
+    Ok(())
 }
 
 /// Links the demuxer's pads to the output and says how. `recorded` counts
@@ -72,16 +141,13 @@ pub fn link(
         return Err("the stream has no audio track".into());
     }
     let first = tail(pipeline, args)?;
-    first
-        .static_pad("sink")
-        .unwrap()
-        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
-                let ns = b.duration().map_or(0, gst::ClockTime::nseconds);
-                recorded.fetch_add(ns, Ordering::Relaxed);
-            }
-            gst::PadProbeReturn::Ok
-        });
+    pad(&first, "sink")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
+            let ns = b.duration().map_or(0, gst::ClockTime::nseconds);
+            recorded.fetch_add(ns, Ordering::Relaxed);
+        }
+        gst::PadProbeReturn::Ok
+    });
     // Two channels meet in interleave (stereo) or audiomixer (--mono-mix).
     let join = match used.len() {
         1 => None,
@@ -98,13 +164,16 @@ pub fn link(
             if let Some(caps) = caps {
                 filter.set_property("caps", caps.caps_owned());
             }
-            gst::Element::link_many([&join, &filter, &first]).unwrap();
-            filter.sync_state_with_parent().unwrap();
+            step(
+                gst::Element::link_many([&join, &filter, &first]),
+                "link audiomixer",
+            )?;
+            start(&filter)?;
             Some(join)
         }
         _ => {
             let join = add(pipeline, "interleave")?;
-            join.link(&first).unwrap();
+            step(join.link(&first), "link interleave")?;
             Some(join)
         }
     };
@@ -112,40 +181,34 @@ pub fn link(
     let targets: Vec<gst::Pad> = match &join {
         Some(join) => used
             .iter()
-            .map(|_| join.request_pad_simple("sink_%u").unwrap())
-            .collect(),
-        None => vec![first.static_pad("sink").unwrap()],
+            .map(|_| pad(join, "sink_%u"))
+            .collect::<Result<_, _>>()?,
+        None => vec![pad(&first, "sink")?],
     };
     let mut mapping = Vec::new();
-    for (i, (pad, name)) in pads.iter().enumerate() {
-        let queue = add(pipeline, "queue")?;
+    for (i, (src, name)) in pads.iter().enumerate() {
         let Some(channel) = used.iter().position(|&u| u == i) else {
-            let sink = add(pipeline, "fakesink")?;
-            sink.set_property("async", false);
-            queue.link(&sink).unwrap();
-            sink.sync_state_with_parent().unwrap();
-            mapping.push(format!("{} ({name}) not recorded", pad.name()));
-            pad.link(&queue.static_pad("sink").unwrap()).unwrap();
-            queue.sync_state_with_parent().unwrap();
+            discard(pipeline, src)?;
+            mapping.push(format!("{} ({name}) not recorded", src.name()));
             continue;
         };
-        queue
-            .static_pad("src")
-            .unwrap()
-            .link(&targets[channel])
-            .unwrap();
-        queue.sync_state_with_parent().unwrap();
-        pad.link(&queue.static_pad("sink").unwrap()).unwrap();
+        let queue = add(pipeline, "queue")?;
+        step(
+            pad(&queue, "src")?.link(&targets[channel]),
+            "link a channel",
+        )?;
+        start(&queue)?;
+        step(src.link(&pad(&queue, "sink")?), "link a channel")?;
         let side = match (used.len(), args.mono_mix, channel) {
             (1, _, _) => "mono",
             (_, true, _) => "mixed",
             (_, false, 0) => "left",
             _ => "right",
         };
-        mapping.push(format!("{} ({name}) -> {side}", pad.name()));
+        mapping.push(format!("{} ({name}) -> {side}", src.name()));
     }
     if let Some(join) = join {
-        join.sync_state_with_parent().unwrap();
+        start(&join)?;
     }
     Ok(mapping.join(", "))
 }
