@@ -97,15 +97,10 @@ fn rust_app_records_and_prints_fragments() {
 
 #[test]
 fn python_example_hands_one_second_pieces_to_its_callback() {
-    let python_gst = Command::new("python3")
-        .args(["-c", "import gi; gi.require_version('Gst', '1.0')"])
-        .output();
-    if !python_gst.is_ok_and(|o| o.status.success()) {
-        eprintln!(
-            "SKIPPED: python3 with PyGObject and GStreamer (python3-gst-1.0) is not installed"
-        );
+    let Some(python) = common::python_with_gst() else {
+        common::missing("python3 with PyGObject and GStreamer (python3-gst-1.0)");
         return;
-    }
+    };
     let f = Fixture::new("python");
     // The plugin as cargo test built it, alone in a folder of its own.
     let plugins = f.dir.join("plugins");
@@ -115,7 +110,7 @@ fn python_example_hands_one_second_pieces_to_its_callback() {
         .unwrap_or_else(|e| panic!("{}: {e}", lib.display()));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/record.py");
     let out = f
-        .command("python3")
+        .command(python)
         .arg(&script)
         .args([
             "--stream",

@@ -67,7 +67,7 @@ fn readme_stream_recipes_work() {
     let mut outputs = Vec::new();
     for recipe in &recipes {
         if recipe.starts_with("gst-play-1.0") && !has_gst_play {
-            eprintln!("SKIPPED: gst-play-1.0 is not installed (gstreamer1.0-plugins-base-apps)");
+            common::missing("gst-play-1.0 (gstreamer1.0-plugins-base-apps)");
             outputs.push(String::new());
             continue;
         }

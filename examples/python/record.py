@@ -26,6 +26,12 @@ from gi.repository import Gst  # noqa: E402
 CALLER, AGENT = "AUDIO_FROM_CUSTOMER", "AUDIO_TO_CUSTOMER"
 
 
+def say(line):
+    """Prints a whole line at once: GStreamer's threads print too, and
+    print() writes the text and its newline separately."""
+    sys.stdout.write(line + "\n")
+
+
 class Recorder:
     def __init__(self, args, on_piece):
         self.on_piece = on_piece
@@ -58,10 +64,10 @@ class Recorder:
         target = self.channels.pop(name, None)
         if target is None:  # not a Connect track name: the next free channel
             if not self.channels:
-                print(f"{pad.get_name()}: track {name!r} not recorded")
+                say(f"{pad.get_name()}: track {name!r} not recorded")
                 return
             target = self.channels.pop(next(iter(self.channels)))
-        print(f"{pad.get_name()}: {name} -> {'left' if target.get_name() == 'sink_0' else 'right'}")
+        say(f"{pad.get_name()}: {name} -> {'left' if target.get_name() == 'sink_0' else 'right'}")
         queue = Gst.ElementFactory.make("queue")
         self.pipeline.add(queue)
         queue.sync_state_with_parent()
@@ -96,7 +102,7 @@ class Recorder:
             if msg.type == Gst.MessageType.ELEMENT:
                 s = msg.get_structure()
                 if s.get_name() == "kvs-fragment":
-                    print(f"kvs-fragment {s.get_value('fragment-number')} "
+                    say(f"kvs-fragment {s.get_value('fragment-number')} "
                           f"contact {s.get_value('contact-id')}")
                 continue
             if msg.type == Gst.MessageType.ERROR:
@@ -128,7 +134,7 @@ def main():
 
         def on_piece(pcm, index):
             # Hand this to a transcriber; here it goes to the file.
-            print(f"piece {index}: {len(pcm) // 4 / 8000:.3f} s")
+            say(f"piece {index}: {len(pcm) // 4 / 8000:.3f} s")
             out.writeframes(pcm)
 
         code = Recorder(args, on_piece).run()

@@ -129,15 +129,33 @@ fn acm(private: &[u8]) -> Result<Output, String> {
     }
 }
 
-fn opus(private: &[u8]) -> Result<Output, String> {
+/// Opus caps as matroskademux makes them: the OpusHead goes into
+/// `streamheader` with the track's rate as its input rate and the
+/// CodecDelay as its pre-skip. The decoder drops the pre-skip through the
+/// clipping meta on the first buffers (see `Stream::push_block`).
+fn opus(track: &Track) -> Result<Output, String> {
+    let private = &track.codec_private;
     if private.len() < 19 || &private[..8] != b"OpusHead" {
         return Err("A_OPUS without an OpusHead".into());
     }
-    let channels = i32::from(private[9]);
-    let rate = u32::from_le_bytes([private[12], private[13], private[14], private[15]]);
-    let family = i32::from(private[18]);
+    let mut head = private.clone();
+    let header_rate = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
+    let rate = match track.rate {
+        Some(_) => track_rate(track),
+        None if header_rate > 0 => header_rate,
+        None => 48000,
+    };
+    head[12..16].copy_from_slice(&rate.to_le_bytes());
+    if let Some(delay) = track.codec_delay {
+        let samples = (delay * 48 + 500_000) / 1_000_000;
+        head[10..12].copy_from_slice(&(samples.min(u64::from(u16::MAX)) as u16).to_le_bytes());
+    }
+    let channels = track
+        .channels
+        .map_or(i32::from(head[9]), |_| track_channels(track) as i32);
+    let family = i32::from(head[18]);
     let mut caps = gst::Caps::builder("audio/x-opus")
-        .field("rate", if rate == 0 { 48000 } else { rate as i32 })
+        .field("rate", rate as i32)
         .field("channels", channels)
         .field("channel-mapping-family", family);
     if family == 0 {
@@ -145,8 +163,8 @@ fn opus(private: &[u8]) -> Result<Output, String> {
             .field("stream-count", 1i32)
             .field("coupled-count", channels - 1);
     } else {
-        let table = private
-            .get(19..21 + channels as usize)
+        let table = head
+            .get(19..21 + usize::from(head[9]))
             .ok_or("short OpusHead mapping table")?;
         let mapping: Vec<i32> = table[2..].iter().map(|&c| i32::from(c)).collect();
         caps = caps
@@ -154,6 +172,21 @@ fn opus(private: &[u8]) -> Result<Output, String> {
             .field("coupled-count", i32::from(table[1]))
             .field("channel-mapping", gst::Array::new(mapping));
     }
+    // An empty OpusTags: the decoder wants a header pair.
+    let vendor = b"gst-plugin-kvs";
+    let mut tags = b"OpusTags".to_vec();
+    tags.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
+    tags.extend_from_slice(vendor);
+    tags.extend_from_slice(&0u32.to_le_bytes());
+    let header: Vec<gst::Buffer> = [head, tags]
+        .into_iter()
+        .map(|bytes| {
+            let mut b = gst::Buffer::from_mut_slice(bytes);
+            b.make_mut().set_flags(gst::BufferFlags::HEADER);
+            b
+        })
+        .collect();
+    caps = caps.field("streamheader", gst::Array::new(header));
     Ok(Output {
         caps: caps.build(),
         payload: Payload::Coded,
@@ -247,7 +280,7 @@ pub fn output_for(
             raw(format, track_rate(track), track_channels(track))
         }
         "A_MS/ACM" => acm(&track.codec_private),
-        "A_OPUS" => opus(&track.codec_private),
+        "A_OPUS" => opus(track),
         "A_MPEG/L3" => Ok(Output {
             caps: gst::Caps::builder("audio/mpeg")
                 .field("mpegversion", 1i32)
@@ -328,6 +361,7 @@ mod tests {
             channels: None,
             bit_depth: None,
             default_duration: None,
+            codec_delay: None,
         }
     }
 

@@ -308,6 +308,9 @@ impl Demux {
         let had_contact = self.fragment.meta.contact_id.is_some();
         self.fragment.meta.apply(tags);
         if tags.iter().any(|t| kvs::is_error_tag(&t.name)) {
+            // The error is the last thing the demuxer posts: no report of
+            // this chunk, nothing at EOS.
+            self.stopped = true;
             let err = self.fragment.meta.error.clone().unwrap_or_default();
             gst::element_imp_error!(
                 imp,

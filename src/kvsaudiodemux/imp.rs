@@ -120,8 +120,13 @@ impl ObjectImpl for KvsAudioDemux {
                     .blurb(
                         "How to read tracks whose CodecID is A_AAC. Amazon Connect labels raw \
                          16-bit little-endian PCM as A_AAC and says so in a MimeType tag \
-                         (audio/L16;rate=R;channels=C). auto: PCM when that tag says audio/L16; \
-                         always: PCM (8000 Hz mono if no tag says otherwise); never: AAC",
+                         (audio/L16;rate=R;channels=C) that comes after each fragment's audio. \
+                         auto: tracks named AUDIO_FROM_CUSTOMER or AUDIO_TO_CUSTOMER are PCM at \
+                         once (8000 Hz mono until a MimeType says otherwise); other A_AAC tracks \
+                         are held (at most 10 s) until a MimeType tells PCM from AAC; a MimeType \
+                         that disagrees changes the caps from the next fragment, with a warning. \
+                         always: PCM (8000 Hz mono unless a MimeType says otherwise); never: AAC \
+                         (default: auto)",
                     )
                     .mutable_ready()
                     .build(),
@@ -129,7 +134,10 @@ impl ObjectImpl for KvsAudioDemux {
                     .nick("Stop at contact end")
                     .blurb(
                         "Send EOS when the ContactId tag changes, so that only the first \
-                         Amazon Connect contact of a reused stream is output (default: false)",
+                         Amazon Connect contact of a reused stream is output. Connect sends a \
+                         fragment's ContactId after its audio, so each fragment is held until its \
+                         ContactId is in (about one fragment of latency) and no sample of the next \
+                         contact is output (default: false)",
                     )
                     .default_value(false)
                     .mutable_playing()

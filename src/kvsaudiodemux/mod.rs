@@ -33,7 +33,7 @@ glib::wrapper! {
 pub enum ConnectPcm {
     #[default]
     #[enum_value(
-        name = "Auto: raw S16LE PCM when the fragment's MimeType tag is audio/L16",
+        name = "Auto: raw S16LE PCM for Connect's track names and audio/L16 MimeType tags, else AAC",
         nick = "auto"
     )]
     Auto,

@@ -148,6 +148,32 @@ impl Stream {
         Ok(gst::FlowSuccess::Ok)
     }
 
+    /// Applies the track's CodecDelay and the block's DiscardPadding as
+    /// matroskademux does: times move back by the delay, and the buffers
+    /// within it get a clipping meta (in 48 kHz samples) that makes the
+    /// decoder drop the delay; the padding clips the end. Returns the PTS
+    /// and duration to use.
+    fn clip(
+        &self,
+        b: &mut gst::BufferRef,
+        pts: u64,
+        duration: Option<u64>,
+        padding: Option<u64>,
+    ) -> (u64, Option<u64>) {
+        let samples = |ns: u64| gst::format::Default::from_u64((ns * 48 + 500_000) / 1_000_000);
+        let delay = self.track.codec_delay.unwrap_or(0);
+        let (pts, duration, start) = if pts > delay {
+            (pts - delay, duration, 0)
+        } else {
+            (0, duration.map(|d| d.saturating_sub(delay)), delay)
+        };
+        let end = padding.unwrap_or(0);
+        if start > 0 || end > 0 {
+            gst_audio::AudioClippingMeta::add(b, samples(start), samples(end));
+        }
+        (pts, duration)
+    }
+
     /// Queues the frames of `block`, the first at `pts`. `producer` is the
     /// absolute producer time of the block.
     pub fn push_block(
@@ -176,7 +202,8 @@ impl Stream {
                 .map_err(|_| gst::FlowError::Error)?;
             {
                 let b = buffer.get_mut().unwrap();
-                b.set_pts(gst::ClockTime::from_nseconds(pts));
+                let (out, duration) = self.clip(b, pts, duration, block.discard_padding);
+                b.set_pts(gst::ClockTime::from_nseconds(out));
                 b.set_duration(duration.map(gst::ClockTime::from_nseconds));
                 if std::mem::take(&mut self.discont) {
                     b.set_flags(gst::BufferFlags::DISCONT);

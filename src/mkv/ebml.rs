@@ -84,6 +84,17 @@ pub fn uint(data: &[u8]) -> Option<u64> {
     (data.len() <= 8).then(|| data.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
 }
 
+/// Big-endian two's complement integer of up to 8 bytes.
+pub fn sint(data: &[u8]) -> Option<i64> {
+    let v = uint(data)?;
+    let bits = 8 * data.len() as u32;
+    Some(match bits {
+        0 => 0,
+        64 => v as i64,
+        _ => ((v << (64 - bits)) as i64) >> (64 - bits),
+    })
+}
+
 /// IEEE float of 0, 4 or 8 bytes.
 pub fn float(data: &[u8]) -> Option<f64> {
     match data.len() {
@@ -178,6 +189,10 @@ mod tests {
 
     #[test]
     fn values() {
+        assert_eq!(sint(&[0xFF]), Some(-1));
+        assert_eq!(sint(&[0x01, 0x00]), Some(256));
+        assert_eq!(sint(&[0x80, 0x00]), Some(-32768));
+        assert_eq!(sint(&[]), Some(0));
         assert_eq!(uint(&[0x0F, 0x42, 0x40]), Some(1_000_000));
         assert_eq!(uint(&[]), Some(0));
         assert_eq!(uint(&[0; 9]), None);

@@ -26,6 +26,7 @@ pub mod id {
     pub const CODEC_PRIVATE: u32 = 0x63A2;
     pub const NAME: u32 = 0x536E;
     pub const DEFAULT_DURATION: u32 = 0x23_E383;
+    pub const CODEC_DELAY: u32 = 0x56AA;
     pub const AUDIO: u32 = 0xE1;
     pub const SAMPLING_FREQUENCY: u32 = 0xB5;
     pub const CHANNELS: u32 = 0x9F;
@@ -43,6 +44,7 @@ pub mod id {
     pub const BLOCK: u32 = 0xA1;
     pub const BLOCK_DURATION: u32 = 0x9B;
     pub const REFERENCE_BLOCK: u32 = 0xFB;
+    pub const DISCARD_PADDING: u32 = 0x75A2;
     pub const CUES: u32 = 0x1C53_BB6B;
     pub const CHAPTERS: u32 = 0x1043_A770;
     pub const ATTACHMENTS: u32 = 0x1941_A469;
@@ -96,6 +98,8 @@ pub struct Track {
     pub bit_depth: Option<u64>,
     /// Nanoseconds per frame, when given.
     pub default_duration: Option<u64>,
+    /// CodecDelay: nanoseconds of decoder delay to drop at the start (Opus).
+    pub codec_delay: Option<u64>,
 }
 
 fn parse_track(body: &[u8]) -> Option<Track> {
@@ -109,6 +113,7 @@ fn parse_track(body: &[u8]) -> Option<Track> {
         channels: None,
         bit_depth: None,
         default_duration: None,
+        codec_delay: None,
     };
     for (id, value) in Children::new(body) {
         match id {
@@ -125,6 +130,7 @@ fn parse_track(body: &[u8]) -> Option<Track> {
             id::CODEC_PRIVATE => track.codec_private = value.to_vec(),
             id::NAME => track.name = ebml::string(value),
             id::DEFAULT_DURATION => track.default_duration = ebml::uint(value),
+            id::CODEC_DELAY => track.codec_delay = ebml::uint(value).filter(|&d| d > 0),
             id::AUDIO => {
                 for (id, value) in Children::new(value) {
                     match id {
@@ -200,6 +206,8 @@ pub struct Block {
     pub keyframe: bool,
     /// BlockDuration in ticks, when a BlockGroup gives one.
     pub duration: Option<u64>,
+    /// DiscardPadding: nanoseconds to drop at the end of the block (Opus).
+    pub discard_padding: Option<u64>,
     pub frames: Frames,
 }
 
@@ -308,6 +316,7 @@ pub fn parse_block(body: &[u8], base: usize, cluster_timecode: u64) -> Result<Bl
         relative,
         keyframe: flags & 0x80 != 0,
         duration: None,
+        discard_padding: None,
         frames,
     })
 }
@@ -320,6 +329,7 @@ pub fn parse_block_group(
 ) -> Result<Block, BlockError> {
     let mut block = None;
     let mut duration = None;
+    let mut discard_padding = None;
     let mut keyframe = true;
     for (id, value) in Children::new(body) {
         // `value` is a sub-slice of `body`; find where it starts.
@@ -330,11 +340,16 @@ pub fn parse_block_group(
             }
             id::BLOCK_DURATION => duration = ebml::uint(value),
             id::REFERENCE_BLOCK => keyframe = false,
+            // Negative padding has no meaning for audio: ignored.
+            id::DISCARD_PADDING => {
+                discard_padding = ebml::sint(value).and_then(|p| u64::try_from(p).ok())
+            }
             _ => {}
         }
     }
     let mut block = block.ok_or("BlockGroup has no Block")?;
     block.duration = duration;
+    block.discard_padding = discard_padding.filter(|&p| p > 0);
     block.keyframe = keyframe;
     Ok(block)
 }

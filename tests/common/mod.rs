@@ -74,6 +74,8 @@ pub struct Run {
     pub messages: Vec<gst::Structure>,
     pub warnings: Vec<String>,
     pub errors: Vec<String>,
+    /// How many element messages came before the first error.
+    pub before_error: Option<usize>,
     pub eos: bool,
     /// The pipeline's duration, asked at EOS.
     pub duration: Option<gst::ClockTime>,
@@ -88,6 +90,17 @@ impl Run {
 
     pub fn fragments(&self) -> Vec<&gst::Structure> {
         self.named("kvs-fragment")
+    }
+
+    /// The fragments reported before the first error: what is defined to
+    /// come first. The source posts its error once the demuxer has had every
+    /// byte before the failure; what follows an error is not defined.
+    pub fn fragments_before_error(&self) -> usize {
+        let end = self.before_error.unwrap_or(self.messages.len());
+        self.messages[..end]
+            .iter()
+            .filter(|s| s.name() == "kvs-fragment")
+            .count()
     }
 
     pub fn named(&self, name: &str) -> Vec<&gst::Structure> {
@@ -213,6 +226,7 @@ fn play(pipeline: &gst::Pipeline, demux: &gst::Element, logs: Logs, limit: Durat
                 break;
             }
             gst::MessageView::Error(_) => {
+                run.before_error = Some(run.messages.len());
                 message_into(&mut run, &msg, demux);
                 break;
             }
@@ -297,6 +311,29 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
+}
+
+/// Says that a test's parts are missing. Where `scripts/setup.sh` installs
+/// them (CI runs it first), their absence is a failure, not a skip.
+pub fn missing(what: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} is missing, though scripts/setup.sh installs it");
+    }
+    eprintln!("SKIPPED: {what} is not installed (scripts/setup.sh installs it)");
+}
+
+/// A Python 3 that can import GStreamer through PyGObject: the one on PATH,
+/// else Debian's (a pyenv or venv Python on PATH lacks python3-gst-1.0).
+pub fn python_with_gst() -> Option<&'static str> {
+    ["python3", "/usr/bin/python3"].into_iter().find(|python| {
+        std::process::Command::new(python)
+            .args([
+                "-c",
+                "import gi; gi.require_version('Gst', '1.0'); from gi.repository import Gst",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
 }
 
 /// Where the shared KVS captures are, if they are there.
