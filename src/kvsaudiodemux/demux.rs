@@ -203,10 +203,10 @@ impl Demux {
         while result.is_ok() {
             let avail = self.adapter.available();
             let need = self.parser.need();
-            if avail == 0 || avail < need {
+            if avail == 0 || (avail < need && !self.parser.is_last()) {
                 break;
             }
-            let len = need.max(self.adapter.available_fast());
+            let len = need.max(self.adapter.available_fast()).min(avail);
             let consumed = {
                 let map = self.adapter.map(len).map_err(|_| gst::FlowError::Error)?;
                 self.parser.parse(&map, &mut events)
@@ -221,7 +221,10 @@ impl Demux {
                 self.adapter.flush(consumed);
                 None
             };
-            if consumed == 0 && events.is_empty() && self.parser.need() <= need {
+            if consumed == 0
+                && events.is_empty()
+                && (self.parser.need() <= need || self.parser.is_last())
+            {
                 break;
             }
             for event in events.drain(..) {
@@ -895,6 +898,9 @@ impl Demux {
         if self.stopped {
             return;
         }
+        // What waited for bytes that will not come is decided now.
+        self.parser.set_last();
+        let _ = self.drain(imp, settings);
         let left = self.adapter.available();
         if (left > 0 || self.parser.is_skipping()) && self.fragment.seen {
             gst::element_imp_warning!(

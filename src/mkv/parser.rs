@@ -52,6 +52,8 @@ pub struct Parser {
     max_element_size: u64,
     /// Skip blocks instead of decoding them (for readers that only want tags).
     skip_blocks: bool,
+    /// No more bytes will come (see [`Parser::set_last`]).
+    last: bool,
 }
 
 impl Default for Parser {
@@ -89,6 +91,7 @@ impl Parser {
             cluster_timecode: 0,
             max_element_size,
             skip_blocks: false,
+            last: false,
         }
     }
 
@@ -109,6 +112,16 @@ impl Parser {
     /// Contiguous bytes the next `parse` call needs to make progress.
     pub fn need(&self) -> usize {
         self.need
+    }
+
+    /// Says that the bytes given so far are all there is: what could only
+    /// be told from bytes to come is decided without them.
+    pub fn set_last(&mut self) {
+        self.last = true;
+    }
+
+    pub fn is_last(&self) -> bool {
+        self.last
     }
 
     /// True while bytes of an element being skipped are still to come.
@@ -141,11 +154,27 @@ impl Parser {
         loop {
             self.need = 1;
             if self.skip > 0 {
-                let n = self.skip.min((data.len() - p) as u64);
-                self.advance(&mut p, n as usize);
-                self.skip -= n;
-                if self.skip > 0 {
-                    break;
+                // A chunk that starts inside a skipped element cuts it short.
+                let n = self.skip.min((data.len() - p) as u64) as usize;
+                match chunk_start(&data[p..], n, self.last) {
+                    ChunkStart::At(k) => {
+                        self.advance(&mut p, k);
+                        self.skip = 0;
+                        self.cut("a skipped element", out);
+                    }
+                    ChunkStart::Maybe { at, need } => {
+                        self.advance(&mut p, at);
+                        self.skip -= at as u64;
+                        self.need = need;
+                        break;
+                    }
+                    ChunkStart::None => {
+                        self.advance(&mut p, n);
+                        self.skip -= n as u64;
+                        if self.skip > 0 {
+                            break;
+                        }
+                    }
                 }
             }
             self.close_ended(out);
@@ -211,6 +240,18 @@ impl Parser {
         Step::Again
     }
 
+    /// A new chunk starts here, inside `what`: the fragment before it was
+    /// cut short (a saved response that broke off, then the next one).
+    fn cut(&mut self, what: &str, out: &mut Vec<Event>) {
+        out.push(Event::Corrupt {
+            offset: self.pos,
+            reason: format!("a new chunk starts inside {what}: the fragment was cut short"),
+        });
+        self.resyncing = false;
+        self.segment = None;
+        self.cluster = None;
+    }
+
     /// Reads one element at the start of `rest` (which is at `base` in the
     /// caller's slice).
     fn element(&mut self, rest: &[u8], base: usize, out: &mut Vec<Event>) -> Step {
@@ -221,6 +262,16 @@ impl Parser {
                 return self.corrupt("invalid element ID or size (broken vint)".into(), out);
             }
         };
+        // A chunk that starts inside this header (a cut size field) cuts
+        // the element short.
+        match chunk_start(&rest[1..], h.len - 1, self.last) {
+            ChunkStart::At(k) => {
+                self.cut(&format!("the header of element {:#x}", h.id), out);
+                return Step::Consumed(1 + k);
+            }
+            ChunkStart::Maybe { at, need } => return Step::Need(1 + at + need),
+            ChunkStart::None => {}
+        }
         // Unknown-size parents end where an element of their level or above starts.
         if self.cluster == Some(UNKNOWN_SIZE) && !is_cluster_level(h.id) {
             self.cluster = None;
@@ -234,6 +285,17 @@ impl Parser {
             self.segment = None;
             out.push(Event::SegmentEnd);
             return Step::Again;
+        }
+        // An EBML header inside a known-size parent: that parent was cut.
+        if h.id == id::EBML && self.segment.is_some() {
+            match chunk_start(rest, 1, self.last) {
+                ChunkStart::At(_) => {
+                    self.cut("a Segment or Cluster of known size", out);
+                    return Step::Again;
+                }
+                ChunkStart::Maybe { need, .. } => return Step::Need(need),
+                ChunkStart::None => {}
+            }
         }
         let parent_end = self.cluster.or(self.segment).unwrap_or(UNKNOWN_SIZE);
         let end = (h.size != UNKNOWN_SIZE).then(|| self.pos + h.len as u64 + h.size);
@@ -291,6 +353,16 @@ impl Parser {
         if rest.len() < total {
             return Step::Need(total);
         }
+        // A chunk that starts inside the element cuts it short: the element
+        // is dropped, the chunk is read.
+        match chunk_start(&rest[h.len..], h.size as usize, self.last) {
+            ChunkStart::At(k) => {
+                self.cut(&format!("element {:#x} of {} bytes", h.id, h.size), out);
+                return Step::Consumed(h.len + k);
+            }
+            ChunkStart::Maybe { at, need } => return Step::Need(h.len + at + need),
+            ChunkStart::None => {}
+        }
         let body = &rest[h.len..total];
         let body_base = base + h.len;
         match h.id {
@@ -322,32 +394,74 @@ impl Parser {
         Step::Consumed(total)
     }
 
-    /// Looks for a valid EBML header in `data`. Returns how many bytes to
-    /// drop, and `Some(need)` if more bytes are needed to decide.
+    /// Looks for a chunk start in `data`. Returns how many bytes to drop,
+    /// and `Some(need)` if more bytes are needed to decide.
     fn find_header(&self, data: &[u8]) -> (usize, Option<usize>) {
-        const MAGIC: [u8; 4] = [0x1A, 0x45, 0xDF, 0xA3];
-        let mut from = 0;
-        while let Some(i) = data[from..].windows(4).position(|w| w == MAGIC) {
-            let at = from + i;
-            match ebml::read_header(&data[at..]) {
-                Err(HeaderError::Short(n)) => return (at, Some(n)),
+        match chunk_start(data, data.len(), self.last) {
+            ChunkStart::At(at) => (at, None),
+            ChunkStart::Maybe { at, need } => (at, Some(need)),
+            ChunkStart::None => (data.len(), Some(1)),
+        }
+    }
+}
+
+/// Where a KVS chunk starts: an EBML header of a Matroska or WebM document,
+/// then a Segment. Four magic bytes alone are not enough: PCM holds them.
+enum ChunkStart {
+    /// At this offset.
+    At(usize),
+    /// Perhaps at `at`: `need` bytes from there tell.
+    Maybe {
+        at: usize,
+        need: usize,
+    },
+    None,
+}
+
+const MAGIC: [u8; 4] = [0x1A, 0x45, 0xDF, 0xA3];
+const SEGMENT_ID: [u8; 4] = [0x18, 0x53, 0x80, 0x67];
+
+/// Looks for a chunk start at offsets below `limit` in `data`; the bytes
+/// after `limit` may be read to tell. With `last`, no more bytes will come:
+/// a candidate they would have to tell about is none.
+fn chunk_start(data: &[u8], limit: usize, last: bool) -> ChunkStart {
+    let mut from = 0;
+    while from < limit {
+        let Some(i) = data[from..limit].iter().position(|&b| b == MAGIC[0]) else {
+            break;
+        };
+        let at = from + i;
+        let rest = &data[at..];
+        if rest.len() < 4 {
+            if MAGIC.starts_with(rest) && !last {
+                return ChunkStart::Maybe { at, need: 4 };
+            }
+        } else if rest[..4] == MAGIC {
+            match ebml::read_header(rest) {
+                Err(HeaderError::Short(need)) if !last => return ChunkStart::Maybe { at, need },
                 Ok(h) if h.size <= MAX_EBML_HEADER => {
                     let total = h.len + h.size as usize;
-                    match data.get(at + h.len..at + total) {
-                        None => return (at, Some(total)),
-                        Some(body) if elements::parse_ebml_header(body).is_some() => {
-                            return (at, None);
+                    if rest.len() < total + 4 {
+                        if last {
+                            from = at + 1;
+                            continue;
                         }
-                        Some(_) => {}
+                        return ChunkStart::Maybe {
+                            at,
+                            need: total + 4,
+                        };
+                    }
+                    let header = elements::parse_ebml_header(&rest[h.len..total]);
+                    if header.is_some() && rest[total..total + 4] == SEGMENT_ID {
+                        return ChunkStart::At(at);
                     }
                 }
                 _ => {}
             }
-            from = at + 1;
         }
-        let keep = data.len().min(3);
-        (data.len() - keep, Some(keep + 1))
+        from = at + 1;
     }
+    ChunkStart::None
 }
 
 enum Step {
