@@ -8,7 +8,9 @@ use gstkvs::mkv::feed::feed;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&first, data)) = data.split_first() else { return };
+    let Some((&first, data)) = data.split_first() else {
+        return;
+    };
     let whole = feed(&mut Parser::new(1 << 16), data, || usize::MAX);
     let size = usize::from(first % 64) + 1;
     let cut = feed(&mut Parser::new(1 << 16), data, || size);

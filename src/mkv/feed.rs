@@ -27,24 +27,42 @@ pub fn feed(parser: &mut Parser, data: &[u8], mut next_size: impl FnMut() -> usi
             let need = parser.need();
             let used = parser.parse(&pending, &mut events);
             let progressed = used > 0 || !events.is_empty() || parser.need() > need;
-            for ev in events.drain(..) {
-                result.push(match ev {
-                    Event::Block(b) => Owned::Block(
-                        b.track,
-                        b.cluster_timecode,
-                        b.relative,
-                        b.frames.iter().map(|r| pending[r].to_vec()).collect(),
-                    ),
-                    other => Owned::Event(other),
-                });
-            }
+            result.extend(take(&mut events, &pending));
             pending.drain(..used);
             if !progressed {
                 break;
             }
         }
     }
+    // What waited for bytes that will not come is decided now, as the
+    // demuxer does at EOS.
+    parser.set_last();
+    while !pending.is_empty() {
+        let used = parser.parse(&pending, &mut events);
+        let progressed = used > 0 || !events.is_empty();
+        result.extend(take(&mut events, &pending));
+        pending.drain(..used);
+        if !progressed {
+            break;
+        }
+    }
     parser.finish(&mut events);
     result.extend(events.drain(..).map(Owned::Event));
     result
+}
+
+/// The events with block payloads copied out of `data`.
+fn take(events: &mut Vec<Event>, data: &[u8]) -> Vec<Owned> {
+    events
+        .drain(..)
+        .map(|ev| match ev {
+            Event::Block(b) => Owned::Block(
+                b.track,
+                b.cluster_timecode,
+                b.relative,
+                b.frames.iter().map(|r| data[r].to_vec()).collect(),
+            ),
+            other => Owned::Event(other),
+        })
+        .collect()
 }
