@@ -5,7 +5,7 @@
 use gst_audio::AudioFormat;
 
 use super::ConnectPcm;
-use crate::kvs;
+use super::fragment::{Mime, aac_reading};
 use crate::mkv::Track;
 
 /// How buffers of a track are timed.
@@ -190,59 +190,6 @@ fn opus(track: &Track) -> Result<Output, String> {
     Ok(Output {
         caps: caps.build(),
         payload: Payload::Coded,
-    })
-}
-
-/// What the stream's MimeType tags have said so far. Connect sends one in
-/// every fragment, after the fragment's Cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Mime {
-    /// No MimeType yet, and no fragment has ended.
-    #[default]
-    Unknown,
-    /// A fragment ended without one: A_AAC tracks are read by their CodecID.
-    Absent,
-    /// The latest MimeType value.
-    Said(String),
-}
-
-impl Mime {
-    /// The state to decide on once a fragment has ended.
-    pub fn settled(&self) -> Mime {
-        match self {
-            Mime::Unknown => Mime::Absent,
-            other => other.clone(),
-        }
-    }
-}
-
-/// How an A_AAC track is read: as S16LE PCM of this rate and channels, or
-/// as AAC (`None`), with the reason; `None` while that cannot be told yet.
-pub fn aac_reading(
-    track: &Track,
-    mode: ConnectPcm,
-    mime: &Mime,
-) -> Option<(Option<(u32, u32)>, &'static str)> {
-    let l16 = match mime {
-        Mime::Said(m) => kvs::parse_l16(m),
-        _ => None,
-    };
-    Some(match (mode, mime) {
-        (ConnectPcm::Never, _) => (None, "connect-pcm=never"),
-        (ConnectPcm::Always, _) => (
-            Some(l16.unwrap_or((8000, 1))),
-            "connect-pcm=always (the rate and channels from the MimeType, else 8000 Hz mono)",
-        ),
-        (ConnectPcm::Auto, Mime::Said(_)) if l16.is_some() => {
-            (l16, "the stream's MimeType is audio/L16")
-        }
-        (ConnectPcm::Auto, Mime::Said(_)) => (None, "the stream's MimeType is not audio/L16"),
-        (ConnectPcm::Auto, _) if kvs::is_connect_track_name(&track.name) => (
-            Some((8000, 1)),
-            "an Amazon Connect track name and no MimeType yet: 8000 Hz mono L16 assumed",
-        ),
-        (ConnectPcm::Auto, Mime::Absent) => (None, "no MimeType tag: the CodecID holds"),
-        (ConnectPcm::Auto, Mime::Unknown) => return None,
     })
 }
 

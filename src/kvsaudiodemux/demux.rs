@@ -1,52 +1,40 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The streaming state of kvsaudiodemux: feeds the parser from an adapter and
-//! turns its events into pads, buffers, tags and messages.
+//! turns its events into pads, buffers, tags and messages. Which fragment is
+//! read and what it says is `fragment::Tracker`; where blocks go in time is
+//! `timeline::Timeline`; both are free of GStreamer. Nothing here pushes:
+//! each [`Demux::step`] returns the [`Action`]s for the element to perform
+//! once the lock is released.
 //!
-//! Timeline: output time is the block's absolute time plus one stream-wide
-//! offset, chosen so that the first block is at 0. A jump back in time moves
-//! the offset so output time keeps running forward. After an upstream
-//! reconnect, blocks of a fragment that was already (partly) output are
-//! dropped by their timestamp, so every sample leaves exactly once.
+//! After an upstream reconnect, blocks of a fragment that was already
+//! (partly) output are dropped by their timestamp, so every sample leaves
+//! exactly once.
 //!
 //! Caps: Connect puts a fragment's MimeType (and ContactId) after its
 //! Cluster. An A_AAC track with a Connect name is read as L16 at once;
 //! another A_AAC track whose kind no MimeType has told yet is held until the
-//! fragment's trailing tags are in (see `Fragment::held`). A MimeType that
-//! disagrees with what a fragment was read as changes the caps from the
-//! next fragment on, with a warning.
-
-use std::cmp::Ordering;
+//! fragment's trailing tags are in. A MimeType that disagrees with what a
+//! fragment was read as changes the caps from the next fragment on, with a
+//! warning.
 
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::ConnectPcm;
-use super::caps::{self, Mime, Output};
+use super::caps::{self, Output};
+use super::fragment::{Mime, Tracker};
 use super::imp::{CAT, KvsAudioDemux};
 use super::report;
-use super::stream::{FlowResult, Stream};
-use crate::kvs::{self, FragmentMeta};
-use crate::mkv::elements::DEFAULT_TIMESTAMP_SCALE;
+use super::stream::{Action, FlowResult, Stream};
+use super::timeline::{self, Timeline};
 use crate::mkv::{Block, Event, Parser, SimpleTag, Track, TrackKind};
 
-/// A block this much later than its pad's position starts a gap (DISCONT);
-/// this much earlier counts as time going backwards.
-const DISCONT_TOLERANCE: u64 = 200_000_000;
 pub const DEFAULT_MAX_GAP_MS: u32 = 10_000;
 
-/// A pad this far behind another gets GAP events up to that distance. It is
-/// well under a default queue's 1 s, so a silent pad never stalls a pipeline.
-const GAP_LAG: u64 = 400_000_000;
-
-/// Pads push what they hold once any of them holds this much, so that one
-/// large input chunk never fills one pad's queue while a mixer or
+/// Pads hand on what they hold once any of them holds this much, so that
+/// one large input chunk never fills one pad's queue while a mixer or
 /// interleave downstream waits on another pad.
 pub const PENDING_SPAN: u64 = 200_000_000;
-
-/// Held blocks are let go, decided with what is known, past this span of
-/// block time or these many bytes.
-const MAX_HOLD_SPAN: i128 = 10_000_000_000;
-const MAX_HOLD_BYTES: usize = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -70,55 +58,12 @@ impl Default for Settings {
     }
 }
 
-/// The chunk being parsed.
-struct Fragment {
-    meta: FragmentMeta,
-    tracks: Option<Vec<Track>>,
-    timestamp_scale: u64,
-    /// Its Cluster has started.
-    started: bool,
-    /// The pads are configured for it, and its blocks go out as they come.
-    open: bool,
-    /// Blocks waiting for the fragment's trailing tags (its MimeType, or its
-    /// ContactId with stop-at-contact-end), with the bytes they hold.
-    held: Vec<(Block, gst::Buffer)>,
-    held_bytes: usize,
-    /// What its tag event said (see `Demux::tag_view`).
-    sent: Option<(FragmentMeta, Option<String>)>,
-    /// Output time of its first block.
-    first_out: Option<u64>,
-    /// Its fragment number is not past the last one seen: a replay after a reconnect.
-    replay: bool,
-    /// Absolute time of the first block, and the producer time it maps to.
-    anchor: Option<(i128, Option<u64>)>,
-    /// Blocks per TrackNumber.
-    blocks: Vec<(u64, u64)>,
-    damaged: bool,
-    reported: bool,
-    /// An EBML header or Segment was seen.
-    seen: bool,
-}
-
-impl Default for Fragment {
-    fn default() -> Self {
-        Fragment {
-            meta: FragmentMeta::default(),
-            tracks: None,
-            timestamp_scale: DEFAULT_TIMESTAMP_SCALE,
-            started: false,
-            open: false,
-            held: Vec::new(),
-            held_bytes: 0,
-            sent: None,
-            first_out: None,
-            replay: false,
-            anchor: None,
-            blocks: Vec::new(),
-            damaged: false,
-            reported: false,
-            seen: false,
-        }
-    }
+/// What one step did: the actions to perform, whether to step again, and
+/// the demuxer's own result (an error, or EOS at a contact's end).
+pub struct Step {
+    pub actions: Vec<Action>,
+    pub more: bool,
+    pub result: FlowResult,
 }
 
 /// What the pads were last configured from.
@@ -129,23 +74,16 @@ pub struct Demux {
     parser: Parser,
     adapter: gst_base::UniqueAdapter,
     events: Vec<Event>,
+    tracker: Tracker<gst::Buffer>,
+    timeline: Timeline,
     streams: Vec<Stream>,
-    new_pads: Vec<gst::Pad>,
+    /// Actions not handed to the element yet.
+    out: Vec<Action>,
     next_index: u32,
     group_id: Option<gst::GroupId>,
     seqnum: Option<gst::Seqnum>,
-    fragment: Fragment,
-    /// The Tracks in force (a chunk without Tracks keeps the previous ones).
-    tracks: Vec<Track>,
     configured: Option<Config>,
     warned: Vec<u64>,
-    mime: Mime,
-    contact: Option<String>,
-    last_number: Option<String>,
-    prev_token: Option<String>,
-    prev_millis: Option<u64>,
-    offset: Option<i128>,
-    fragments: u64,
     bytes: u64,
     stopped: bool,
     /// The buffer-lists setting, taken when the first pad is made.
@@ -157,7 +95,8 @@ impl Demux {
         self.streams.iter().map(|s| s.pad.clone()).collect()
     }
 
-    pub fn chain(
+    /// Takes an input buffer; `step` then reads it.
+    pub fn input(
         &mut self,
         imp: &KvsAudioDemux,
         settings: &Settings,
@@ -182,63 +121,83 @@ impl Demux {
         }
         self.bytes += buffer.size() as u64;
         self.adapter.push(buffer);
-        self.drain(imp, settings)
+        Ok(gst::FlowSuccess::Ok)
     }
 
-    /// Pushes every pad's pending buffers; all pads push even if one fails.
-    fn flush_all(&mut self, imp: &KvsAudioDemux) -> FlowResult {
-        let mut result = Ok(gst::FlowSuccess::Ok);
-        for s in &mut self.streams {
-            let flushed = s.flush(imp);
-            if result.is_ok() {
-                result = flushed;
-            }
+    /// At EOS: no more bytes will come.
+    pub fn set_last(&mut self) {
+        self.parser.set_last();
+    }
+
+    /// Parses what the adapter holds, once.
+    pub fn step(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> Step {
+        let (more, result) = match self.parse_once(imp, settings) {
+            Ok(more) => (more, Ok(gst::FlowSuccess::Ok)),
+            Err(e) => (false, Err(e)),
+        };
+        self.flush_all();
+        Step {
+            actions: std::mem::take(&mut self.out),
+            more,
+            result,
         }
-        result
     }
 
-    fn drain(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> FlowResult {
+    /// Hands on every pad's pending buffers.
+    fn flush_all(&mut self) {
+        for s in &mut self.streams {
+            s.flush(&mut self.out);
+        }
+    }
+
+    /// Hands on every pad's pending buffers once one of them holds enough.
+    fn flush_if_due(&mut self) {
+        if self
+            .streams
+            .iter()
+            .any(|s| s.pending_span() >= PENDING_SPAN)
+        {
+            self.flush_all();
+        }
+    }
+
+    /// One parse call and its events; true if it got anywhere.
+    fn parse_once(
+        &mut self,
+        imp: &KvsAudioDemux,
+        settings: &Settings,
+    ) -> Result<bool, gst::FlowError> {
+        let avail = self.adapter.available();
+        let need = self.parser.need();
+        if avail == 0 || (avail < need && !self.parser.is_last()) {
+            return Ok(false);
+        }
         let mut events = std::mem::take(&mut self.events);
-        let mut result = Ok(gst::FlowSuccess::Ok);
-        while result.is_ok() {
-            let avail = self.adapter.available();
-            let need = self.parser.need();
-            if avail == 0 || (avail < need && !self.parser.is_last()) {
+        let len = need.max(self.adapter.available_fast()).min(avail);
+        let consumed = {
+            let map = self.adapter.map(len).map_err(|_| gst::FlowError::Error)?;
+            self.parser.parse(&map, &mut events)
+        };
+        let region = if events.iter().any(|e| matches!(e, Event::Block(_))) {
+            Some(
+                self.adapter
+                    .take_buffer(consumed)
+                    .map_err(|_| gst::FlowError::Error)?,
+            )
+        } else {
+            self.adapter.flush(consumed);
+            None
+        };
+        let stuck = consumed == 0
+            && events.is_empty()
+            && (self.parser.need() <= need || self.parser.is_last());
+        let mut result = Ok(!stuck);
+        for event in events.drain(..) {
+            if let Err(e) = self.handle(imp, settings, event, region.as_ref()) {
+                result = Err(e);
                 break;
             }
-            let len = need.max(self.adapter.available_fast()).min(avail);
-            let consumed = {
-                let map = self.adapter.map(len).map_err(|_| gst::FlowError::Error)?;
-                self.parser.parse(&map, &mut events)
-            };
-            let region = if events.iter().any(|e| matches!(e, Event::Block(_))) {
-                Some(
-                    self.adapter
-                        .take_buffer(consumed)
-                        .map_err(|_| gst::FlowError::Error)?,
-                )
-            } else {
-                self.adapter.flush(consumed);
-                None
-            };
-            if consumed == 0
-                && events.is_empty()
-                && (self.parser.need() <= need || self.parser.is_last())
-            {
-                break;
-            }
-            for event in events.drain(..) {
-                result = self
-                    .handle(imp, settings, event, region.as_ref())
-                    .and_then(|_| self.push_if_due(imp));
-                if result.is_err() {
-                    break;
-                }
-            }
-            let flushed = self.flush_all(imp);
-            if result.is_ok() {
-                result = flushed;
-            }
+            self.flush_if_due();
         }
         events.clear();
         self.events = events;
@@ -257,16 +216,18 @@ impl Demux {
                 gst::trace!(CAT, imp = imp, "New {doc_type} chunk at byte {offset}");
                 // A fragment cut short by damage lets its held blocks go.
                 self.open_output(imp, settings, true)?;
-                self.fragment = Fragment {
-                    seen: true,
-                    ..Fragment::default()
-                };
+                self.tracker.chunk();
             }
-            Event::Info { timestamp_scale } => self.fragment.timestamp_scale = timestamp_scale,
-            Event::Tracks(tracks) => self.fragment.tracks = Some(tracks),
+            Event::Info { timestamp_scale } => {
+                self.tracker.fragment.timestamp_scale = timestamp_scale
+            }
+            Event::Tracks(tracks) => self.tracker.set_tracks(tracks),
             Event::Tags(tags) => return self.on_tags(imp, settings, &tags),
-            Event::ClusterStart if !self.fragment.started => {
-                return self.begin_fragment(imp, settings);
+            Event::ClusterStart if !self.tracker.fragment.started => {
+                if let Some(contact) = self.tracker.begin() {
+                    self.on_contact(imp, settings, contact)?;
+                }
+                return self.open_output(imp, settings, false);
             }
             Event::Block(block) => {
                 if let Some(region) = region {
@@ -282,9 +243,9 @@ impl Demux {
                         "Damaged KVS stream at byte {}: skipping to the next fragment",
                         offset
                     ),
-                    ["{reason} (fragment {})", self.fragment_name()]
+                    ["{reason} (fragment {})", self.tracker.name()]
                 );
-                self.fragment.damaged = true;
+                self.tracker.fragment.damaged = true;
                 self.streams.iter_mut().for_each(|s| s.discont = true);
                 return self.open_output(imp, settings, true);
             }
@@ -293,34 +254,23 @@ impl Demux {
         Ok(gst::FlowSuccess::Ok)
     }
 
-    fn fragment_name(&self) -> &str {
-        self.fragment
-            .meta
-            .fragment_number
-            .as_deref()
-            .unwrap_or("without number")
-    }
-
     fn on_tags(
         &mut self,
         imp: &KvsAudioDemux,
         settings: &Settings,
         tags: &[SimpleTag],
     ) -> FlowResult {
-        self.fragment.seen = true;
-        let had_contact = self.fragment.meta.contact_id.is_some();
-        self.fragment.meta.apply(tags);
-        if tags.iter().any(|t| kvs::is_error_tag(&t.name)) {
+        let news = self.tracker.tags(tags);
+        if let Some(err) = news.error {
             // The error is the last thing the demuxer posts: no report of
             // this chunk, nothing at EOS.
             self.stopped = true;
-            let err = self.fragment.meta.error.clone().unwrap_or_default();
             gst::element_imp_error!(
                 imp,
                 gst::StreamError::Failed,
                 (
                     "Kinesis Video Streams reported an error in fragment {}: {} {} ({})",
-                    self.fragment_name(),
+                    self.tracker.name(),
                     err.code,
                     err.id,
                     err.meaning()
@@ -334,42 +284,31 @@ impl Demux {
             );
             return Err(gst::FlowError::Error);
         }
-        if let Some(mime) = tags.iter().rev().find(|t| t.name == kvs::MIME_TYPE) {
-            self.on_mime(imp, settings, mime.value.trim());
+        if let Some(mime) = &news.mime {
+            self.on_mime(imp, settings, mime);
         }
-        // Before the Cluster, the fragment's other tags may still come:
-        // `begin_fragment` looks at the contact then.
-        if self.fragment.started
-            && !had_contact
-            && let Some(contact) = self.fragment.meta.contact_id.clone()
-        {
+        if let Some(contact) = news.contact {
             self.on_contact(imp, settings, contact)?;
         }
-        if self.fragment.started && !self.fragment.open {
+        if self.tracker.fragment.started && !self.tracker.fragment.open {
             self.open_output(imp, settings, false)?;
         }
-        if self.fragment.started && self.fragment.meta.continuation_token.is_some() {
+        if news.complete {
             return self.complete_fragment(imp, settings);
         }
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// A MimeType tag: the authority on how A_AAC tracks are read. One that
-    /// disagrees with how the open fragment was read is warned about; the
-    /// caps change from the next fragment on.
+    /// A new MimeType. One that disagrees with how the open fragment was read
+    /// is warned about; the caps change from the next fragment on.
     fn on_mime(&mut self, imp: &KvsAudioDemux, settings: &Settings, value: &str) {
-        let mime = Mime::Said(value.to_string());
-        if mime == self.mime {
-            return;
-        }
         gst::debug!(CAT, imp = imp, "MimeType {value:?}");
-        self.mime = mime;
-        if !self.fragment.open {
+        if !self.tracker.fragment.open {
             return;
         }
         for s in &self.streams {
             let Ok(Some((output, reason))) =
-                caps::output_for(&s.track, settings.connect_pcm, &self.mime)
+                caps::output_for(&s.track, settings.connect_pcm, &self.tracker.mime)
             else {
                 continue;
             };
@@ -382,7 +321,7 @@ impl Demux {
                          the caps change from the next fragment",
                         s.track.number,
                         s.track.name,
-                        self.fragment_name(),
+                        self.tracker.name(),
                         s.output.caps,
                         value
                     ),
@@ -401,24 +340,28 @@ impl Demux {
         settings: &Settings,
         contact: String,
     ) -> FlowResult {
-        let Some(previous) = self.contact.replace(contact.clone()) else {
+        let Some(previous) = self.tracker.contact_change(contact.clone()) else {
             return Ok(gst::FlowSuccess::Ok);
         };
-        if previous == contact {
-            return Ok(gst::FlowSuccess::Ok);
-        }
         // Where the new contact's audio starts on the output timeline.
         let starts = self
+            .tracker
             .fragment
             .first_out
-            .unwrap_or_else(|| self.streams.iter().map(|s| s.position).max().unwrap_or(0));
+            .unwrap_or_else(|| self.newest());
         gst::info!(
             CAT,
             imp = imp,
             "Contact changed from {previous} to {contact} at {}",
             gst::ClockTime::from_nseconds(starts)
         );
-        let number = self.fragment.meta.fragment_number.as_deref().unwrap_or("");
+        let number = self
+            .tracker
+            .fragment
+            .meta
+            .fragment_number
+            .as_deref()
+            .unwrap_or("");
         let s = report::contact_changed(&previous, &contact, number, starts);
         let obj = imp.obj();
         obj.post_message(gst::message::Element::builder(s).src(&*obj).build())
@@ -430,56 +373,19 @@ impl Demux {
             CAT,
             imp = imp,
             "stop-at-contact-end: dropping {} held blocks of the new contact, sending EOS",
-            self.fragment.held.len()
+            self.tracker.held()
         );
-        self.fragment.held.clear();
+        self.tracker.drop_held();
         self.stopped = true;
         for s in &mut self.streams {
-            let _ = s.send_event(imp, gst::event::Eos::new());
+            s.send_event(&mut self.out, gst::event::Eos::new());
         }
         Err(gst::FlowError::Eos)
     }
 
-    fn begin_fragment(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> FlowResult {
-        self.fragment.started = true;
-        let meta = &self.fragment.meta;
-        if let Some(number) = &meta.fragment_number {
-            let replay = self.last_number.as_deref().is_some_and(|last| {
-                kvs::compare_fragment_numbers(number, last) != Ordering::Greater
-            });
-            self.fragment.replay = replay;
-            if !replay {
-                self.last_number = Some(number.clone());
-            }
-        }
-        if let Some(tracks) = self.fragment.tracks.take() {
-            self.tracks = tracks;
-        }
-        if let Some(contact) = self.fragment.meta.contact_id.clone() {
-            self.on_contact(imp, settings, contact)?;
-        }
-        self.open_output(imp, settings, false)
-    }
-
-    /// Why the fragment's blocks must wait for its trailing tags, if they must.
-    fn hold_reason(&self, settings: &Settings) -> Option<String> {
-        if settings.stop_at_contact_end
-            && self.contact.is_some()
-            && self.fragment.meta.contact_id.is_none()
-        {
-            return Some("its ContactId (stop-at-contact-end)".into());
-        }
-        let undecided = self.tracks.iter().find(|t| {
-            t.kind == TrackKind::Audio
-                && matches!(
-                    caps::output_for(t, settings.connect_pcm, &self.mime),
-                    Ok(None)
-                )
-        })?;
-        Some(format!(
-            "a MimeType: track {} ({:?}) is A_AAC, and only a MimeType tells AAC from PCM",
-            undecided.number, undecided.name
-        ))
+    /// The output time the furthest pad has reached.
+    fn newest(&self) -> u64 {
+        self.streams.iter().map(|s| s.position).max().unwrap_or(0)
     }
 
     /// Configures the pads for the started fragment and sends its tags, then
@@ -491,17 +397,21 @@ impl Demux {
         settings: &Settings,
         forced: bool,
     ) -> FlowResult {
-        if !self.fragment.started || self.fragment.open || self.stopped {
+        let f = &self.tracker.fragment;
+        if !f.started || f.open || self.stopped {
             return Ok(gst::FlowSuccess::Ok);
         }
-        match self.hold_reason(settings) {
+        match self
+            .tracker
+            .hold_reason(settings.connect_pcm, settings.stop_at_contact_end)
+        {
             Some(reason) if !forced => {
-                if self.fragment.held.is_empty() {
+                if self.tracker.held() == 0 {
                     gst::debug!(
                         CAT,
                         imp = imp,
                         "Holding the blocks of fragment {} for {reason}",
-                        self.fragment_name()
+                        self.tracker.name()
                     );
                 }
                 return Ok(gst::FlowSuccess::Ok);
@@ -510,62 +420,44 @@ impl Demux {
                 CAT,
                 imp = imp,
                 "Fragment {} ended or grew too long without {reason}: deciding with what is known",
-                self.fragment_name()
+                self.tracker.name()
             ),
             None => {}
         }
-        self.fragment.open = true;
-        if forced {
-            self.mime = self.mime.settled();
-        }
-        let changed = self.configure(imp, settings);
+        let held = self.tracker.open(forced);
+        let (added, removed) = self.configure(imp, settings);
         // Tags first: a pad-added handler finds the track name in the sticky
         // tag event.
-        let mut result = self.push_tags(imp);
-        for pad in std::mem::take(&mut self.new_pads) {
-            imp.add_src_pad(&pad);
+        self.push_tags();
+        self.out.extend(added.iter().cloned().map(Action::AddPad));
+        if !added.is_empty() || removed {
+            self.out.push(Action::NoMorePads);
         }
-        if changed {
-            imp.obj().no_more_pads();
-        }
-        let held = std::mem::take(&mut self.fragment.held);
         if !held.is_empty() {
             gst::debug!(CAT, imp = imp, "Letting {} held blocks go", held.len());
         }
         for (block, region) in held {
-            if result.is_err() {
-                break;
-            }
-            result = self
-                .on_block(imp, settings, block, &region)
-                .and_then(|_| self.push_if_due(imp));
-        }
-        result
-    }
-
-    /// Pushes every pad's pending buffers once one of them holds enough.
-    fn push_if_due(&mut self, imp: &KvsAudioDemux) -> FlowResult {
-        if self
-            .streams
-            .iter()
-            .any(|s| s.pending_span() >= PENDING_SPAN)
-        {
-            return self.flush_all(imp);
+            self.on_block(imp, settings, block, &region)?;
+            self.flush_if_due();
         }
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// Brings the pads in line with the tracks in force. New pads go to
-    /// `new_pads`, to be added once they carry their tags. Returns whether
-    /// the set of pads changed.
-    fn configure(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> bool {
-        let key = (self.tracks.clone(), self.mime.clone(), settings.connect_pcm);
+    /// Brings the pads in line with the tracks in force. Returns the new
+    /// pads, to be added once they carry their tags, and whether pads went.
+    fn configure(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> (Vec<gst::Pad>, bool) {
+        let mime = self.tracker.mime.clone();
+        let key = (
+            self.tracker.tracks.clone(),
+            mime.clone(),
+            settings.connect_pcm,
+        );
         if self.configured.as_ref() == Some(&key) {
-            return false;
+            return (Vec::new(), false);
         }
         self.configured = Some(key);
         let mut wanted = Vec::new();
-        for track in &self.tracks {
+        for track in &self.tracker.tracks {
             if track.kind != TrackKind::Audio {
                 gst::debug!(
                     CAT,
@@ -577,7 +469,7 @@ impl Demux {
                 );
                 continue;
             }
-            match caps::output_for(track, settings.connect_pcm, &self.mime.settled()) {
+            match caps::output_for(track, settings.connect_pcm, &mime.settled()) {
                 Ok(Some((output, reason))) => wanted.push((track.clone(), output, reason)),
                 Ok(None) => unreachable!("a settled MimeType decides every track"),
                 Err(err) if !self.warned.contains(&track.number) => {
@@ -600,7 +492,7 @@ impl Demux {
             .into_iter()
             .map(Some)
             .collect();
-        let mut added = false;
+        let mut added = Vec::new();
         for (track, output, reason) in wanted {
             // Same number and name, else same name: a pad keeps its speaker
             // even when Connect swaps the track order.
@@ -625,14 +517,13 @@ impl Demux {
                             track.name,
                             output.caps
                         );
-                        let _ = s.send_event(imp, gst::event::Caps::new(&output.caps));
+                        s.send_event(&mut self.out, gst::event::Caps::new(&output.caps));
                     }
                     s.track = track;
                     s.output = output;
                     s
                 }
                 None => {
-                    added = true;
                     gst::info!(
                         CAT,
                         imp = imp,
@@ -642,23 +533,26 @@ impl Demux {
                         track.codec_id,
                         output.caps
                     );
-                    self.new_stream(imp, track, output)
+                    let s = self.new_stream(imp, track, output);
+                    added.push(s.pad.clone());
+                    s
                 }
             };
             self.streams.push(stream);
         }
-        let mut removed: Vec<Stream> = old.into_iter().flatten().collect();
-        for s in &mut removed {
+        let mut removed = false;
+        for mut s in old.into_iter().flatten() {
             gst::debug!(
                 CAT,
                 obj = s.pad,
                 "Track {} is gone, removing its pad",
                 s.track.number
             );
-            let _ = s.send_event(imp, gst::event::Eos::new());
-            imp.remove_src_pad(&s.pad);
+            s.send_event(&mut self.out, gst::event::Eos::new());
+            self.out.push(Action::RemovePad(s.pad.clone()));
+            removed = true;
         }
-        added || !removed.is_empty()
+        (added, removed)
     }
 
     fn segment_event(&mut self) -> gst::Event {
@@ -677,6 +571,7 @@ impl Demux {
             .build();
         self.next_index += 1;
         pad.set_active(true).ok();
+        // Sticky events on a pad not added yet: no peer, nothing blocks.
         let stream_id = pad.create_stream_id(&*obj, Some(&track.number.to_string()));
         let group = *self.group_id.get_or_insert_with(gst::GroupId::next);
         pad.push_event(
@@ -686,13 +581,11 @@ impl Demux {
         );
         pad.push_event(gst::event::Caps::new(&output.caps));
         pad.push_event(self.segment_event());
-        self.new_pads.push(pad.clone());
-        let position = self.streams.iter().map(|s| s.position).max().unwrap_or(0);
         Stream {
             pad,
             track,
             output,
-            position,
+            position: self.newest(),
             last_abs: None,
             discont: true,
             pending: Vec::new(),
@@ -701,28 +594,18 @@ impl Demux {
         }
     }
 
-    /// What the tag event of the fragment says: its values but the lag and
-    /// token (the tags carry the previous fragment's), and the contact.
-    fn tag_view(&self) -> (FragmentMeta, Option<String>) {
-        let mut meta = self.fragment.meta.clone();
-        meta.millis_behind_now = None;
-        meta.continuation_token = None;
-        (meta, self.contact.clone())
-    }
-
-    fn push_tags(&mut self, imp: &KvsAudioDemux) -> FlowResult {
-        self.fragment.sent = Some(self.tag_view());
+    fn push_tags(&mut self) {
+        let t = &self.tracker;
         let ctx = report::Context {
-            prev_token: self.prev_token.as_deref(),
-            prev_millis: self.prev_millis,
-            contact: self.contact.as_deref(),
+            prev_token: t.prev_token.as_deref(),
+            prev_millis: t.prev_millis,
+            contact: t.contact.as_deref(),
         };
-        let mut result = Ok(gst::FlowSuccess::Ok);
         for s in &mut self.streams {
-            let list = report::fragment_tags(&self.fragment.meta, &s.track.name, &ctx);
-            result = result.and(s.send_event(imp, gst::event::Tag::new(list)));
+            let list = report::fragment_tags(&t.fragment.meta, &s.track.name, &ctx);
+            s.send_event(&mut self.out, gst::event::Tag::new(list));
         }
-        result
+        self.tracker.fragment.sent = Some(self.tracker.tag_view());
     }
 
     fn on_block(
@@ -732,21 +615,17 @@ impl Demux {
         block: Block,
         region: &gst::Buffer,
     ) -> FlowResult {
-        let scale = self.fragment.timestamp_scale;
+        let scale = self.tracker.fragment.timestamp_scale;
         let abs = (i128::from(block.cluster_timecode) + i128::from(block.relative))
             .saturating_mul(i128::from(scale));
-        if !self.fragment.open {
-            return self.hold(imp, settings, block, region, abs);
+        if !self.tracker.fragment.open {
+            if self.tracker.hold(block, region.clone(), abs) {
+                gst::debug!(CAT, imp = imp, "Held blocks reached their bounds");
+                return self.open_output(imp, settings, true);
+            }
+            return Ok(gst::FlowSuccess::Ok);
         }
-        match self
-            .fragment
-            .blocks
-            .iter_mut()
-            .find(|(t, _)| *t == block.track)
-        {
-            Some((_, n)) => *n += 1,
-            None => self.fragment.blocks.push((block.track, 1)),
-        }
+        self.tracker.count_block(block.track);
         let Some(idx) = self
             .streams
             .iter()
@@ -754,11 +633,10 @@ impl Demux {
         else {
             return Ok(gst::FlowSuccess::Ok);
         };
-        let (anchor_abs, anchor_producer) = *self
-            .fragment
-            .anchor
-            .get_or_insert((abs, self.fragment.meta.producer_timestamp));
-        if self.fragment.replay && self.streams[idx].last_abs.is_some_and(|last| abs <= last) {
+        let producer = self.tracker.producer_time(abs);
+        if self.tracker.fragment.replay
+            && self.streams[idx].last_abs.is_some_and(|last| abs <= last)
+        {
             gst::trace!(
                 CAT,
                 imp = imp,
@@ -767,152 +645,82 @@ impl Demux {
             );
             return Ok(gst::FlowSuccess::Ok);
         }
-        let out = self.place(imp, settings, idx, abs);
-        self.fragment.first_out.get_or_insert(out);
+        let max_gap = u64::from(settings.max_gap) * 1_000_000;
+        let (out, jump) =
+            self.timeline
+                .place(abs, self.streams[idx].position, self.newest(), max_gap);
+        if let Some(jump) = jump {
+            gst::debug!(
+                CAT,
+                imp = imp,
+                "Timeline moved: {jump:?}; continuing from {out}"
+            );
+            self.streams.iter_mut().for_each(|s| s.discont = true);
+        }
+        self.tracker.fragment.first_out.get_or_insert(out);
         // Keep silent pads moving first, so that sinks preroll and mixers and
         // interleave never wait on them.
-        for i in 0..self.streams.len() {
-            if i != idx && self.streams[i].position + GAP_LAG < out {
-                self.streams[i].fill(imp, out - GAP_LAG)?;
+        for (i, s) in self.streams.iter_mut().enumerate() {
+            if let Some(until) = timeline::lag_fill(s.position, out).filter(|_| i != idx) {
+                s.fill(&mut self.out, until);
             }
         }
         let stream = &mut self.streams[idx];
-        if out > stream.position + DISCONT_TOLERANCE {
+        if timeline::is_gap(stream.position, out) {
             gst::debug!(CAT, obj = stream.pad, "Gap of {} ns", out - stream.position);
-            stream.fill(imp, out)?;
+            stream.fill(&mut self.out, out);
             stream.discont = true;
         }
         stream.last_abs = Some(abs);
-        let producer = anchor_producer.map_or(abs, |p| i128::from(p) + abs - anchor_abs);
-        let producer = gst::ClockTime::from_nseconds(u64::try_from(producer).unwrap_or(0));
+        let producer = gst::ClockTime::from_nseconds(producer);
         stream.push_block(&block, region, out, scale, producer)
-    }
-
-    /// Keeps a block of a fragment that waits for its trailing tags, within
-    /// bounds; past them the fragment is decided with what is known.
-    fn hold(
-        &mut self,
-        imp: &KvsAudioDemux,
-        settings: &Settings,
-        block: Block,
-        region: &gst::Buffer,
-        abs: i128,
-    ) -> FlowResult {
-        let scale = i128::from(self.fragment.timestamp_scale);
-        let first = self.fragment.held.first().map(|(b, _)| {
-            (i128::from(b.cluster_timecode) + i128::from(b.relative)).saturating_mul(scale)
-        });
-        self.fragment.held_bytes += block.frames.iter().map(|f| f.len()).sum::<usize>();
-        self.fragment.held.push((block, region.clone()));
-        let span = first.map_or(0, |first| abs - first);
-        if span > MAX_HOLD_SPAN || self.fragment.held_bytes > MAX_HOLD_BYTES {
-            gst::debug!(
-                CAT,
-                imp = imp,
-                "Held blocks reached {} ns, {} bytes",
-                span,
-                self.fragment.held_bytes
-            );
-            return self.open_output(imp, settings, true);
-        }
-        Ok(gst::FlowSuccess::Ok)
-    }
-
-    /// Output time of a block of stream `idx` at absolute time `abs`. Moves
-    /// the timeline offset when time goes back, or jumps forward further
-    /// than `max-gap` for every pad.
-    fn place(&mut self, imp: &KvsAudioDemux, settings: &Settings, idx: usize, abs: i128) -> u64 {
-        let offset = *self.offset.get_or_insert(-abs);
-        let out = abs + offset;
-        let position = i128::from(self.streams[idx].position);
-        let newest = self
-            .streams
-            .iter()
-            .map(|s| i128::from(s.position))
-            .max()
-            .unwrap_or(0);
-        let max_gap = i128::from(settings.max_gap) * 1_000_000;
-        let target = if out + i128::from(DISCONT_TOLERANCE) < position {
-            gst::debug!(
-                CAT,
-                imp = imp,
-                "Time went back by {} ns; continuing from {position}",
-                position - out
-            );
-            position
-        } else if out > newest + max_gap {
-            gst::debug!(
-                CAT,
-                imp = imp,
-                "Time jumped by {} ns; continuing from {newest}",
-                out - newest
-            );
-            newest
-        } else {
-            return u64::try_from(out).unwrap_or(0);
-        };
-        self.offset = Some(offset + target - out);
-        self.streams.iter_mut().for_each(|s| s.discont = true);
-        target as u64
     }
 
     /// The fragment's last tags are in (or its chunk ended): held blocks go
     /// out, tags that came after its blocks are sent, and it is reported.
     fn complete_fragment(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> FlowResult {
         self.open_output(imp, settings, true)?;
-        if self.fragment.meta.mime_type.is_none() && self.mime == Mime::Unknown {
-            self.mime = Mime::Absent;
-        }
-        let f = &self.fragment;
-        if f.reported || f.damaged || !f.seen {
+        let Some(stale) = self.tracker.end() else {
             return Ok(gst::FlowSuccess::Ok);
-        }
+        };
         // Tags after the Cluster (real Connect: ContactId, MimeType...)
         // belong to this fragment: its pads get them now, after its audio.
-        let stale = f.open && f.sent.as_ref() != Some(&self.tag_view());
-        self.fragment.reported = true;
-        let result = if stale {
-            self.push_tags(imp)
-        } else {
-            Ok(gst::FlowSuccess::Ok)
-        };
-        let f = &self.fragment;
-        self.fragments += 1;
-        self.prev_token = f.meta.continuation_token.clone();
-        self.prev_millis = f.meta.millis_behind_now;
+        if stale {
+            self.push_tags();
+        }
+        let index = self.tracker.reported();
+        let t = &self.tracker;
         let s = report::fragment_message(
-            self.fragments - 1,
-            &f.meta,
-            self.contact.as_deref(),
-            &f.blocks,
+            index,
+            &t.fragment.meta,
+            t.contact.as_deref(),
+            &t.fragment.blocks,
         );
         gst::debug!(CAT, imp = imp, "Fragment complete: {s}");
         imp.obj()
             .post_message(gst::message::Element::builder(s).src(&*imp.obj()).build())
             .ok();
-        result
+        Ok(gst::FlowSuccess::Ok)
     }
 
-    /// Handles EOS: delivers what is complete, then EOS on every pad.
-    pub fn finish(&mut self, imp: &KvsAudioDemux, settings: &Settings) {
+    /// At EOS, once the rest was read: delivers what is complete, then EOS
+    /// on every pad.
+    pub fn finish(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> Vec<Action> {
         if self.stopped {
-            return;
+            return Vec::new();
         }
-        // What waited for bytes that will not come is decided now.
-        self.parser.set_last();
-        let _ = self.drain(imp, settings);
         let left = self.adapter.available();
-        if (left > 0 || self.parser.is_skipping()) && self.fragment.seen {
+        if (left > 0 || self.parser.is_skipping()) && self.tracker.fragment.seen {
             gst::element_imp_warning!(
                 imp,
                 gst::StreamError::Demux,
-                ("The stream ended inside fragment {}", self.fragment_name()),
+                ("The stream ended inside fragment {}", self.tracker.name()),
                 [
                     "Dropped an incomplete element at byte {} ({left} bytes); every complete block was output",
                     self.parser.offset()
                 ]
             );
-            self.fragment.damaged = true;
+            self.tracker.fragment.damaged = true;
         }
         self.adapter.clear();
         let mut events = Vec::new();
@@ -922,7 +730,7 @@ impl Demux {
         }
         let _ = self.open_output(imp, settings, true);
         if self.stopped {
-            return;
+            return std::mem::take(&mut self.out);
         }
         if self.streams.is_empty() {
             gst::element_imp_error!(
@@ -931,37 +739,67 @@ impl Demux {
                 ("No audio track in stream"),
                 [
                     "Parsed {} complete fragments ({} bytes) and found no audio track to output",
-                    self.fragments,
+                    self.tracker.fragments,
                     self.bytes
                 ]
             );
-            return;
+            return std::mem::take(&mut self.out);
         }
-        let newest = self.streams.iter().map(|s| s.position).max().unwrap_or(0);
+        let newest = self.newest();
         for s in &mut self.streams {
-            if s.position < newest && s.fill(imp, newest).is_err() {
-                gst::debug!(CAT, obj = s.pad, "Could not fill up to {newest} before EOS");
+            if s.position < newest {
+                s.fill(&mut self.out, newest);
             }
-            let _ = s.send_event(imp, gst::event::Eos::new());
+            s.send_event(&mut self.out, gst::event::Eos::new());
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Downstream refused these pads' caps: an error that names each track,
+    /// once, before the generic one upstream posts.
+    pub fn refused(&mut self, imp: &KvsAudioDemux, pads: &[gst::Pad]) {
+        for s in self.streams.iter_mut().filter(|s| pads.contains(&s.pad)) {
+            if std::mem::replace(&mut s.refused, true) {
+                continue;
+            }
+            let hint = if s.track.codec_id.starts_with("A_AAC") {
+                "If this is Amazon Connect audio (raw PCM labelled A_AAC), set connect-pcm=always; \
+                 if it is AAC, put a decoder (decodebin) after the pad"
+            } else {
+                "Put a decoder (decodebin) after the pad, or link it to an element that takes these caps"
+            };
+            gst::element_imp_error!(
+                imp,
+                gst::CoreError::Negotiation,
+                (
+                    "Track {} ({:?}, CodecID {}) came out as {}, which downstream refused",
+                    s.track.number,
+                    s.track.name,
+                    s.track.codec_id,
+                    s.output.caps
+                ),
+                ["{hint} (pad {})", s.pad.name()]
+            );
         }
     }
 
     /// Forgets parsing state after a flush and starts a new segment; pads stay.
-    pub fn flush(&mut self) {
+    pub fn flush(&mut self) -> Vec<Action> {
         self.adapter.clear();
         self.parser.reset();
-        self.fragment = Fragment::default();
-        self.offset = None;
-        self.last_number = None;
+        self.tracker.flush();
+        self.timeline.reset();
         self.stopped = false;
         self.seqnum = None;
+        self.out.clear();
         let segment = self.segment_event();
         for s in &mut self.streams {
             s.position = 0;
             s.last_abs = None;
             s.discont = true;
             s.pending.clear();
-            s.pad.push_event(segment.clone());
+            self.out.push(Action::Event(s.pad.clone(), segment.clone()));
         }
+        std::mem::take(&mut self.out)
     }
 }

@@ -9,7 +9,8 @@ use gst::subclass::prelude::*;
 
 use super::ConnectPcm;
 use super::caps;
-use super::demux::{Demux, Settings};
+use super::demux::{Demux, Settings, Step};
+use super::stream::Action;
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -29,8 +30,8 @@ pub struct KvsAudioDemux {
 impl KvsAudioDemux {
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         let settings = self.settings.lock().unwrap().clone();
-        let mut demux = self.demux.lock().unwrap();
-        demux.chain(self, &settings, buffer)
+        self.demux.lock().unwrap().input(self, &settings, buffer)?;
+        self.run(|d| d.step(self, &settings))
     }
 
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
@@ -44,31 +45,94 @@ impl KvsAudioDemux {
             | EventView::StreamStart(_) => true,
             EventView::Eos(_) => {
                 let settings = self.settings.lock().unwrap().clone();
-                self.demux.lock().unwrap().finish(self, &settings);
+                self.demux.lock().unwrap().set_last();
+                let _ = self.run(|d| d.step(self, &settings));
+                let actions = self.demux.lock().unwrap().finish(self, &settings);
+                let _ = self.perform(actions);
                 true
             }
             EventView::FlushStop(_) => {
                 let forwarded = gst::Pad::event_default(pad, Some(&*self.obj()), event);
-                self.demux.lock().unwrap().flush();
+                let actions = self.demux.lock().unwrap().flush();
                 self.flow_combiner.lock().unwrap().reset();
+                let _ = self.perform(actions);
                 forwarded
             }
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }
     }
 
-    /// Records a pad's flow result and returns the combined one.
-    pub(super) fn combine(
+    /// Runs `step` under the demuxer's lock until it has nothing more to do,
+    /// performing what it hands on after each step, outside the lock, as
+    /// gst-plugins-rs demuxers do.
+    fn run(
         &self,
-        pad: &gst::Pad,
-        res: Result<gst::FlowSuccess, gst::FlowError>,
+        mut step: impl FnMut(&mut Demux) -> Step,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        self.flow_combiner.lock().unwrap().update_pad_flow(pad, res)
+        loop {
+            let Step {
+                actions,
+                more,
+                result,
+            } = step(&mut self.demux.lock().unwrap());
+            let pushed = self.perform(actions);
+            let result = result.and(pushed);
+            if result.is_err() || !more {
+                return result;
+            }
+        }
     }
 
-    pub(super) fn add_src_pad(&self, pad: &gst::Pad) {
-        self.flow_combiner.lock().unwrap().add_pad(pad);
-        self.obj().add_pad(pad).expect("pad names are unique");
+    /// Pushes, adds and removes pads, in order; returns the combined flow.
+    fn perform(&self, actions: Vec<Action>) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut result = Ok(gst::FlowSuccess::Ok);
+        let mut refused = Vec::new();
+        for action in actions {
+            let (pad, res) = match action {
+                Action::Buffer(pad, buffer) => {
+                    let res = pad.push(buffer);
+                    (pad, res)
+                }
+                Action::List(pad, list) => {
+                    let res = pad.push_list(list);
+                    (pad, res)
+                }
+                Action::Event(pad, event) => {
+                    pad.push_event(event);
+                    continue;
+                }
+                Action::AddPad(pad) => {
+                    self.flow_combiner.lock().unwrap().add_pad(&pad);
+                    if let Err(e) = self.obj().add_pad(&pad) {
+                        gst::error!(CAT, imp = self, "Cannot add pad {}: {e}", pad.name());
+                    }
+                    continue;
+                }
+                Action::RemovePad(pad) => {
+                    self.remove_src_pad(&pad);
+                    continue;
+                }
+                Action::NoMorePads => {
+                    self.obj().no_more_pads();
+                    continue;
+                }
+            };
+            if res == Err(gst::FlowError::NotNegotiated) && !refused.contains(&pad) {
+                refused.push(pad.clone());
+            }
+            let combined = self
+                .flow_combiner
+                .lock()
+                .unwrap()
+                .update_pad_flow(&pad, res);
+            if result.is_ok() {
+                result = combined;
+            }
+        }
+        if !refused.is_empty() {
+            self.demux.lock().unwrap().refused(self, &refused);
+        }
+        result
     }
 
     pub(super) fn remove_src_pad(&self, pad: &gst::Pad) {

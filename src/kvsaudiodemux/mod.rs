@@ -18,9 +18,11 @@ use gst::prelude::*;
 
 mod caps;
 mod demux;
+mod fragment;
 mod imp;
 mod report;
 mod stream;
+mod timeline;
 
 glib::wrapper! {
     pub struct KvsAudioDemux(ObjectSubclass<imp::KvsAudioDemux>) @extends gst::Element, gst::Object;

@@ -1,16 +1,25 @@
 // SPDX-License-Identifier: MPL-2.0
 //! One output pad: its track, caps and position on the output timeline.
+//! Nothing here pushes: buffers and events become [`Action`]s that the
+//! element performs in order once the demuxer's lock is released.
 
 use std::sync::LazyLock;
 
-use gst::prelude::*;
-use gst::subclass::prelude::*;
-
 use super::caps::{Output, Payload};
-use super::imp::KvsAudioDemux;
 use crate::mkv::{Block, Track};
 
 pub(super) type FlowResult = Result<gst::FlowSuccess, gst::FlowError>;
+
+/// What the demuxer does on its pads, in this order, outside its lock.
+pub enum Action {
+    Buffer(gst::Pad, gst::Buffer),
+    List(gst::Pad, gst::BufferList),
+    Event(gst::Pad, gst::Event),
+    /// Adds the pad (its sticky events are set by then).
+    AddPad(gst::Pad),
+    RemovePad(gst::Pad),
+    NoMorePads,
+}
 
 static UNIX_CAPS: LazyLock<gst::Caps> =
     LazyLock::new(|| gst::Caps::new_empty_simple("timestamp/x-unix"));
@@ -56,63 +65,36 @@ impl Stream {
         })
     }
 
-    /// Pushes the pending buffers.
-    pub fn flush(&mut self, imp: &KvsAudioDemux) -> FlowResult {
+    /// Hands the pending buffers on.
+    pub fn flush(&mut self, out: &mut Vec<Action>) {
         if self.pending.is_empty() {
-            return Ok(gst::FlowSuccess::Ok);
+            return;
         }
         if self.lists {
             let mut list = gst::BufferList::new_sized(self.pending.len());
             let l = list.get_mut().unwrap();
             self.pending.drain(..).for_each(|b| l.add(b));
-            let res = self.pad.push_list(list);
-            return self.pushed(imp, res);
+            out.push(Action::List(self.pad.clone(), list));
+            return;
         }
-        for buffer in std::mem::take(&mut self.pending) {
-            let res = self.pad.push(buffer);
-            self.pushed(imp, res)?;
-        }
-        Ok(gst::FlowSuccess::Ok)
+        let pad = &self.pad;
+        out.extend(
+            self.pending
+                .drain(..)
+                .map(|b| Action::Buffer(pad.clone(), b)),
+        );
     }
 
-    /// Combines a push result; a refusal of the caps becomes an error that
-    /// names the track, before the generic one upstream posts.
-    fn pushed(&mut self, imp: &KvsAudioDemux, res: FlowResult) -> FlowResult {
-        if res == Err(gst::FlowError::NotNegotiated) && !std::mem::replace(&mut self.refused, true)
-        {
-            let hint = if self.track.codec_id.starts_with("A_AAC") {
-                "If this is Amazon Connect audio (raw PCM labelled A_AAC), set connect-pcm=always; \
-                 if it is AAC, put a decoder (decodebin) after the pad"
-            } else {
-                "Put a decoder (decodebin) after the pad, or link it to an element that takes these caps"
-            };
-            gst::element_imp_error!(
-                imp,
-                gst::CoreError::Negotiation,
-                (
-                    "Track {} ({:?}, CodecID {}) came out as {}, which downstream refused",
-                    self.track.number,
-                    self.track.name,
-                    self.track.codec_id,
-                    self.output.caps
-                ),
-                ["{hint} (pad {})", self.pad.name()]
-            );
-        }
-        imp.combine(&self.pad, res)
-    }
-
-    /// Pushes an event after the pending buffers.
-    pub fn send_event(&mut self, imp: &KvsAudioDemux, event: gst::Event) -> FlowResult {
-        let result = self.flush(imp);
-        self.pad.push_event(event);
-        result
+    /// Sends an event after the pending buffers.
+    pub fn send_event(&mut self, out: &mut Vec<Action>, event: gst::Event) {
+        self.flush(out);
+        out.push(Action::Event(self.pad.clone(), event));
     }
 
     /// Brings the pad up to `until`: raw audio gets silent buffers flagged
     /// GAP (interleave in GStreamer 1.22 cannot fill GAP events), coded audio
     /// a GAP event.
-    pub fn fill(&mut self, imp: &KvsAudioDemux, until: u64) -> FlowResult {
+    pub fn fill(&mut self, out: &mut Vec<Action>, until: u64) {
         let Payload::Raw {
             bytes_per_frame,
             rate,
@@ -122,10 +104,8 @@ impl Stream {
             let start = gst::ClockTime::from_nseconds(self.position);
             let duration = gst::ClockTime::from_nseconds(until.saturating_sub(self.position));
             self.position = self.position.max(until);
-            return self.send_event(
-                imp,
-                gst::event::Gap::builder(start).duration(duration).build(),
-            );
+            let gap = gst::event::Gap::builder(start).duration(duration).build();
+            return self.send_event(out, gap);
         };
         while self.position < until {
             let span = (until - self.position).min(SILENCE_CHUNK);
@@ -145,7 +125,6 @@ impl Stream {
             self.position += duration;
             self.queue(buffer);
         }
-        Ok(gst::FlowSuccess::Ok)
     }
 
     /// Applies the track's CodecDelay and the block's DiscardPadding as
