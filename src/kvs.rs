@@ -186,10 +186,7 @@ mod tests {
     use super::*;
 
     fn tag(name: &str, value: &str) -> SimpleTag {
-        SimpleTag {
-            name: name.into(),
-            value: value.into(),
-        }
+        SimpleTag::new(name, value)
     }
 
     #[test]

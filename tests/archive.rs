@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gst::prelude::*;
-use gstkvs::synth::{Call, Side};
+use gstkvs::synth::{Call, Layout, Side};
 
 use common::StoredCall as Fixture;
 
@@ -60,6 +60,22 @@ impl Fixture {
         assert!(numbers == expected, "every fragment once, in order");
     }
 
+    /// As `assert_exact`, each speaker's PCM found by track name.
+    fn assert_exact_by_name(&self, run: &common::Run, first: u64, last: u64) {
+        let part = Call {
+            fragments: last + 1,
+            ..self.call.clone()
+        };
+        let per_fragment = part.pcm(Side::Caller).len() / part.fragments as usize;
+        for side in [Side::Caller, Side::Agent] {
+            let pcm = common::speaker(run, side.track_name()).pcm();
+            assert!(
+                pcm == part.pcm(side)[first as usize * per_fragment..],
+                "{side:?}"
+            );
+        }
+    }
+
     fn count(&self, counter: impl Fn(&gstkvs::server::Counters) -> u32) -> u32 {
         counter(&self.server.state.counters)
     }
@@ -102,6 +118,20 @@ fn range_over_several_pages_and_batches_is_bit_exact() {
         last.get::<gst::ClockTime>("duration").unwrap(),
         gst::ClockTime::from_mseconds(ms)
     );
+}
+
+#[test]
+fn both_connect_layouts_are_bit_exact() {
+    for layout in [Layout::Real, Layout::TagsFirst] {
+        let f = Fixture::new(Call {
+            fragments: 6,
+            swapped: true,
+            layout,
+            ..Call::default()
+        });
+        let (run, _) = f.run(1, 4, "");
+        f.assert_exact_by_name(&run, 1, 4);
+    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gstkvs::server::{State, Stream};
-use gstkvs::synth::{Call, Side};
+use gstkvs::synth::{Call, Layout, Side};
 
 /// A server on 127.0.0.1 with one stored call named "call".
 struct Fixture {
@@ -21,8 +21,13 @@ struct Fixture {
 
 impl Fixture {
     fn new(fragments: u64, live: bool) -> Fixture {
+        Fixture::with_layout(fragments, live, Layout::Real)
+    }
+
+    fn with_layout(fragments: u64, live: bool, layout: Layout) -> Fixture {
         let call = Call {
             fragments,
+            layout,
             ..Call::default()
         };
         let stream = if live {
@@ -64,6 +69,9 @@ impl Fixture {
 
 #[test]
 fn getmedia_to_demux_is_bit_exact() {
+    // Tags before the Cluster too, though real Connect never does that.
+    let f = Fixture::with_layout(3, false, Layout::TagsFirst);
+    f.assert_exact(&f.run("").0);
     let f = Fixture::new(8, false);
     let (run, stats) = f.run("");
     f.assert_exact(&run);

@@ -5,7 +5,7 @@
 use gst_audio::AudioFormat;
 
 use super::ConnectPcm;
-use super::fragment::{Mime, aac_reading};
+use super::fragment::{Mime, aac_reading, is_aac};
 use crate::mkv::Track;
 
 /// How buffers of a track are timed.
@@ -203,7 +203,7 @@ pub fn output_for(
     let codec = track.codec_id.as_str();
     let bits = track.bit_depth.unwrap_or(16);
     let out = match codec {
-        "A_AAC" | "A_AAC/MPEG4/LC" | "A_AAC/MPEG2/LC" => {
+        id if is_aac(id) => {
             let Some((pcm, reason)) = aac_reading(track, mode, mime) else {
                 return Ok(None);
             };

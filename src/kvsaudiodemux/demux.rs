@@ -22,7 +22,7 @@ use gst::subclass::prelude::*;
 
 use super::ConnectPcm;
 use super::caps::{self, Output};
-use super::fragment::{Mime, Tracker};
+use super::fragment::{Mime, Tracker, is_aac};
 use super::imp::{CAT, KvsAudioDemux};
 use super::report;
 use super::stream::{Action, FlowResult, Stream};
@@ -762,7 +762,7 @@ impl Demux {
             if std::mem::replace(&mut s.refused, true) {
                 continue;
             }
-            let hint = if s.track.codec_id.starts_with("A_AAC") {
+            let hint = if is_aac(&s.track.codec_id) {
                 "If this is Amazon Connect audio (raw PCM labelled A_AAC), set connect-pcm=always; \
                  if it is AAC, put a decoder (decodebin) after the pad"
             } else {

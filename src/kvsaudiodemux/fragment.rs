@@ -69,11 +69,9 @@ pub fn aac_reading(
     })
 }
 
-fn is_aac(track: &Track) -> bool {
-    matches!(
-        track.codec_id.as_str(),
-        "A_AAC" | "A_AAC/MPEG4/LC" | "A_AAC/MPEG2/LC"
-    )
+/// The CodecIDs read as AAC (or as Connect's PCM).
+pub fn is_aac(codec_id: &str) -> bool {
+    matches!(codec_id, "A_AAC" | "A_AAC/MPEG4/LC" | "A_AAC/MPEG2/LC")
 }
 
 /// The chunk being read.
@@ -254,7 +252,9 @@ impl<R> Tracker<R> {
             return Some("its ContactId (stop-at-contact-end)".into());
         }
         let undecided = self.tracks.iter().find(|t| {
-            t.kind == TrackKind::Audio && is_aac(t) && aac_reading(t, mode, &self.mime).is_none()
+            t.kind == TrackKind::Audio
+                && is_aac(&t.codec_id)
+                && aac_reading(t, mode, &self.mime).is_none()
         })?;
         Some(format!(
             "a MimeType: track {} ({:?}) is A_AAC, and only a MimeType tells AAC from PCM",
@@ -354,10 +354,7 @@ mod tests {
     use super::*;
 
     fn tag(name: &str, value: &str) -> SimpleTag {
-        SimpleTag {
-            name: name.into(),
-            value: value.into(),
-        }
+        SimpleTag::new(name, value)
     }
 
     fn track(number: u64, name: &str) -> Track {

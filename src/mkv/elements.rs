@@ -165,6 +165,15 @@ pub struct SimpleTag {
     pub value: String,
 }
 
+impl SimpleTag {
+    pub fn new(name: &str, value: &str) -> Self {
+        SimpleTag {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
 fn collect_simple_tag(body: &[u8], out: &mut Vec<SimpleTag>, depth: u32) {
     let mut tag = SimpleTag {
         name: String::new(),
