@@ -6,6 +6,10 @@
 //! entered; every other element it cares about is decoded whole, so a caller
 //! must be able to present [`Parser::need`] contiguous bytes.
 
+use std::sync::LazyLock;
+
+use memchr::memmem;
+
 use super::ebml::{self, HeaderError, UNKNOWN_SIZE};
 use super::elements::{self, Block, SimpleTag, Track, id};
 
@@ -425,41 +429,39 @@ const SEGMENT_ID: [u8; 4] = [0x18, 0x53, 0x80, 0x67];
 /// after `limit` may be read to tell. With `last`, no more bytes will come:
 /// a candidate they would have to tell about is none.
 fn chunk_start(data: &[u8], limit: usize, last: bool) -> ChunkStart {
-    let mut from = 0;
-    while from < limit {
-        let Some(i) = data[from..limit].iter().position(|&b| b == MAGIC[0]) else {
-            break;
-        };
-        let at = from + i;
+    // Whole magics that start below `limit`.
+    let hay = &data[..(limit + 3).min(data.len())];
+    static FINDER: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(&MAGIC));
+    for at in FINDER.find_iter(hay) {
         let rest = &data[at..];
-        if rest.len() < 4 {
-            if MAGIC.starts_with(rest) && !last {
-                return ChunkStart::Maybe { at, need: 4 };
-            }
-        } else if rest[..4] == MAGIC {
-            match ebml::read_header(rest) {
-                Err(HeaderError::Short(need)) if !last => return ChunkStart::Maybe { at, need },
-                Ok(h) if h.size <= MAX_EBML_HEADER => {
-                    let total = h.len + h.size as usize;
-                    if rest.len() < total + 4 {
-                        if last {
-                            from = at + 1;
-                            continue;
-                        }
-                        return ChunkStart::Maybe {
-                            at,
-                            need: total + 4,
-                        };
+        match ebml::read_header(rest) {
+            Err(HeaderError::Short(need)) if !last => return ChunkStart::Maybe { at, need },
+            Ok(h) if h.size <= MAX_EBML_HEADER => {
+                let total = h.len + h.size as usize;
+                if rest.len() < total + 4 {
+                    if last {
+                        continue;
                     }
-                    let header = elements::parse_ebml_header(&rest[h.len..total]);
-                    if header.is_some() && rest[total..total + 4] == SEGMENT_ID {
-                        return ChunkStart::At(at);
-                    }
+                    return ChunkStart::Maybe {
+                        at,
+                        need: total + 4,
+                    };
                 }
-                _ => {}
+                let header = elements::parse_ebml_header(&rest[h.len..total]);
+                if header.is_some() && rest[total..total + 4] == SEGMENT_ID {
+                    return ChunkStart::At(at);
+                }
             }
+            _ => {}
         }
-        from = at + 1;
+    }
+    // A magic that the end of the data cuts.
+    if !last {
+        let tail = data.len().saturating_sub(3)..limit.min(data.len());
+        if let Some(at) = tail.into_iter().find(|&at| MAGIC.starts_with(&data[at..])) {
+            return ChunkStart::Maybe { at, need: 4 };
+        }
     }
     ChunkStart::None
 }
@@ -511,6 +513,34 @@ mod tests {
 
     fn stream(n: u64) -> Vec<u8> {
         (0..n).flat_map(|i| fragment(i).to_bytes()).collect()
+    }
+
+    #[test]
+    fn chunk_starts_are_told_from_magic_in_payload() {
+        let mut data = vec![7u8; 10];
+        data.extend(fragment(0).to_bytes());
+        assert!(matches!(
+            chunk_start(&data, data.len(), false),
+            ChunkStart::At(10)
+        ));
+        // Only offsets below the limit count.
+        assert!(matches!(chunk_start(&data, 10, true), ChunkStart::None));
+        // Four magic bytes without a valid EBML header and Segment are data.
+        let fake = [0, 0x1A, 0x45, 0xDF, 0xA3, 0x4C, 0x4D, 1, 2, 3];
+        assert!(matches!(
+            chunk_start(&fake, fake.len(), false),
+            ChunkStart::None
+        ));
+        // A magic that the end cuts may be a chunk, unless nothing more comes.
+        let cut = [0, 0, 0x1A, 0x45];
+        assert!(matches!(
+            chunk_start(&cut, cut.len(), false),
+            ChunkStart::Maybe { at: 2, need: 4 }
+        ));
+        assert!(matches!(
+            chunk_start(&cut, cut.len(), true),
+            ChunkStart::None
+        ));
     }
 
     fn blocks(events: &[Owned]) -> usize {
