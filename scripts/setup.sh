@@ -7,7 +7,8 @@ packages=(
     pkg-config meson
     libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-    gstreamer1.0-plugins-bad gstreamer1.0-plugins-base-apps
+    gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+    gstreamer1.0-plugins-base-apps
     python3-gst-1.0 gir1.2-gst-plugins-base-1.0
 )
 missing=()

@@ -3,13 +3,15 @@
 
 //! GStreamer elements for Amazon Kinesis Video Streams.
 //!
-//! `kvsaudiodemux` turns the Matroska chunk stream of KVS GetMedia into audio
-//! pads. The parsing lives in [`mkv`] and [`kvs`], which have no GStreamer in them.
+//! `kvsaudiodemux` and `kvsdemux` turn the Matroska chunk stream of KVS
+//! GetMedia into audio (and video) pads, sharing one demuxer. The parsing lives in [`mkv`] and [`kvs`], which have no GStreamer in them.
 
 use gst::glib;
 
+mod demux;
 pub mod kvs;
 pub mod kvsaudiodemux;
+pub mod kvsdemux;
 #[cfg(feature = "aws")]
 pub mod kvsgetmediasrc;
 pub mod mkv;
@@ -21,6 +23,7 @@ pub mod tags;
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     tags::register();
     kvsaudiodemux::register(plugin)?;
+    kvsdemux::register(plugin)?;
     #[cfg(feature = "aws")]
     kvsgetmediasrc::register(plugin)?;
     Ok(())

@@ -507,6 +507,8 @@ fn plain_pcm_codecs_video_skipped_and_lacing() {
         codec_id: "V_MPEG4/ISO/AVC".into(),
         codec_private: vec![1, 2, 3],
         audio: None,
+        video: None,
+        default_duration: None,
     };
     let tracks = vec![
         video,
@@ -520,6 +522,7 @@ fn plain_pcm_codecs_video_skipped_and_lacing() {
         frames: vec![vec![1; 400], vec![2; 800], vec![3; 4]],
         lacing: Lacing::Xiph,
         group: None,
+        delta: false,
     };
     let grouped = BlockSpec {
         track: 3,
@@ -527,6 +530,7 @@ fn plain_pcm_codecs_video_skipped_and_lacing() {
         frames: vec![vec![4; 64], vec![5; 64]],
         lacing: Lacing::Ebml,
         group: Some(Some(2)),
+        delta: false,
     };
     let fixed = BlockSpec {
         track: 5,
@@ -534,6 +538,7 @@ fn plain_pcm_codecs_video_skipped_and_lacing() {
         frames: vec![vec![6; 30], vec![7; 30]],
         lacing: Lacing::Fixed,
         group: None,
+        delta: false,
     };
     let blocks = vec![
         BlockSpec::simple(1, 0, vec![9; 5000]),
@@ -861,6 +866,8 @@ fn no_audio_track_is_an_error_after_the_fragments() {
         codec_id: "V_MPEG4/ISO/AVC".into(),
         codec_private: vec![],
         audio: None,
+        video: None,
+        default_duration: None,
     };
     let data: Vec<u8> = (0..3)
         .flat_map(|i| {
@@ -1066,4 +1073,54 @@ fn one_huge_input_buffer_does_not_stall_interleave() {
     let (left, right) = common::deinterleave(&data);
     assert!(left == call.pcm(Side::Caller));
     assert!(right == call.pcm_with_silence(Side::Agent));
+}
+
+#[test]
+fn max_latency_skips_stale_fragments_and_says_so() {
+    // KVS says each fragment's lag at its end. The first fragment has no
+    // figure before it and its producer time is years old: skipped by the
+    // local clock; then 9000 - 1024, 8000 - 1024 and 3000 - 1024 ms behind
+    // are skipped, and 2000 - 1024 ms is kept.
+    let call = Call {
+        behind_ms: vec![9000, 8000, 3000, 2000, 1000],
+        ..Call::of_seconds(8)
+    };
+    each_layout_and_feeding(&call, &[("max-latency", "1500")], |call, run, label| {
+        let skipped = run.named("kvs-skipped");
+        assert_eq!(skipped.len(), 1, "{label}");
+        let s = skipped[0];
+        assert_eq!(s.get::<u64>("fragments").unwrap(), 4, "{label}");
+        assert_eq!(
+            s.get::<gst::ClockTime>("duration").unwrap(),
+            ms(4 * 1024),
+            "{label}"
+        );
+        assert_eq!(
+            s.get::<&str>("first-fragment-number").unwrap(),
+            call.fragment_number(0)
+        );
+        assert_eq!(
+            s.get::<&str>("resumed-fragment-number").unwrap(),
+            call.fragment_number(4)
+        );
+        assert!(s.get::<u64>("behind-ms").unwrap() > 1500, "{label}");
+        // Output starts at fragment 4, at time 0, every sample of it on.
+        let bytes_per_fragment = (call.blocks_per_fragment * 512 * 2) as usize;
+        for side in [Side::Caller, Side::Agent] {
+            let pad = speaker(run, side.track_name());
+            assert_eq!(pad.buffers[0].pts, Some(ms(0)), "{label}");
+            assert!(pad.buffers[0].discont);
+            assert_eq!(
+                pad.pcm(),
+                call.pcm(side)[4 * bytes_per_fragment..],
+                "{label}: {side:?}"
+            );
+        }
+        // Every fragment is still reported.
+        assert_eq!(run.fragments().len() as u64, call.fragments, "{label}");
+    });
+    // Off by default: nothing is skipped.
+    let run = demux(&call.bytes());
+    assert!(run.named("kvs-skipped").is_empty());
+    assert_eq!(speaker(&run, CALLER).pcm(), call.pcm(Side::Caller));
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
-//! `kvs://` through uridecodebin and playbin: kvsaudiodemux is plugged for
-//! KVS streams, and matroskademux still plays ordinary Matroska files.
+//! `kvs://` through uridecodebin and playbin: kvsdemux is plugged for KVS
+//! streams, audio and video, and matroskademux still plays ordinary
+//! Matroska files.
 
 #![cfg(feature = "aws")]
 
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use gst::prelude::*;
 use gstkvs::mkv::writer::{BlockSpec, Fragment, TrackSpec};
 use gstkvs::server::{State, Stream};
+use gstkvs::synth::camera::Camera;
 use gstkvs::synth::{Call, Side};
 
 fn factories(bin: &gst::Bin) -> Vec<String> {
@@ -77,7 +79,7 @@ fn decode(uri: &str) -> (Vec<Vec<u8>>, Vec<String>) {
 }
 
 #[test]
-fn kvs_uri_plays_through_kvsaudiodemux() {
+fn kvs_uri_plays_through_kvsdemux() {
     let call = Call {
         fragments: 3,
         ..Call::default()
@@ -95,10 +97,7 @@ fn kvs_uri_plays_through_kvsaudiodemux() {
         "kvs://my%20call?region=us-east-1&start=earliest&idle-timeout=800&endpoint={endpoint}"
     );
     let (pcm, plugged) = decode(&uri);
-    assert!(
-        plugged.contains(&"kvsaudiodemux".to_string()),
-        "{plugged:?}"
-    );
+    assert!(plugged.contains(&"kvsdemux".to_string()), "{plugged:?}");
     assert!(
         !plugged.contains(&"matroskademux".to_string()),
         "{plugged:?}"
@@ -132,10 +131,7 @@ fn kvs_uri_plays_through_kvsaudiodemux() {
     assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
     let plugged = factories(playbin.downcast_ref().unwrap());
     playbin.set_state(gst::State::Null).unwrap();
-    assert!(
-        plugged.contains(&"kvsaudiodemux".to_string()),
-        "{plugged:?}"
-    );
+    assert!(plugged.contains(&"kvsdemux".to_string()), "{plugged:?}");
 }
 
 #[test]
@@ -158,10 +154,83 @@ fn ordinary_matroska_files_still_use_matroskademux() {
         plugged.contains(&"matroskademux".to_string()),
         "{plugged:?}"
     );
-    assert!(
-        !plugged.contains(&"kvsaudiodemux".to_string()),
-        "{plugged:?}"
-    );
+    assert!(!plugged.iter().any(|f| f.starts_with("kvs")), "{plugged:?}");
     assert_eq!(pcm.len(), 1);
     assert_eq!(pcm[0].len(), 10 * 1024);
+}
+
+#[test]
+fn kvs_uri_plays_a_camera_through_playbin() {
+    common::init();
+    let camera = Camera {
+        width: 320,
+        height: 180,
+        fragment_frames: 25,
+        audio: true,
+        ..Camera::default()
+    };
+    for e in ["x264enc", "avdec_h264", "voaacenc", "avdec_aac"] {
+        if gst::ElementFactory::find(e).is_none() {
+            return common::missing(e);
+        }
+    }
+    let state = State::new(vec![Stream::from_mkv("camera", &camera.bytes().unwrap())]);
+    state.faults.idle_end_ms.store(200, Ordering::SeqCst);
+    let server = common::serve(state);
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDTEST");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-secret");
+    }
+    let endpoint: String = server.endpoint().replace(':', "%3A").replace('/', "%2F");
+    let uri = format!(
+        "kvs://camera?region=us-east-1&start=earliest&idle-timeout=800&endpoint={endpoint}"
+    );
+    let counted = |name: &str| {
+        let sink = gst::ElementFactory::make("fakesink")
+            .name(name)
+            .property("sync", false)
+            .property("signal-handoffs", true)
+            .build()
+            .unwrap();
+        let count = Arc::new(Mutex::new(Vec::new()));
+        let c = count.clone();
+        sink.connect("handoff", false, move |args| {
+            let pad = args[2].get::<gst::Pad>().unwrap();
+            let caps = pad.current_caps().unwrap();
+            let name = caps.structure(0).unwrap().name().to_string();
+            c.lock().unwrap().push(name);
+            None
+        });
+        (sink, count)
+    };
+    let (video_sink, frames) = counted("video");
+    let (audio_sink, audio) = counted("audio");
+    let playbin = gst::ElementFactory::make("playbin")
+        .property("uri", &uri)
+        .property("video-sink", &video_sink)
+        .property("audio-sink", &audio_sink)
+        .build()
+        .unwrap();
+    playbin.set_state(gst::State::Playing).unwrap();
+    let msg = playbin
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap();
+    let plugged = factories(playbin.downcast_ref().unwrap());
+    playbin.set_state(gst::State::Null).unwrap();
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    assert!(plugged.contains(&"kvsdemux".to_string()), "{plugged:?}");
+    assert!(plugged.contains(&"avdec_h264".to_string()), "{plugged:?}");
+    let frames = frames.lock().unwrap();
+    assert_eq!(
+        frames.len() as u32,
+        camera.frames(),
+        "every picture is shown"
+    );
+    assert!(frames.iter().all(|n| n == "video/x-raw"));
+    assert!(!audio.lock().unwrap().is_empty(), "the AAC track plays too");
 }

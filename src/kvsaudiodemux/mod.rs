@@ -16,36 +16,12 @@
 use gst::glib;
 use gst::prelude::*;
 
-mod caps;
-mod demux;
-mod fragment;
 mod imp;
-mod report;
-mod stream;
-mod timeline;
+
+pub use crate::demux::ConnectPcm;
 
 glib::wrapper! {
     pub struct KvsAudioDemux(ObjectSubclass<imp::KvsAudioDemux>) @extends gst::Element, gst::Object;
-}
-
-/// How A_AAC tracks are read (Amazon Connect labels raw PCM as A_AAC).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstKvsConnectPcm")]
-pub enum ConnectPcm {
-    #[default]
-    #[enum_value(
-        name = "Auto: raw S16LE PCM for Connect's track names and audio/L16 MimeType tags, else AAC",
-        nick = "auto"
-    )]
-    Auto,
-    #[enum_value(
-        name = "Always: raw S16LE PCM (rate and channels from the MimeType tag, else 8000 Hz mono)",
-        nick = "always"
-    )]
-    Always,
-    #[enum_value(name = "Never: AAC, as the CodecID says", nick = "never")]
-    Never,
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

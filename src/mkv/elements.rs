@@ -31,6 +31,11 @@ pub mod id {
     pub const SAMPLING_FREQUENCY: u32 = 0xB5;
     pub const CHANNELS: u32 = 0x9F;
     pub const BIT_DEPTH: u32 = 0x6264;
+    pub const VIDEO: u32 = 0xE0;
+    pub const PIXEL_WIDTH: u32 = 0xB0;
+    pub const PIXEL_HEIGHT: u32 = 0xBA;
+    pub const DISPLAY_WIDTH: u32 = 0x54B0;
+    pub const DISPLAY_HEIGHT: u32 = 0x54BA;
     pub const TAGS: u32 = 0x1254_C367;
     pub const TAG: u32 = 0x7373;
     pub const SIMPLE_TAG: u32 = 0x67C8;
@@ -100,6 +105,16 @@ pub struct Track {
     pub default_duration: Option<u64>,
     /// CodecDelay: nanoseconds of decoder delay to drop at the start (Opus).
     pub codec_delay: Option<u64>,
+    pub picture: Picture,
+}
+
+/// The Video element of a TrackEntry, in pixels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Picture {
+    pub width: Option<u64>,
+    pub height: Option<u64>,
+    pub display_width: Option<u64>,
+    pub display_height: Option<u64>,
 }
 
 fn parse_track(body: &[u8]) -> Option<Track> {
@@ -114,6 +129,7 @@ fn parse_track(body: &[u8]) -> Option<Track> {
         bit_depth: None,
         default_duration: None,
         codec_delay: None,
+        picture: Picture::default(),
     };
     for (id, value) in Children::new(body) {
         match id {
@@ -137,6 +153,19 @@ fn parse_track(body: &[u8]) -> Option<Track> {
                         id::SAMPLING_FREQUENCY => track.rate = ebml::float(value),
                         id::CHANNELS => track.channels = ebml::uint(value),
                         id::BIT_DEPTH => track.bit_depth = ebml::uint(value),
+                        _ => {}
+                    }
+                }
+            }
+            id::VIDEO => {
+                let p = &mut track.picture;
+                for (id, value) in Children::new(value) {
+                    let v = ebml::uint(value).filter(|&v| v > 0);
+                    match id {
+                        id::PIXEL_WIDTH => p.width = v,
+                        id::PIXEL_HEIGHT => p.height = v,
+                        id::DISPLAY_WIDTH => p.display_width = v,
+                        id::DISPLAY_HEIGHT => p.display_height = v,
                         _ => {}
                     }
                 }

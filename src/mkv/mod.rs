@@ -7,5 +7,5 @@ pub mod feed;
 pub mod parser;
 pub mod writer;
 
-pub use elements::{Block, SimpleTag, Track, TrackKind};
+pub use elements::{Block, Picture, SimpleTag, Track, TrackKind};
 pub use parser::{Event, Parser};

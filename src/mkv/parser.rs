@@ -614,6 +614,7 @@ mod tests {
                 frames: vec![vec![1; 10], vec![2; 300], vec![3; 4]],
                 lacing: Lacing::Xiph,
                 group: None,
+                delta: false,
             },
             BlockSpec {
                 track: 2,
@@ -621,6 +622,7 @@ mod tests {
                 frames: vec![vec![4; 10], vec![5; 12], vec![6; 1]],
                 lacing: Lacing::Ebml,
                 group: Some(Some(30)),
+                delta: false,
             },
             BlockSpec {
                 track: 1,
@@ -628,6 +630,7 @@ mod tests {
                 frames: vec![vec![7; 6], vec![8; 6]],
                 lacing: Lacing::Fixed,
                 group: None,
+                delta: false,
             },
         ];
         let ev = whole(&f.to_bytes());

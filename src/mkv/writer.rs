@@ -61,6 +61,10 @@ pub struct TrackSpec {
     pub codec_id: String,
     pub codec_private: Vec<u8>,
     pub audio: Option<AudioSpec>,
+    /// PixelWidth and PixelHeight of a video track.
+    pub video: Option<(u64, u64)>,
+    /// DefaultDuration, in ns.
+    pub default_duration: Option<u64>,
 }
 
 impl TrackSpec {
@@ -74,6 +78,8 @@ impl TrackSpec {
             codec_id: "A_AAC".into(),
             codec_private: vec![0x11, 0x90],
             audio: None,
+            video: None,
+            default_duration: None,
         }
     }
 
@@ -98,6 +104,29 @@ impl TrackSpec {
                 channels,
                 bit_depth: Some(bits),
             }),
+            video: None,
+            default_duration: None,
+        }
+    }
+
+    /// A video track of `width` x `height` pixels, `frame_ns` per frame.
+    pub fn video(
+        number: u64,
+        codec_id: &str,
+        codec_private: Vec<u8>,
+        (width, height): (u64, u64),
+        frame_ns: Option<u64>,
+    ) -> Self {
+        TrackSpec {
+            number,
+            uid: Some(number),
+            track_type: 1,
+            name: format!("video_{number}"),
+            codec_id: codec_id.into(),
+            codec_private,
+            audio: None,
+            video: Some((width, height)),
+            default_duration: frame_ns,
         }
     }
 
@@ -114,6 +143,15 @@ impl TrackSpec {
             }
             if !self.name.is_empty() {
                 element(t, id::NAME, self.name.as_bytes());
+            }
+            if let Some(d) = self.default_duration {
+                uint_element(t, id::DEFAULT_DURATION, d);
+            }
+            if let Some((w, h)) = self.video {
+                master(t, id::VIDEO, |v| {
+                    uint_element(v, id::PIXEL_WIDTH, w);
+                    uint_element(v, id::PIXEL_HEIGHT, h);
+                });
             }
             if let Some(a) = &self.audio {
                 master(t, id::AUDIO, |b| {
@@ -144,6 +182,8 @@ pub struct BlockSpec {
     pub lacing: Lacing,
     /// Write a BlockGroup (with this BlockDuration, if any) instead of a SimpleBlock.
     pub group: Option<Option<u64>>,
+    /// Not a keyframe: no key flag on a SimpleBlock, a ReferenceBlock in a group.
+    pub delta: bool,
 }
 
 impl BlockSpec {
@@ -154,6 +194,15 @@ impl BlockSpec {
             frames: vec![payload],
             lacing: Lacing::None,
             group: None,
+            delta: false,
+        }
+    }
+
+    /// A video frame: a keyframe or not.
+    pub fn frame(track: u64, relative: i16, payload: Vec<u8>, key: bool) -> Self {
+        BlockSpec {
+            delta: !key,
+            ..BlockSpec::simple(track, relative, payload)
         }
     }
 
@@ -167,7 +216,11 @@ impl BlockSpec {
             Lacing::Fixed => 0x04,
             Lacing::Ebml => 0x06,
         };
-        let key = if self.group.is_none() { 0x80 } else { 0 };
+        let key = if self.group.is_none() && !self.delta {
+            0x80
+        } else {
+            0
+        };
         body.push(key | lace_bits);
         if self.lacing != Lacing::None {
             body.push((self.frames.len() - 1) as u8);
@@ -210,6 +263,10 @@ impl BlockSpec {
                 element(g, id::BLOCK, &self.body());
                 if let Some(d) = duration {
                     uint_element(g, id::BLOCK_DURATION, d);
+                }
+                if self.delta {
+                    // One tick back: the frame before.
+                    element(g, id::REFERENCE_BLOCK, &[0xFF]);
                 }
             }),
         }

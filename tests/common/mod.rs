@@ -25,6 +25,8 @@ pub struct Buf {
     pub discont: bool,
     /// Silence the demuxer made up for a pad without blocks.
     pub gap: bool,
+    /// Not a keyframe.
+    pub delta: bool,
     pub data: Vec<u8>,
     /// The `timestamp/x-unix` reference timestamp.
     pub unix: Option<gst::ClockTime>,
@@ -133,6 +135,7 @@ fn record(pad: &gst::Pad, log: Arc<Mutex<PadLog>>) {
                 duration: b.duration(),
                 discont: b.flags().contains(gst::BufferFlags::DISCONT),
                 gap: b.flags().contains(gst::BufferFlags::GAP),
+                delta: b.flags().contains(gst::BufferFlags::DELTA_UNIT),
                 data: b.map_readable().unwrap().to_vec(),
                 unix,
             });
@@ -249,7 +252,13 @@ fn play(pipeline: &gst::Pipeline, demux: &gst::Element, logs: Logs, limit: Durat
 
 /// Feeds `data` to kvsaudiodemux in chunks sized by `next_size` and records
 /// its output. `props` are set on the demuxer.
-pub fn demux_with(
+pub fn demux_with(data: &[u8], next_size: impl FnMut() -> usize, props: &[(&str, &str)]) -> Run {
+    run_element("kvsaudiodemux", data, next_size, props)
+}
+
+/// As [`demux_with`], through the demuxer `element`.
+pub fn run_element(
+    element: &str,
     data: &[u8],
     mut next_size: impl FnMut() -> usize,
     props: &[(&str, &str)],
@@ -261,7 +270,7 @@ pub fn demux_with(
         .format(gst::Format::Bytes)
         .max_bytes(0)
         .build();
-    let demux = gst::ElementFactory::make("kvsaudiodemux")
+    let demux = gst::ElementFactory::make(element)
         .name("demux")
         .build()
         .unwrap();

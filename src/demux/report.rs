@@ -100,3 +100,34 @@ pub fn contact_changed(
         .field("timestamp", gst::ClockTime::from_nseconds(timestamp))
         .build()
 }
+
+/// A run of fragments dropped for being too far behind live (max-latency).
+#[derive(Debug, Clone, Default)]
+pub struct Skipped {
+    pub fragments: u64,
+    /// How far behind live the first of them was, in ms.
+    pub behind_ms: u64,
+    pub first_number: Option<String>,
+    /// Producer time of the first of them, in ns.
+    pub first_producer: Option<u64>,
+}
+
+/// The `kvs-skipped` message, posted when output resumes at fragment
+/// `resumed` (producer time `resumed_producer`), or at the end of the stream.
+pub fn skipped(
+    skip: &Skipped,
+    resumed: Option<&str>,
+    resumed_producer: Option<u64>,
+) -> gst::Structure {
+    let duration = skip
+        .first_producer
+        .zip(resumed_producer)
+        .map(|(a, b)| gst::ClockTime::from_nseconds(b.saturating_sub(a)));
+    gst::Structure::builder("kvs-skipped")
+        .field("fragments", skip.fragments)
+        .field("behind-ms", skip.behind_ms)
+        .field_if_some("duration", duration)
+        .field_if_some("first-fragment-number", skip.first_number.as_deref())
+        .field_if_some("resumed-fragment-number", resumed)
+        .build()
+}

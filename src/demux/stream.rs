@@ -170,7 +170,7 @@ impl Stream {
                     rate,
                     ..
                 } => Some(samples_to_ns((frame.len() / bytes_per_frame) as u64, rate)),
-                Payload::Coded => block
+                Payload::Coded | Payload::Video => block
                     .duration
                     .filter(|_| block.frames.len() == 1)
                     .map(|d| d.saturating_mul(scale))
@@ -186,6 +186,9 @@ impl Stream {
                 b.set_duration(duration.map(gst::ClockTime::from_nseconds));
                 if std::mem::take(&mut self.discont) {
                     b.set_flags(gst::BufferFlags::DISCONT);
+                }
+                if self.output.payload == Payload::Video && !block.keyframe {
+                    b.set_flags(gst::BufferFlags::DELTA_UNIT);
                 }
                 gst::ReferenceTimestampMeta::add(b, &UNIX_CAPS, producer, None);
             }

@@ -24,6 +24,9 @@ pub enum Jump {
 #[derive(Debug, Default)]
 pub struct Timeline {
     offset: Option<i128>,
+    /// The next block continues at the furthest pad's position, whatever
+    /// its time (after skipped data).
+    rebase: bool,
 }
 
 impl Timeline {
@@ -40,7 +43,14 @@ impl Timeline {
         let offset = *self.offset.get_or_insert(-abs);
         let out = abs + offset;
         let (position, newest) = (i128::from(position), i128::from(newest));
-        let (target, jump) = if out + i128::from(DISCONT_TOLERANCE) < position {
+        let (target, jump) = if std::mem::take(&mut self.rebase) && out != newest {
+            let jump = if out < newest {
+                Jump::Back((newest - out) as u64)
+            } else {
+                Jump::Forward((out - newest) as u64)
+            };
+            (newest, jump)
+        } else if out + i128::from(DISCONT_TOLERANCE) < position {
             (position, Jump::Back((position - out) as u64))
         } else if out > newest + i128::from(max_gap) {
             (newest, Jump::Forward((out - newest) as u64))
@@ -53,7 +63,13 @@ impl Timeline {
 
     /// Starts again: the next block is at 0.
     pub fn reset(&mut self) {
-        self.offset = None;
+        *self = Timeline::default();
+    }
+
+    /// Data was skipped: the next block goes where the pads are, so that
+    /// output time does not jump over what was dropped.
+    pub fn rebase(&mut self) {
+        self.rebase = true;
     }
 }
 
@@ -105,6 +121,17 @@ mod tests {
         assert!(matches!(jump, Some(Jump::Forward(_))));
         t.reset();
         assert_eq!(t.place(at(7), 0, 0, MAX_GAP), (0, None));
+    }
+
+    #[test]
+    fn after_a_skip_output_continues_where_the_pads_are() {
+        let mut t = Timeline::default();
+        t.place(at(0), 0, 0, MAX_GAP);
+        t.rebase();
+        // 4 s of stream were dropped; output goes on at the pads' 1 s.
+        let (out, jump) = t.place(at(5000), 1000 * MS, 1000 * MS, MAX_GAP);
+        assert_eq!((out, jump), (1000 * MS, Some(Jump::Forward(4000 * MS))));
+        assert_eq!(t.place(at(5064), 0, 0, MAX_GAP).0, 1064 * MS);
     }
 
     #[test]

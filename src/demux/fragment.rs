@@ -98,6 +98,8 @@ pub struct Fragment<R> {
     /// What its tag event said (see [`Tracker::tag_view`]).
     pub sent: Option<TagView>,
     pub damaged: bool,
+    /// Dropped whole for being too far behind live (max-latency).
+    pub skipped: bool,
     reported: bool,
     /// An EBML header or tags were seen.
     pub seen: bool,
@@ -118,6 +120,7 @@ impl<R> Default for Fragment<R> {
             first_out: None,
             blocks: Vec::new(),
             sent: None,
+            skipped: false,
             damaged: false,
             reported: false,
             seen: false,
@@ -153,6 +156,8 @@ pub struct Tracker<R> {
     /// Continuation token and lag of the last complete fragment.
     pub prev_token: Option<String>,
     pub prev_millis: Option<u64>,
+    /// The server timestamp of the last complete fragment, in ns.
+    prev_server: Option<u64>,
     /// Complete fragments so far.
     pub fragments: u64,
 }
@@ -167,6 +172,7 @@ impl<R> Default for Tracker<R> {
             last_number: None,
             prev_token: None,
             prev_millis: None,
+            prev_server: None,
             fragments: 0,
         }
     }
@@ -245,11 +251,31 @@ impl<R> Tracker<R> {
         (previous != contact).then_some(previous)
     }
 
+    /// How far behind live the started fragment is, in ms. KVS puts
+    /// MILLIS_BEHIND_NOW at the end of each fragment, so it is the last
+    /// fragment's figure less the server time between the two; before any
+    /// such figure, the local clock (`now`, ns since the epoch) against the
+    /// fragment's producer time.
+    pub fn behind_ms(&self, now: u64) -> Option<u64> {
+        let meta = &self.fragment.meta;
+        if let (Some(millis), Some(prev), Some(server)) =
+            (self.prev_millis, self.prev_server, meta.server_timestamp)
+        {
+            return Some(millis.saturating_sub(server.saturating_sub(prev) / 1_000_000));
+        }
+        meta.producer_timestamp
+            .map(|p| now.saturating_sub(p) / 1_000_000)
+    }
+
     /// Why the fragment's blocks must wait for its trailing tags, if they must.
     pub fn hold_reason(&self, mode: ConnectPcm, stop_at_contact_end: bool) -> Option<String> {
         if stop_at_contact_end && self.contact.is_some() && self.fragment.meta.contact_id.is_none()
         {
             return Some("its ContactId (stop-at-contact-end)".into());
+        }
+        // Connect sends no video: next to a video track, A_AAC is AAC.
+        if self.tracks.iter().any(|t| t.kind == TrackKind::Video) {
+            return None;
         }
         let undecided = self.tracks.iter().find(|t| {
             t.kind == TrackKind::Audio
@@ -339,6 +365,7 @@ impl<R> Tracker<R> {
         self.fragments += 1;
         self.prev_token = self.fragment.meta.continuation_token.clone();
         self.prev_millis = self.fragment.meta.millis_behind_now;
+        self.prev_server = self.fragment.meta.server_timestamp;
         self.fragments - 1
     }
 
@@ -369,6 +396,7 @@ mod tests {
             bit_depth: None,
             default_duration: None,
             codec_delay: None,
+            picture: Default::default(),
         }
     }
 
@@ -389,6 +417,30 @@ mod tests {
         t.chunk();
         t.set_tracks(vec![track(1, names[0]), track(2, names[1])]);
         t.tags(&[tag(kvs::FRAGMENT_NUMBER, number)]);
+    }
+
+    #[test]
+    fn how_far_behind_live() {
+        let mut t = Tracker::<()>::default();
+        t.chunk();
+        t.tags(&[
+            tag(kvs::SERVER_TIMESTAMP, "100.000"),
+            tag(kvs::PRODUCER_TIMESTAMP, "99.000"),
+        ]);
+        t.begin();
+        // No MILLIS_BEHIND_NOW yet: the local clock against producer time.
+        assert_eq!(t.behind_ms(104_500_000_000), Some(5_500));
+        t.tags(&[tag(kvs::MILLIS_BEHIND_NOW, "8000")]);
+        t.end();
+        t.reported();
+        t.chunk();
+        t.tags(&[
+            tag(kvs::SERVER_TIMESTAMP, "102.000"),
+            tag(kvs::PRODUCER_TIMESTAMP, "101.000"),
+        ]);
+        t.begin();
+        // 8 s behind after the last one, which is 2 s of server time older.
+        assert_eq!(t.behind_ms(0), Some(6_000));
     }
 
     #[test]
@@ -416,6 +468,16 @@ mod tests {
         );
         assert_eq!(t.hold_reason(ConnectPcm::Auto, false), None);
         assert_eq!(t.open(false).len(), 1);
+
+        // A camera's A_AAC next to its video is AAC at once.
+        let mut t = Tracker::<()>::default();
+        t.chunk();
+        let mut camera = track(1, "camera");
+        camera.kind = TrackKind::Video;
+        camera.codec_id = "V_MPEG4/ISO/AVC".into();
+        t.set_tracks(vec![camera, track(2, "left")]);
+        t.begin();
+        assert_eq!(t.hold_reason(ConnectPcm::Auto, false), None);
     }
 
     #[test]

@@ -18,15 +18,14 @@
 //! warning.
 
 use gst::prelude::*;
-use gst::subclass::prelude::*;
 
 use super::ConnectPcm;
 use super::caps::{self, Output};
 use super::fragment::{Mime, Tracker, is_aac};
-use super::imp::{CAT, KvsAudioDemux};
 use super::report;
 use super::stream::{Action, FlowResult, Stream};
 use super::timeline::{self, Timeline};
+use super::{Host, video};
 use crate::mkv::{Block, Event, Parser, SimpleTag, Track, TrackKind};
 
 pub const DEFAULT_MAX_GAP_MS: u32 = 10_000;
@@ -44,6 +43,11 @@ pub struct Settings {
     /// Longest jump of the whole stream, in ms, that is filled rather than skipped.
     pub max_gap: u32,
     pub buffer_lists: bool,
+    /// Fragments that start further behind live than this, in ms, are
+    /// skipped (0: never).
+    pub max_latency: u32,
+    /// Video tracks get `video_%u` pads (kvsdemux); else they are skipped.
+    pub video: bool,
 }
 
 impl Default for Settings {
@@ -54,6 +58,8 @@ impl Default for Settings {
             max_element_size: crate::mkv::parser::DEFAULT_MAX_ELEMENT_SIZE as u32,
             max_gap: DEFAULT_MAX_GAP_MS,
             buffer_lists: false,
+            max_latency: 0,
+            video: false,
         }
     }
 }
@@ -79,7 +85,8 @@ pub struct Demux {
     streams: Vec<Stream>,
     /// Actions not handed to the element yet.
     out: Vec<Action>,
-    next_index: u32,
+    /// The next pad index of each kind: audio, video.
+    next_index: [u32; 2],
     group_id: Option<gst::GroupId>,
     seqnum: Option<gst::Seqnum>,
     configured: Option<Config>,
@@ -88,6 +95,8 @@ pub struct Demux {
     stopped: bool,
     /// The buffer-lists setting, taken when the first pad is made.
     lists: bool,
+    /// Fragments being skipped for max-latency.
+    skipped: Option<report::Skipped>,
 }
 
 impl Demux {
@@ -96,19 +105,14 @@ impl Demux {
     }
 
     /// Takes an input buffer; `step` then reads it.
-    pub fn input(
-        &mut self,
-        imp: &KvsAudioDemux,
-        settings: &Settings,
-        buffer: gst::Buffer,
-    ) -> FlowResult {
+    pub fn input(&mut self, el: &Host, settings: &Settings, buffer: gst::Buffer) -> FlowResult {
         if self.stopped {
             return Err(gst::FlowError::Eos);
         }
         if buffer.flags().contains(gst::BufferFlags::DISCONT) && self.bytes > 0 {
             gst::debug!(
-                CAT,
-                imp = imp,
+                el.cat,
+                obj = el.obj,
                 "Upstream discontinuity: dropping {} pending bytes, expecting a new chunk",
                 self.adapter.available()
             );
@@ -130,8 +134,8 @@ impl Demux {
     }
 
     /// Parses what the adapter holds, once.
-    pub fn step(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> Step {
-        let (more, result) = match self.parse_once(imp, settings) {
+    pub fn step(&mut self, el: &Host, settings: &Settings) -> Step {
+        let (more, result) = match self.parse_once(el, settings) {
             Ok(more) => (more, Ok(gst::FlowSuccess::Ok)),
             Err(e) => (false, Err(e)),
         };
@@ -162,11 +166,7 @@ impl Demux {
     }
 
     /// One parse call and its events; true if it got anywhere.
-    fn parse_once(
-        &mut self,
-        imp: &KvsAudioDemux,
-        settings: &Settings,
-    ) -> Result<bool, gst::FlowError> {
+    fn parse_once(&mut self, el: &Host, settings: &Settings) -> Result<bool, gst::FlowError> {
         let avail = self.adapter.available();
         let need = self.parser.need();
         if avail == 0 || (avail < need && !self.parser.is_last()) {
@@ -193,7 +193,7 @@ impl Demux {
             && (self.parser.need() <= need || self.parser.is_last());
         let mut result = Ok(!stuck);
         for event in events.drain(..) {
-            if let Err(e) = self.handle(imp, settings, event, region.as_ref()) {
+            if let Err(e) = self.handle(el, settings, event, region.as_ref()) {
                 result = Err(e);
                 break;
             }
@@ -206,38 +206,45 @@ impl Demux {
 
     fn handle(
         &mut self,
-        imp: &KvsAudioDemux,
+        el: &Host,
         settings: &Settings,
         event: Event,
         region: Option<&gst::Buffer>,
     ) -> FlowResult {
         match event {
             Event::Header { offset, doc_type } => {
-                gst::trace!(CAT, imp = imp, "New {doc_type} chunk at byte {offset}");
+                gst::trace!(
+                    el.cat,
+                    obj = el.obj,
+                    "New {doc_type} chunk at byte {offset}"
+                );
                 // A fragment cut short by damage lets its held blocks go.
-                self.open_output(imp, settings, true)?;
+                self.open_output(el, settings, true)?;
                 self.tracker.chunk();
             }
             Event::Info { timestamp_scale } => {
                 self.tracker.fragment.timestamp_scale = timestamp_scale
             }
             Event::Tracks(tracks) => self.tracker.set_tracks(tracks),
-            Event::Tags(tags) => return self.on_tags(imp, settings, &tags),
+            Event::Tags(tags) => return self.on_tags(el, settings, &tags),
             Event::ClusterStart if !self.tracker.fragment.started => {
                 if let Some(contact) = self.tracker.begin() {
-                    self.on_contact(imp, settings, contact)?;
+                    self.on_contact(el, settings, contact)?;
                 }
-                return self.open_output(imp, settings, false);
+                if self.too_late(el, settings) {
+                    return Ok(gst::FlowSuccess::Ok);
+                }
+                return self.open_output(el, settings, false);
             }
             Event::Block(block) => {
                 if let Some(region) = region {
-                    return self.on_block(imp, settings, block, region);
+                    return self.on_block(el, settings, block, region);
                 }
             }
-            Event::SegmentEnd => return self.complete_fragment(imp, settings),
+            Event::SegmentEnd => return self.complete_fragment(el, settings),
             Event::Corrupt { offset, reason } => {
-                gst::element_imp_warning!(
-                    imp,
+                gst::element_warning!(
+                    el.obj,
                     gst::StreamError::Demux,
                     (
                         "Damaged KVS stream at byte {}: skipping to the next fragment",
@@ -247,26 +254,21 @@ impl Demux {
                 );
                 self.tracker.fragment.damaged = true;
                 self.streams.iter_mut().for_each(|s| s.discont = true);
-                return self.open_output(imp, settings, true);
+                return self.open_output(el, settings, true);
             }
             Event::ClusterStart | Event::ClusterEnd => {}
         }
         Ok(gst::FlowSuccess::Ok)
     }
 
-    fn on_tags(
-        &mut self,
-        imp: &KvsAudioDemux,
-        settings: &Settings,
-        tags: &[SimpleTag],
-    ) -> FlowResult {
+    fn on_tags(&mut self, el: &Host, settings: &Settings, tags: &[SimpleTag]) -> FlowResult {
         let news = self.tracker.tags(tags);
         if let Some(err) = news.error {
             // The error is the last thing the demuxer posts: no report of
             // this chunk, nothing at EOS.
             self.stopped = true;
-            gst::element_imp_error!(
-                imp,
+            gst::element_error!(
+                el.obj,
                 gst::StreamError::Failed,
                 (
                     "Kinesis Video Streams reported an error in fragment {}: {} {} ({})",
@@ -285,24 +287,24 @@ impl Demux {
             return Err(gst::FlowError::Error);
         }
         if let Some(mime) = &news.mime {
-            self.on_mime(imp, settings, mime);
+            self.on_mime(el, settings, mime);
         }
         if let Some(contact) = news.contact {
-            self.on_contact(imp, settings, contact)?;
+            self.on_contact(el, settings, contact)?;
         }
         if self.tracker.fragment.started && !self.tracker.fragment.open {
-            self.open_output(imp, settings, false)?;
+            self.open_output(el, settings, false)?;
         }
         if news.complete {
-            return self.complete_fragment(imp, settings);
+            return self.complete_fragment(el, settings);
         }
         Ok(gst::FlowSuccess::Ok)
     }
 
     /// A new MimeType. One that disagrees with how the open fragment was read
     /// is warned about; the caps change from the next fragment on.
-    fn on_mime(&mut self, imp: &KvsAudioDemux, settings: &Settings, value: &str) {
-        gst::debug!(CAT, imp = imp, "MimeType {value:?}");
+    fn on_mime(&mut self, el: &Host, settings: &Settings, value: &str) {
+        gst::debug!(el.cat, obj = el.obj, "MimeType {value:?}");
         if !self.tracker.fragment.open {
             return;
         }
@@ -313,8 +315,8 @@ impl Demux {
                 continue;
             };
             if output.caps != s.output.caps {
-                gst::element_imp_warning!(
-                    imp,
+                gst::element_warning!(
+                    el.obj,
                     gst::StreamError::Format,
                     (
                         "Track {} ({}) of fragment {} went out as {} but its MimeType says {:?}; \
@@ -334,12 +336,7 @@ impl Demux {
     /// The fragment's ContactId is known. A new one is reported; with
     /// stop-at-contact-end it ends the stream before the new contact's first
     /// block, which is why such a fragment is held until its ContactId comes.
-    fn on_contact(
-        &mut self,
-        imp: &KvsAudioDemux,
-        settings: &Settings,
-        contact: String,
-    ) -> FlowResult {
+    fn on_contact(&mut self, el: &Host, settings: &Settings, contact: String) -> FlowResult {
         let Some(previous) = self.tracker.contact_change(contact.clone()) else {
             return Ok(gst::FlowSuccess::Ok);
         };
@@ -350,8 +347,8 @@ impl Demux {
             .first_out
             .unwrap_or_else(|| self.newest());
         gst::info!(
-            CAT,
-            imp = imp,
+            el.cat,
+            obj = el.obj,
             "Contact changed from {previous} to {contact} at {}",
             gst::ClockTime::from_nseconds(starts)
         );
@@ -363,15 +360,15 @@ impl Demux {
             .as_deref()
             .unwrap_or("");
         let s = report::contact_changed(&previous, &contact, number, starts);
-        let obj = imp.obj();
-        obj.post_message(gst::message::Element::builder(s).src(&*obj).build())
+        let obj = el.obj;
+        obj.post_message(gst::message::Element::builder(s).src(obj).build())
             .ok();
         if !settings.stop_at_contact_end {
             return Ok(gst::FlowSuccess::Ok);
         }
         gst::info!(
-            CAT,
-            imp = imp,
+            el.cat,
+            obj = el.obj,
             "stop-at-contact-end: dropping {} held blocks of the new contact, sending EOS",
             self.tracker.held()
         );
@@ -383,6 +380,49 @@ impl Demux {
         Err(gst::FlowError::Eos)
     }
 
+    /// With max-latency, marks the started fragment skipped if it is too
+    /// far behind live; the first one kept after skipped ones posts
+    /// `kvs-skipped` and continues output time where the pads are.
+    fn too_late(&mut self, el: &Host, settings: &Settings) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let behind = self.tracker.behind_ms(now).unwrap_or(0);
+        let max = u64::from(settings.max_latency);
+        let meta = &self.tracker.fragment.meta;
+        if max > 0 && behind > max {
+            gst::info!(
+                el.cat,
+                obj = el.obj,
+                "Skipping fragment {}: {behind} ms behind live, more than max-latency {max} ms",
+                self.tracker.name()
+            );
+            let skip = self.skipped.get_or_insert_with(|| report::Skipped {
+                behind_ms: behind,
+                first_number: meta.fragment_number.clone(),
+                first_producer: meta.producer_timestamp,
+                ..Default::default()
+            });
+            skip.fragments += 1;
+            self.tracker.fragment.skipped = true;
+            return true;
+        }
+        if let Some(skip) = self.skipped.take() {
+            let s = report::skipped(
+                &skip,
+                meta.fragment_number.as_deref(),
+                meta.producer_timestamp,
+            );
+            gst::info!(el.cat, obj = el.obj, "Resuming after skipping: {s}");
+            el.obj
+                .post_message(gst::message::Element::builder(s).src(el.obj).build())
+                .ok();
+            self.timeline.rebase();
+            self.streams.iter_mut().for_each(|s| s.discont = true);
+        }
+        false
+    }
+
     /// The output time the furthest pad has reached.
     fn newest(&self) -> u64 {
         self.streams.iter().map(|s| s.position).max().unwrap_or(0)
@@ -391,14 +431,9 @@ impl Demux {
     /// Configures the pads for the started fragment and sends its tags, then
     /// lets its held blocks go; unless it must wait for its trailing tags
     /// and `forced` is false. `forced` decides with what is known.
-    fn open_output(
-        &mut self,
-        imp: &KvsAudioDemux,
-        settings: &Settings,
-        forced: bool,
-    ) -> FlowResult {
+    fn open_output(&mut self, el: &Host, settings: &Settings, forced: bool) -> FlowResult {
         let f = &self.tracker.fragment;
-        if !f.started || f.open || self.stopped {
+        if !f.started || f.open || f.skipped || self.stopped {
             return Ok(gst::FlowSuccess::Ok);
         }
         match self
@@ -408,8 +443,8 @@ impl Demux {
             Some(reason) if !forced => {
                 if self.tracker.held() == 0 {
                     gst::debug!(
-                        CAT,
-                        imp = imp,
+                        el.cat,
+                        obj = el.obj,
                         "Holding the blocks of fragment {} for {reason}",
                         self.tracker.name()
                     );
@@ -417,15 +452,15 @@ impl Demux {
                 return Ok(gst::FlowSuccess::Ok);
             }
             Some(reason) => gst::debug!(
-                CAT,
-                imp = imp,
+                el.cat,
+                obj = el.obj,
                 "Fragment {} ended or grew too long without {reason}: deciding with what is known",
                 self.tracker.name()
             ),
             None => {}
         }
         let held = self.tracker.open(forced);
-        let (added, removed) = self.configure(imp, settings);
+        let (added, removed) = self.configure(el, settings);
         // Tags first: a pad-added handler finds the track name in the sticky
         // tag event.
         self.push_tags();
@@ -434,10 +469,15 @@ impl Demux {
             self.out.push(Action::NoMorePads);
         }
         if !held.is_empty() {
-            gst::debug!(CAT, imp = imp, "Letting {} held blocks go", held.len());
+            gst::debug!(
+                el.cat,
+                obj = el.obj,
+                "Letting {} held blocks go",
+                held.len()
+            );
         }
         for (block, region) in held {
-            self.on_block(imp, settings, block, &region)?;
+            self.on_block(el, settings, block, &region)?;
             self.flush_if_due();
         }
         Ok(gst::FlowSuccess::Ok)
@@ -445,7 +485,7 @@ impl Demux {
 
     /// Brings the pads in line with the tracks in force. Returns the new
     /// pads, to be added once they carry their tags, and whether pads went.
-    fn configure(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> (Vec<gst::Pad>, bool) {
+    fn configure(&mut self, el: &Host, settings: &Settings) -> (Vec<gst::Pad>, bool) {
         let mime = self.tracker.mime.clone();
         let key = (
             self.tracker.tracks.clone(),
@@ -458,27 +498,39 @@ impl Demux {
         self.configured = Some(key);
         let mut wanted = Vec::new();
         for track in &self.tracker.tracks {
-            if track.kind != TrackKind::Audio {
-                gst::debug!(
-                    CAT,
-                    imp = imp,
-                    "Skipping {:?} track {} ({:?})",
-                    track.kind,
-                    track.number,
-                    track.codec_id
-                );
-                continue;
-            }
-            match caps::output_for(track, settings.connect_pcm, &mime.settled()) {
-                Ok(Some((output, reason))) => wanted.push((track.clone(), output, reason)),
-                Ok(None) => unreachable!("a settled MimeType decides every track"),
+            let output = match track.kind {
+                TrackKind::Audio => caps::output_for(track, settings.connect_pcm, &mime.settled())
+                    .map(|o| o.expect("a settled MimeType decides every track")),
+                TrackKind::Video if settings.video => {
+                    video::output_for(track).map(|o| (o, "the CodecID"))
+                }
+                _ => {
+                    gst::debug!(
+                        el.cat,
+                        obj = el.obj,
+                        "Skipping {:?} track {} ({:?})",
+                        track.kind,
+                        track.number,
+                        track.codec_id
+                    );
+                    continue;
+                }
+            };
+            match output {
+                Ok((output, reason)) => wanted.push((track.clone(), output, reason)),
                 Err(err) if !self.warned.contains(&track.number) => {
                     self.warned.push(track.number);
-                    gst::element_imp_warning!(
-                        imp,
+                    let kind = if track.kind == TrackKind::Video {
+                        "video"
+                    } else {
+                        "audio"
+                    };
+                    gst::element_warning!(
+                        el.obj,
                         gst::StreamError::CodecNotFound,
                         (
-                            "Skipping audio track {} ({:?}): {}",
+                            "Skipping {} track {} ({:?}): {}",
+                            kind,
                             track.number,
                             track.name,
                             err
@@ -510,7 +562,7 @@ impl Demux {
                 Some(mut s) => {
                     if s.output.caps != output.caps {
                         gst::info!(
-                            CAT,
+                            el.cat,
                             obj = s.pad,
                             "Track {} ({:?}): caps change to {} because {reason}",
                             track.number,
@@ -525,15 +577,15 @@ impl Demux {
                 }
                 None => {
                     gst::info!(
-                        CAT,
-                        imp = imp,
+                        el.cat,
+                        obj = el.obj,
                         "Track {} ({:?}, {}): {} because {reason}",
                         track.number,
                         track.name,
                         track.codec_id,
                         output.caps
                     );
-                    let s = self.new_stream(imp, track, output);
+                    let s = self.new_stream(el, track, output);
                     added.push(s.pad.clone());
                     s
                 }
@@ -543,7 +595,7 @@ impl Demux {
         let mut removed = false;
         for mut s in old.into_iter().flatten() {
             gst::debug!(
-                CAT,
+                el.cat,
                 obj = s.pad,
                 "Track {} is gone, removing its pad",
                 s.track.number
@@ -563,16 +615,23 @@ impl Demux {
             .build()
     }
 
-    fn new_stream(&mut self, imp: &KvsAudioDemux, track: Track, output: Output) -> Stream {
-        let obj = imp.obj();
-        let templ = obj.element_class().pad_template("audio_%u").unwrap();
+    fn new_stream(&mut self, el: &Host, track: Track, output: Output) -> Stream {
+        let obj = el.obj;
+        let (kind, index) = match track.kind {
+            TrackKind::Video => ("video", &mut self.next_index[1]),
+            _ => ("audio", &mut self.next_index[0]),
+        };
+        let templ = obj
+            .element_class()
+            .pad_template(&format!("{kind}_%u"))
+            .unwrap();
         let pad = gst::Pad::builder_from_template(&templ)
-            .name(format!("audio_{}", self.next_index))
+            .name(format!("{kind}_{index}"))
             .build();
-        self.next_index += 1;
+        *index += 1;
         pad.set_active(true).ok();
         // Sticky events on a pad not added yet: no peer, nothing blocks.
-        let stream_id = pad.create_stream_id(&*obj, Some(&track.number.to_string()));
+        let stream_id = pad.create_stream_id(obj, Some(&track.number.to_string()));
         let group = *self.group_id.get_or_insert_with(gst::GroupId::next);
         pad.push_event(
             gst::event::StreamStart::builder(&stream_id)
@@ -610,7 +669,7 @@ impl Demux {
 
     fn on_block(
         &mut self,
-        imp: &KvsAudioDemux,
+        el: &Host,
         settings: &Settings,
         block: Block,
         region: &gst::Buffer,
@@ -618,10 +677,13 @@ impl Demux {
         let scale = self.tracker.fragment.timestamp_scale;
         let abs = (i128::from(block.cluster_timecode) + i128::from(block.relative))
             .saturating_mul(i128::from(scale));
+        if self.tracker.fragment.skipped {
+            return Ok(gst::FlowSuccess::Ok);
+        }
         if !self.tracker.fragment.open {
             if self.tracker.hold(block, region.clone(), abs) {
-                gst::debug!(CAT, imp = imp, "Held blocks reached their bounds");
-                return self.open_output(imp, settings, true);
+                gst::debug!(el.cat, obj = el.obj, "Held blocks reached their bounds");
+                return self.open_output(el, settings, true);
             }
             return Ok(gst::FlowSuccess::Ok);
         }
@@ -638,8 +700,8 @@ impl Demux {
             && self.streams[idx].last_abs.is_some_and(|last| abs <= last)
         {
             gst::trace!(
-                CAT,
-                imp = imp,
+                el.cat,
+                obj = el.obj,
                 "Dropping replayed block of track {} at {abs} ns",
                 block.track
             );
@@ -651,8 +713,8 @@ impl Demux {
                 .place(abs, self.streams[idx].position, self.newest(), max_gap);
         if let Some(jump) = jump {
             gst::debug!(
-                CAT,
-                imp = imp,
+                el.cat,
+                obj = el.obj,
                 "Timeline moved: {jump:?}; continuing from {out}"
             );
             self.streams.iter_mut().for_each(|s| s.discont = true);
@@ -667,7 +729,12 @@ impl Demux {
         }
         let stream = &mut self.streams[idx];
         if timeline::is_gap(stream.position, out) {
-            gst::debug!(CAT, obj = stream.pad, "Gap of {} ns", out - stream.position);
+            gst::debug!(
+                el.cat,
+                obj = stream.pad,
+                "Gap of {} ns",
+                out - stream.position
+            );
             stream.fill(&mut self.out, out);
             stream.discont = true;
         }
@@ -678,8 +745,8 @@ impl Demux {
 
     /// The fragment's last tags are in (or its chunk ended): held blocks go
     /// out, tags that came after its blocks are sent, and it is reported.
-    fn complete_fragment(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> FlowResult {
-        self.open_output(imp, settings, true)?;
+    fn complete_fragment(&mut self, el: &Host, settings: &Settings) -> FlowResult {
+        self.open_output(el, settings, true)?;
         let Some(stale) = self.tracker.end() else {
             return Ok(gst::FlowSuccess::Ok);
         };
@@ -696,23 +763,23 @@ impl Demux {
             t.contact.as_deref(),
             &t.fragment.blocks,
         );
-        gst::debug!(CAT, imp = imp, "Fragment complete: {s}");
-        imp.obj()
-            .post_message(gst::message::Element::builder(s).src(&*imp.obj()).build())
+        gst::debug!(el.cat, obj = el.obj, "Fragment complete: {s}");
+        el.obj
+            .post_message(gst::message::Element::builder(s).src(el.obj).build())
             .ok();
         Ok(gst::FlowSuccess::Ok)
     }
 
     /// At EOS, once the rest was read: delivers what is complete, then EOS
     /// on every pad.
-    pub fn finish(&mut self, imp: &KvsAudioDemux, settings: &Settings) -> Vec<Action> {
+    pub fn finish(&mut self, el: &Host, settings: &Settings) -> Vec<Action> {
         if self.stopped {
             return Vec::new();
         }
         let left = self.adapter.available();
         if (left > 0 || self.parser.is_skipping()) && self.tracker.fragment.seen {
-            gst::element_imp_warning!(
-                imp,
+            gst::element_warning!(
+                el.obj,
                 gst::StreamError::Demux,
                 ("The stream ended inside fragment {}", self.tracker.name()),
                 [
@@ -726,19 +793,32 @@ impl Demux {
         let mut events = Vec::new();
         self.parser.finish(&mut events);
         for event in events {
-            let _ = self.handle(imp, settings, event, None);
+            let _ = self.handle(el, settings, event, None);
         }
-        let _ = self.open_output(imp, settings, true);
+        let _ = self.open_output(el, settings, true);
         if self.stopped {
             return std::mem::take(&mut self.out);
         }
+        if let Some(skip) = self.skipped.take() {
+            let s = report::skipped(&skip, None, None);
+            el.obj
+                .post_message(gst::message::Element::builder(s).src(el.obj).build())
+                .ok();
+        }
         if self.streams.is_empty() {
-            gst::element_imp_error!(
-                imp,
+            gst::element_error!(
+                el.obj,
                 gst::StreamError::Demux,
-                ("No audio track in stream"),
+                (
+                    "No {} track in stream",
+                    if settings.video {
+                        "audio or video"
+                    } else {
+                        "audio"
+                    }
+                ),
                 [
-                    "Parsed {} complete fragments ({} bytes) and found no audio track to output",
+                    "Parsed {} complete fragments ({} bytes) and found no track to output",
                     self.tracker.fragments,
                     self.bytes
                 ]
@@ -757,7 +837,7 @@ impl Demux {
 
     /// Downstream refused these pads' caps: an error that names each track,
     /// once, before the generic one upstream posts.
-    pub fn refused(&mut self, imp: &KvsAudioDemux, pads: &[gst::Pad]) {
+    pub fn refused(&mut self, el: &Host, pads: &[gst::Pad]) {
         for s in self.streams.iter_mut().filter(|s| pads.contains(&s.pad)) {
             if std::mem::replace(&mut s.refused, true) {
                 continue;
@@ -768,8 +848,8 @@ impl Demux {
             } else {
                 "Put a decoder (decodebin) after the pad, or link it to an element that takes these caps"
             };
-            gst::element_imp_error!(
-                imp,
+            gst::element_error!(
+                el.obj,
                 gst::CoreError::Negotiation,
                 (
                     "Track {} ({:?}, CodecID {}) came out as {}, which downstream refused",
@@ -789,6 +869,7 @@ impl Demux {
         self.parser.reset();
         self.tracker.flush();
         self.timeline.reset();
+        self.skipped = None;
         self.stopped = false;
         self.seqnum = None;
         self.out.clear();

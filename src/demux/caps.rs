@@ -19,6 +19,8 @@ pub enum Payload {
         silence: u8,
     },
     Coded,
+    /// Video frames: non-key blocks are DELTA_UNIT.
+    Video,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -309,6 +311,7 @@ mod tests {
             bit_depth: None,
             default_duration: None,
             codec_delay: None,
+            picture: Default::default(),
         }
     }
 

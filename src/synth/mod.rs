@@ -10,6 +10,8 @@ use std::ops::Range;
 use crate::kvs;
 use crate::mkv::writer::{BlockSpec, Fragment, Producer, TrackSpec};
 
+pub mod camera;
+
 pub const CALLER: &str = kvs::AUDIO_FROM_CUSTOMER;
 pub const AGENT: &str = kvs::AUDIO_TO_CUSTOMER;
 
@@ -79,6 +81,8 @@ pub struct Call {
     /// From this fragment index on, the stream carries this other contact
     /// (a reused stream).
     pub next_contact: Option<(u64, String)>,
+    /// MILLIS_BEHIND_NOW of each fragment, by index (1250 past the end).
+    pub behind_ms: Vec<u64>,
 }
 
 impl Default for Call {
@@ -95,6 +99,7 @@ impl Default for Call {
             layout: Layout::Real,
             mime_type: L16_8K_MONO.into(),
             next_contact: None,
+            behind_ms: Vec::new(),
         }
     }
 }
@@ -199,7 +204,13 @@ impl Call {
             (kvs::PRODUCER_TIMESTAMP.into(), Self::seconds(start)),
         ];
         let trailer = vec![
-            (kvs::MILLIS_BEHIND_NOW.into(), "1250".into()),
+            (
+                kvs::MILLIS_BEHIND_NOW.into(),
+                self.behind_ms
+                    .get(index as usize)
+                    .unwrap_or(&1250)
+                    .to_string(),
+            ),
             (
                 kvs::CONTINUATION_TOKEN.into(),
                 self.continuation_token(index),

@@ -1,0 +1,321 @@
+// SPDX-License-Identifier: MPL-2.0
+//! kvsdemux on video: the real GetMedia captures in ../shared/kvs-captures
+//! (skipped, with a note, where that folder is absent), compared with
+//! matroskademux on each chunk cut out alone, frame by frame and decoded
+//! picture by picture.
+
+mod common;
+
+use gst::prelude::*;
+use gstkvs::mkv::{Event, Parser};
+use gstkvs::synth::camera::{Camera, Codec};
+
+/// The chunks of a GetMedia response, where the parser sees EBML headers.
+fn chunks(data: &[u8]) -> Vec<&[u8]> {
+    let mut parser = Parser::new(1 << 24);
+    parser.set_last();
+    let mut events = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let n = parser.parse(&data[pos..], &mut events);
+        if n == 0 {
+            break;
+        }
+        pos += n;
+    }
+    let mut starts: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Header { offset, .. } => Some(*offset as usize),
+            _ => None,
+        })
+        .collect();
+    starts.push(data.len());
+    starts.windows(2).map(|w| &data[w[0]..w[1]]).collect()
+}
+
+/// One buffer out of a pipeline's appsink.
+#[derive(Debug, Clone, PartialEq)]
+struct Out {
+    data: Vec<u8>,
+    delta: bool,
+    pts: Option<gst::ClockTime>,
+}
+
+/// Runs `appsrc ! <middle> ! appsink` on `data` and returns what the sink got.
+fn pull(data: &[u8], middle: &str) -> Vec<Out> {
+    common::init();
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src caps=video/x-matroska format=bytes ! {middle} ! \
+         appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for piece in data.chunks(65536) {
+        src.push_buffer(gst::Buffer::from_slice(piece.to_vec()))
+            .unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let bus = pipeline.bus().unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            pipeline.set_state(gst::State::Null).unwrap();
+            if let gst::MessageView::Error(e) = msg.view() {
+                panic!("{middle}: {} ({:?})", e.error(), e.debug());
+            }
+        }
+        if sink.is_eos() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{middle}: no EOS");
+        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
+            continue;
+        };
+        let b = sample.buffer().unwrap();
+        out.push(Out {
+            data: b.map_readable().unwrap().to_vec(),
+            delta: b.flags().contains(gst::BufferFlags::DELTA_UNIT),
+            pts: b.pts(),
+        });
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    out
+}
+
+/// What matroskademux gives on each chunk alone, one after the other.
+fn per_chunk(data: &[u8], after: &str) -> Vec<Out> {
+    chunks(data)
+        .into_iter()
+        .flat_map(|c| pull(c, &format!("matroskademux {after}")))
+        .collect()
+}
+
+fn has(element: &str) -> bool {
+    common::init();
+    gst::ElementFactory::find(element).is_some()
+}
+
+const CAPTURES: [(&str, usize); 7] = [
+    ("output_get_media.mkv", 300),
+    ("kinesis_video_renderer_example_output.mkv", 444),
+    ("output_get_media_sparse_fragments.mkv", 180),
+    ("output-get-media-equal-timecode.mkv", 239),
+    ("output-get-media-non-increasing-timecode.mkv", 358),
+    ("test_mixed_tags.mkv", 100),
+    ("empty-mkv-with-tags.mkv", 0),
+];
+
+#[test]
+fn every_complete_frame_of_the_captures_comes_out_once() {
+    let Some(dir) = common::captures() else {
+        return;
+    };
+    for (file, frames) in CAPTURES {
+        let data = std::fs::read(dir.join("getmedia").join(file)).unwrap();
+        let expected = if frames > 0 {
+            per_chunk(&data, "")
+        } else {
+            Vec::new()
+        };
+        for size in [65536, 4096, 997] {
+            let run = common::run_element("kvsdemux", &data, || size, &[]);
+            if frames == 0 {
+                assert!(run.pads.is_empty(), "{file}: {}", run.summary());
+                assert!(run.errors[0].contains("No audio or video track"), "{file}");
+                continue;
+            }
+            assert_eq!(run.pads.keys().collect::<Vec<_>>(), ["video_0"], "{file}");
+            let pad = run.pad("video_0");
+            let got: Vec<&[u8]> = pad.buffers.iter().map(|b| b.data.as_slice()).collect();
+            let want: Vec<&[u8]> = expected.iter().map(|b| b.data.as_slice()).collect();
+            assert_eq!(got.len(), frames, "{file} fed {size} bytes at a time");
+            assert!(got == want, "{file}: frames differ from matroskademux's");
+            let deltas: Vec<bool> = pad.buffers.iter().map(|b| b.delta).collect();
+            let want_deltas: Vec<bool> = expected.iter().map(|b| b.delta).collect();
+            assert_eq!(deltas, want_deltas, "{file}: DELTA_UNIT flags");
+            // One timeline: output time never goes back, even where the
+            // stream's timecodes start again at 0.
+            let pts: Vec<_> = pad.buffers.iter().map(|b| b.pts.unwrap()).collect();
+            assert!(pts.windows(2).all(|w| w[0] <= w[1]), "{file}: {pts:?}");
+            eprintln!(
+                "{file}: {} frames, {} keyframes, {} fragments",
+                got.len(),
+                deltas.iter().filter(|d| !**d).count(),
+                run.fragments().len()
+            );
+        }
+    }
+}
+
+#[test]
+fn mjpeg_dummies_come_out_unchanged() {
+    let Some(dir) = common::captures() else {
+        return;
+    };
+    let data = std::fs::read(dir.join("getmedia/test_mixed_tags.mkv")).unwrap();
+    let run = common::run_element("kvsdemux", &data, || 4096, &[]);
+    let pad = run.pad("video_0");
+    let caps = pad.caps[0].structure(0).unwrap();
+    assert_eq!(caps.name(), "image/jpeg");
+    assert_eq!(caps.get::<i32>("width").unwrap(), 640);
+    assert_eq!(pad.buffers.len(), 100);
+    assert!(pad.buffers.iter().all(|b| b.data.len() == 100));
+    // Each is the payload of its SimpleBlock, byte for byte.
+    let blocks: Vec<Vec<u8>> = {
+        let mut parser = Parser::new(1 << 24);
+        let mut events = Vec::new();
+        parser.parse(&data, &mut events);
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Block(b) => Some(
+                    b.frames
+                        .iter()
+                        .map(|r| data[r].to_vec())
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    let got: Vec<Vec<u8>> = pad.buffers.iter().map(|b| b.data.clone()).collect();
+    assert_eq!(got, blocks);
+}
+
+#[test]
+fn h264_captures_decode_to_the_same_pictures_as_matroskademux() {
+    let Some(dir) = common::captures() else {
+        return;
+    };
+    if !has("avdec_h264") {
+        return common::missing("avdec_h264 (gstreamer1.0-libav)");
+    }
+    let decode = "! h264parse ! avdec_h264 max-threads=1";
+    for (file, frames) in &CAPTURES[..5] {
+        let data = std::fs::read(dir.join("getmedia").join(file)).unwrap();
+        let want = per_chunk(&data, decode);
+        let got = pull(&data, &format!("kvsdemux {decode}"));
+        assert_eq!(got.len(), *frames, "{file}: decoded pictures");
+        assert_eq!(want.len(), *frames, "{file}: matroskademux chunk by chunk");
+        let same = got
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| a.data == b.data)
+            .count();
+        assert_eq!(
+            same, *frames,
+            "{file}: pictures identical to matroskademux's"
+        );
+        eprintln!("{file}: {} pictures decoded, all identical", got.len());
+    }
+}
+
+/// Encodes `camera`, or says which element is missing.
+fn camera_bytes(camera: &Camera) -> Option<Vec<u8>> {
+    common::init();
+    let decoder = camera
+        .codec
+        .decoder()
+        .split(' ')
+        .find(|t| t.contains("dec"));
+    let mut needed = vec![camera.codec.encoder(), decoder.unwrap()];
+    if camera.audio {
+        needed.push("voaacenc");
+    }
+    if let Some(absent) = needed.iter().find(|e| !has(e)) {
+        common::missing(absent);
+        return None;
+    }
+    Some(camera.bytes().unwrap())
+}
+
+#[test]
+fn generated_cameras_decode_to_the_same_pictures_as_matroskademux() {
+    let cameras = [
+        (Codec::H264, false),
+        (Codec::H264, true),
+        (Codec::H265, false),
+        (Codec::Vp8, false),
+        (Codec::Vp9, true),
+    ];
+    for (codec, audio) in cameras {
+        let camera = Camera {
+            codec,
+            audio,
+            width: 320,
+            height: 180,
+            fragment_frames: 20,
+            ..Camera::default()
+        };
+        let Some(data) = camera_bytes(&camera) else {
+            continue;
+        };
+        let label = format!("{codec:?}{}", if audio { " + AAC" } else { "" });
+        let run = common::run_element("kvsdemux", &data, || 4096, &[]);
+        assert!(
+            run.errors.is_empty() && run.warnings.is_empty(),
+            "{label}: {}",
+            run.summary()
+        );
+        let pad = run.pad("video_0");
+        let caps = pad.caps[0].structure(0).unwrap();
+        assert_eq!(caps.get::<i32>("width").unwrap(), 320, "{label}");
+        assert_eq!(caps.get::<i32>("height").unwrap(), 180, "{label}");
+        assert_eq!(
+            caps.get::<gst::Fraction>("framerate").unwrap(),
+            gst::Fraction::new(25, 1),
+            "{label}"
+        );
+        assert_eq!(pad.buffers.len() as u32, camera.frames(), "{label}");
+        for (i, b) in pad.buffers.iter().enumerate() {
+            // The encoder's keyframes are where the fragments start.
+            assert_eq!(b.delta, i % 20 != 0, "{label}: frame {i}");
+            assert_eq!(b.pts, Some(gst::ClockTime::from_mseconds(40 * i as u64)));
+            assert_eq!(
+                b.unix,
+                Some(gst::ClockTime::from_mseconds(
+                    camera.start_ms + 40 * i as u64
+                ))
+            );
+        }
+        assert_eq!(run.fragments().len() as u32, camera.fragments, "{label}");
+        if audio {
+            let a = run.pad("audio_0");
+            assert!(a.caps[0].to_string().starts_with("audio/mpeg"), "{label}");
+            let want = pull(&data, "matroskademux name=m m.audio_0");
+            let got: Vec<&[u8]> = a.buffers.iter().map(|b| b.data.as_slice()).collect();
+            let want: Vec<&[u8]> = want.iter().map(|b| b.data.as_slice()).collect();
+            assert!(!got.is_empty() && got == want, "{label}: AAC packets");
+        }
+        let decoder = codec.decoder();
+        let got = pull(&data, &format!("kvsdemux name=d d.video_0 ! {decoder}"));
+        let want = pull(
+            &data,
+            &format!("matroskademux name=m m.video_0 ! {decoder}"),
+        );
+        assert_eq!(got.len() as u32, camera.frames(), "{label}: decoded");
+        assert!(
+            got.iter().map(|o| &o.data).eq(want.iter().map(|o| &o.data)),
+            "{label}: pictures"
+        );
+        eprintln!(
+            "{label}: {} frames decoded, identical to matroskademux",
+            got.len()
+        );
+    }
+}
