@@ -319,3 +319,47 @@ fn generated_cameras_decode_to_the_same_pictures_as_matroskademux() {
         );
     }
 }
+
+#[test]
+fn a_camera_restarted_with_new_settings_renegotiates() {
+    let first = Camera {
+        width: 320,
+        height: 180,
+        fragment_frames: 10,
+        fragments: 2,
+        ..Camera::default()
+    };
+    let second = Camera {
+        width: 480,
+        height: 270,
+        start_ms: first.start_ms + 2 * first.fragment_ms(),
+        first_fragment: 2,
+        ..first.clone()
+    };
+    let (Some(mut data), Some(more)) = (camera_bytes(&first), camera_bytes(&second)) else {
+        return;
+    };
+    data.extend_from_slice(&more);
+    let run = common::run_element("kvsdemux", &data, || 4096, &[]);
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    let pad = run.pad("video_0");
+    let widths: Vec<i32> = pad
+        .caps
+        .iter()
+        .map(|c| c.structure(0).unwrap().get("width").unwrap())
+        .collect();
+    assert_eq!(widths, [320, 480], "one caps event per configuration");
+    assert_eq!(pad.buffers.len(), 40);
+    // The decoder follows: every picture, each in its own size.
+    let decoded = pull(&data, &format!("kvsdemux ! {}", first.codec.decoder()));
+    let sizes: Vec<usize> = decoded.iter().map(|o| o.data.len()).collect();
+    let (small, large) = (320 * 180 * 3 / 2, 480 * 270 * 3 / 2);
+    assert_eq!(sizes, [vec![small; 20], vec![large; 20]].concat());
+    let want = per_chunk(&data, &format!("! {}", first.codec.decoder()));
+    assert!(
+        decoded
+            .iter()
+            .map(|o| &o.data)
+            .eq(want.iter().map(|o| &o.data))
+    );
+}

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use crate::kvs::{self, FragmentMeta};
 use crate::mkv::feed::{Owned, feed};
 use crate::mkv::{Event, Parser};
-use crate::synth::Call;
+use crate::synth::camera::{Camera, Encoded};
+use crate::synth::{Call, archived};
 
 /// One fragment: its chunk bytes and when each part of it exists.
 pub struct Fragment {
@@ -119,6 +120,36 @@ impl Stream {
             arn: arn(name),
             fragments,
             live: live.then(|| (Instant::now(), call.fragment_ms())),
+        }
+    }
+
+    /// A synthetic camera. Live: fragment 0 starts now and each frame's
+    /// bytes appear when its time has come.
+    pub fn from_camera(name: &str, camera: &Camera, enc: &Encoded, live: bool) -> Stream {
+        let fragment_ms = camera.fragment_ms();
+        let fragments = camera
+            .fragments(enc)
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let bytes = f.to_bytes();
+                let start = f.cluster_timecode;
+                Fragment {
+                    number: camera.fragment_number(i as u64),
+                    producer_ms: start,
+                    server_ms: start + 120,
+                    duration_ms: fragment_ms,
+                    steps: block_steps(&bytes, camera.frame_ms()),
+                    bytes: Bytes::from(bytes),
+                    archive: Bytes::from(archived(f).to_bytes()),
+                }
+            })
+            .collect();
+        Stream {
+            name: name.into(),
+            arn: arn(name),
+            fragments,
+            live: live.then(|| (Instant::now(), fragment_ms)),
         }
     }
 

@@ -85,6 +85,8 @@ pub struct Camera {
     pub audio: bool,
     /// Producer time of the first frame, in epoch milliseconds.
     pub start_ms: u64,
+    /// Index of the first fragment in the stream (its fragment number).
+    pub first_fragment: u64,
 }
 
 impl Default for Camera {
@@ -98,6 +100,7 @@ impl Default for Camera {
             fragments: 3,
             audio: false,
             start_ms: 1_700_000_000_000,
+            first_fragment: 0,
         }
     }
 }
@@ -219,6 +222,7 @@ impl Camera {
     }
 
     pub fn fragment_number(&self, index: u64) -> String {
+        let index = self.first_fragment + index;
         format!("91343852333181432397633741200000{:015}", index * 3 + 11)
     }
 

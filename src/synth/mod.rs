@@ -59,6 +59,22 @@ pub enum Layout {
     TagsFirst,
 }
 
+/// A GetMedia fragment as GetMediaForFragmentList returns it: the KVS
+/// timestamps under their archive names, and no trailing KVS tags.
+pub fn archived(mut f: Fragment) -> Fragment {
+    for tags in &mut f.tags_before {
+        for (name, _) in tags.iter_mut() {
+            if name == kvs::SERVER_TIMESTAMP {
+                *name = kvs::SERVER_SIDE_TIMESTAMP.into();
+            } else if name == kvs::PRODUCER_TIMESTAMP {
+                *name = kvs::PRODUCER_SIDE_TIMESTAMP.into();
+            }
+        }
+    }
+    f.tags_after.pop();
+    f
+}
+
 pub const L16_8K_MONO: &str = "audio/L16;rate=8000;channels=1;";
 
 #[derive(Debug, Clone)]
@@ -244,18 +260,7 @@ impl Call {
     /// Fragment `index` as GetMediaForFragmentList returns it: the KVS
     /// timestamps under their archive names, and no trailing KVS tags.
     pub fn archive_fragment(&self, index: u64) -> Fragment {
-        let start = self.start_ms + index * self.fragment_ms();
-        let mut f = self.fragment(index);
-        *f.tags_before.last_mut().unwrap() = vec![
-            (kvs::FRAGMENT_NUMBER.into(), self.fragment_number(index)),
-            (
-                kvs::SERVER_SIDE_TIMESTAMP.into(),
-                Self::seconds(start + 450),
-            ),
-            (kvs::PRODUCER_SIDE_TIMESTAMP.into(), Self::seconds(start)),
-        ];
-        f.tags_after.pop();
-        f
+        archived(self.fragment(index))
     }
 
     /// The whole call as one GetMedia byte stream.
