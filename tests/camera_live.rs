@@ -104,3 +104,138 @@ fn live_camera_every_frame_once_and_decodable_after_cuts_and_throttles() {
     assert!(stats.get::<u64>("reconnects").unwrap() >= 4, "{stats}");
     assert_eq!(stats.get::<u64>("throttles").unwrap(), 2, "{stats}");
 }
+
+#[test]
+fn archive_camera_seeks_by_time() {
+    common::init();
+    for e in ["x264enc", "avdec_h264"] {
+        if gst::ElementFactory::find(e).is_none() {
+            return common::missing(e);
+        }
+    }
+    let camera = Camera {
+        width: 320,
+        height: 180,
+        fragment_frames: 25,
+        fragments: 6,
+        ..Camera::default()
+    };
+    let enc = camera.encode().unwrap();
+    let server = common::serve(State::new(vec![Stream::from_camera(
+        "cam", &camera, &enc, false,
+    )]));
+    let secs = |ms: u64| format!("{}.{:03}", ms / 1000, ms % 1000);
+    let pipeline = gst::parse::launch(&format!(
+        "kvsgetmediasrc stream-name=cam region=us-east-1 access-key=AKIDTEST \
+         secret-access-key=test-secret endpoint-uri={} start-timestamp={} end-timestamp={} \
+         ! kvsdemux name=d d.video_0 ! h264parse ! avdec_h264 max-threads=1 ! \
+         appsink name=sink sync=false",
+        server.endpoint(),
+        secs(camera.start_ms),
+        secs(camera.start_ms + 6 * camera.fragment_ms()),
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Paused).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::AsyncDone, gst::MessageType::Error],
+        )
+        .unwrap();
+    assert!(
+        matches!(msg.view(), gst::MessageView::AsyncDone(_)),
+        "{msg:?}"
+    );
+    // The demuxer answers from the source: seekable over the whole range.
+    let mut q = gst::query::Seeking::new(gst::Format::Time);
+    assert!(sink.query(&mut q));
+    let (seekable, start, end) = q.result();
+    assert!(seekable);
+    assert_eq!(
+        start,
+        gst::GenericFormattedValue::from(gst::ClockTime::ZERO)
+    );
+    assert_eq!(
+        end,
+        gst::GenericFormattedValue::from(gst::ClockTime::from_seconds(6))
+    );
+    // 3.5 s is inside fragment 3: output starts at its keyframe, 3 s.
+    pipeline
+        .seek_simple(
+            gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
+            gst::ClockTime::from_mseconds(3500),
+        )
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut got = Vec::new();
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(30)) {
+        let segment = sample
+            .segment()
+            .unwrap()
+            .downcast_ref::<gst::ClockTime>()
+            .unwrap();
+        let b = sample.buffer().unwrap();
+        got.push((segment.start(), b.pts(), b.map_readable().unwrap().to_vec()));
+    }
+    assert!(sink.is_eos());
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(got.len(), 75, "fragments 3, 4 and 5");
+    assert!(
+        got.iter()
+            .all(|(s, ..)| *s == Some(gst::ClockTime::from_seconds(3)))
+    );
+    for (i, (_, pts, _)) in got.iter().enumerate() {
+        assert_eq!(
+            *pts,
+            Some(gst::ClockTime::from_mseconds(3000 + 40 * i as u64))
+        );
+    }
+    // The same pictures as the same frames decoded without a seek.
+    let data: Vec<u8> = camera
+        .fragments(&enc)
+        .iter()
+        .flat_map(|f| f.to_bytes())
+        .collect();
+    let whole = decode_all(&data);
+    assert_eq!(whole.len(), 150);
+    assert!(got.iter().map(|(.., d)| d).eq(whole[75..].iter()));
+}
+
+/// Every picture of `data` through kvsdemux and avdec_h264.
+fn decode_all(data: &[u8]) -> Vec<Vec<u8>> {
+    let pipeline = gst::parse::launch(
+        "appsrc name=src caps=video/x-matroska format=bytes ! kvsdemux ! h264parse ! \
+         avdec_h264 max-threads=1 ! appsink name=sink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    src.push_buffer(gst::Buffer::from_slice(data.to_vec()))
+        .unwrap();
+    src.end_of_stream().unwrap();
+    let mut out = Vec::new();
+    while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(30)) {
+        out.push(s.buffer().unwrap().map_readable().unwrap().to_vec());
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    out
+}

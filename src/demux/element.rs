@@ -9,9 +9,9 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use super::state::{DEFAULT_MAX_GAP_MS, Demux, Settings, Step};
+use super::state::{DEFAULT_MAX_GAP_MS, Demux, SeekTo, Settings, Step};
 use super::stream::Action;
-use super::{ConnectPcm, Host, caps, video};
+use super::{ConnectPcm, Host, MakePad, caps, video};
 
 /// What an element subclass gives the shared plumbing.
 pub trait DemuxElement: ElementImpl + ObjectSubclass<Type: IsA<gst::Element>> {
@@ -20,6 +20,10 @@ pub trait DemuxElement: ElementImpl + ObjectSubclass<Type: IsA<gst::Element>> {
 
 pub struct Core {
     cat: gst::DebugCategory,
+    make_pad: MakePad,
+    /// The seqnum of the last seek sent upstream: the same seek coming up
+    /// another pad is not sent again.
+    last_seek: Mutex<Option<gst::Seqnum>>,
     settings: Mutex<Settings>,
     demux: Mutex<Demux>,
     flow_combiner: Mutex<gst_base::UniqueFlowCombiner>,
@@ -45,10 +49,34 @@ pub fn sink_pad<T: DemuxElement>(templ: &gst::PadTemplate) -> gst::Pad {
         .build()
 }
 
+/// Builds a source pad of a demuxer element `T`: seeks and the seeking and
+/// duration queries go upstream.
+pub fn src_pad<T: DemuxElement>(templ: &gst::PadTemplate, name: &str) -> gst::Pad {
+    gst::Pad::builder_from_template(templ)
+        .name(name)
+        .event_function(|pad, parent, event| {
+            T::catch_panic_pad_function(
+                parent,
+                || false,
+                |imp| imp.core().src_event(imp.obj().upcast_ref(), pad, event),
+            )
+        })
+        .query_function(|pad, parent, query| {
+            T::catch_panic_pad_function(
+                parent,
+                || false,
+                |imp| imp.core().src_query(imp.obj().upcast_ref(), pad, query),
+            )
+        })
+        .build()
+}
+
 impl Core {
-    pub fn new(cat: gst::DebugCategory, video: bool) -> Self {
+    pub fn new(cat: gst::DebugCategory, video: bool, make_pad: MakePad) -> Self {
         Core {
             cat,
+            make_pad,
+            last_seek: Mutex::new(None),
             settings: Mutex::new(Settings {
                 video,
                 ..Default::default()
@@ -59,7 +87,61 @@ impl Core {
     }
 
     fn host<'a>(&self, obj: &'a gst::Element) -> Host<'a> {
-        Host { obj, cat: self.cat }
+        Host {
+            obj,
+            cat: self.cat,
+            make_pad: self.make_pad,
+        }
+    }
+
+    /// A flushing TIME seek from 0 or later, at normal rate, goes upstream
+    /// once (kvsgetmediasrc takes it in archive mode); output then runs on
+    /// from the seek position.
+    fn src_event(&self, obj: &gst::Element, pad: &gst::Pad, event: gst::Event) -> bool {
+        let gst::EventView::Seek(seek) = event.view() else {
+            return gst::Pad::event_default(pad, Some(obj), event);
+        };
+        let seqnum = event.seqnum();
+        if self.last_seek.lock().unwrap().replace(seqnum) == Some(seqnum) {
+            return true;
+        }
+        let (rate, flags, start_type, start, _, _) = seek.get();
+        let start = match (start_type, start) {
+            (gst::SeekType::Set, gst::GenericFormattedValue::Time(t)) => t.unwrap_or_default(),
+            _ => {
+                gst::debug!(self.cat, obj = pad, "Only seeks to a time are handled");
+                return false;
+            }
+        };
+        if rate != 1.0 || !flags.contains(gst::SeekFlags::FLUSH) {
+            gst::debug!(
+                self.cat,
+                obj = pad,
+                "Only flushing seeks at rate 1 are handled, not {flags:?} at {rate}"
+            );
+            return false;
+        }
+        gst::debug!(self.cat, obj = pad, "Seeking to {start}");
+        self.demux.lock().unwrap().seek = Some(SeekTo {
+            seqnum,
+            start: start.nseconds(),
+            key_unit: flags.contains(gst::SeekFlags::KEY_UNIT),
+        });
+        let sink = obj.static_pad("sink").unwrap();
+        let done = sink.push_event(event);
+        if !done {
+            self.demux.lock().unwrap().seek = None;
+        }
+        done
+    }
+
+    fn src_query(&self, obj: &gst::Element, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        match query.view() {
+            gst::QueryView::Seeking(_) | gst::QueryView::Duration(_) => {
+                obj.static_pad("sink").unwrap().peer_query(query)
+            }
+            _ => gst::Pad::query_default(pad, Some(obj), query),
+        }
     }
 
     fn chain(
@@ -93,7 +175,7 @@ impl Core {
             }
             EventView::FlushStop(_) => {
                 let forwarded = gst::Pad::event_default(pad, Some(obj), event);
-                let actions = self.demux.lock().unwrap().flush();
+                let actions = self.demux.lock().unwrap().flush(&el);
                 self.flow_combiner.lock().unwrap().reset();
                 let _ = self.perform(&el, actions);
                 forwarded
@@ -185,6 +267,7 @@ impl Core {
     /// After PAUSED to READY: pads go, the next stream starts afresh.
     pub fn reset(&self, obj: &gst::Element) {
         let old = std::mem::take(&mut *self.demux.lock().unwrap());
+        *self.last_seek.lock().unwrap() = None;
         for pad in old.pads() {
             self.remove_src_pad(obj, &pad);
         }

@@ -35,8 +35,13 @@ pub enum ConnectPcm {
     Never,
 }
 
-/// The element a shared demuxer works for: where it posts and logs.
+/// Makes a source pad of the element from a template, with a name.
+pub type MakePad = fn(&gst::PadTemplate, &str) -> gst::Pad;
+
+/// The element a shared demuxer works for: where it posts and logs, and
+/// how it makes its source pads.
 pub struct Host<'a> {
     pub obj: &'a gst::Element,
     pub cat: gst::DebugCategory,
+    pub make_pad: MakePad,
 }

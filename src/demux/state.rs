@@ -64,6 +64,15 @@ impl Default for Settings {
     }
 }
 
+/// A seek sent upstream: output after the flush starts at `start` (ns of
+/// stream time), or at the keyframe before it with `key_unit`.
+#[derive(Debug, Clone, Copy)]
+pub struct SeekTo {
+    pub seqnum: gst::Seqnum,
+    pub start: u64,
+    pub key_unit: bool,
+}
+
 /// What one step did: the actions to perform, whether to step again, and
 /// the demuxer's own result (an error, or EOS at a contact's end).
 pub struct Step {
@@ -97,6 +106,10 @@ pub struct Demux {
     lists: bool,
     /// Fragments being skipped for max-latency.
     skipped: Option<report::Skipped>,
+    /// A seek on its way upstream, until its flush.
+    pub seek: Option<SeekTo>,
+    /// A seek whose flush came: its segment goes out with the next block.
+    seeking: Option<SeekTo>,
 }
 
 impl Demux {
@@ -608,7 +621,16 @@ impl Demux {
     }
 
     fn segment_event(&mut self) -> gst::Event {
-        let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+        self.segment_at(0)
+    }
+
+    /// A segment whose start, time and position are `start` ns.
+    fn segment_at(&mut self, start: u64) -> gst::Event {
+        let mut segment = gst::FormattedSegment::<gst::ClockTime>::new();
+        let start = gst::ClockTime::from_nseconds(start);
+        segment.set_start(start);
+        segment.set_time(start);
+        segment.set_position(start);
         let seqnum = *self.seqnum.get_or_insert_with(gst::Seqnum::next);
         gst::event::Segment::builder(&segment)
             .seqnum(seqnum)
@@ -625,9 +647,7 @@ impl Demux {
             .element_class()
             .pad_template(&format!("{kind}_%u"))
             .unwrap();
-        let pad = gst::Pad::builder_from_template(&templ)
-            .name(format!("{kind}_{index}"))
-            .build();
+        let pad = (el.make_pad)(&templ, &format!("{kind}_{index}"));
         *index += 1;
         pad.set_active(true).ok();
         // Sticky events on a pad not added yet: no peer, nothing blocks.
@@ -708,9 +728,13 @@ impl Demux {
             return Ok(gst::FlowSuccess::Ok);
         }
         let max_gap = u64::from(settings.max_gap) * 1_000_000;
+        let resync = self.timeline.resyncing();
         let (out, jump) =
             self.timeline
                 .place(abs, self.streams[idx].position, self.newest(), max_gap);
+        if resync {
+            self.resume_after_seek(el, out);
+        }
         if let Some(jump) = jump {
             gst::debug!(
                 el.cat,
@@ -741,6 +765,32 @@ impl Demux {
         stream.last_abs = Some(abs);
         let producer = gst::ClockTime::from_nseconds(producer);
         stream.push_block(&block, region, out, scale, producer)
+    }
+
+    /// The first block after a seek's flush, at `out`: the pads start there,
+    /// and get the seek's segment.
+    fn resume_after_seek(&mut self, el: &Host, out: u64) {
+        let Some(seek) = self.seeking.take() else {
+            return;
+        };
+        let start = if seek.key_unit {
+            out.min(seek.start)
+        } else {
+            seek.start
+        };
+        gst::debug!(
+            el.cat,
+            obj = el.obj,
+            "Resuming at {} after a seek to {}",
+            gst::ClockTime::from_nseconds(out),
+            gst::ClockTime::from_nseconds(seek.start)
+        );
+        let segment = self.segment_at(start);
+        for s in &mut self.streams {
+            s.position = out;
+            s.discont = true;
+            s.send_event(&mut self.out, segment.clone());
+        }
     }
 
     /// The fragment's last tags are in (or its chunk ended): held blocks go
@@ -825,6 +875,13 @@ impl Demux {
             );
             return std::mem::take(&mut self.out);
         }
+        if let Some(seek) = self.seeking.take() {
+            let segment = self.segment_at(seek.start);
+            for s in &mut self.streams {
+                s.position = seek.start;
+                s.send_event(&mut self.out, segment.clone());
+            }
+        }
         let newest = self.newest();
         for s in &mut self.streams {
             if s.position < newest {
@@ -863,22 +920,34 @@ impl Demux {
         }
     }
 
-    /// Forgets parsing state after a flush and starts a new segment; pads stay.
-    pub fn flush(&mut self) -> Vec<Action> {
+    /// Forgets parsing state after a flush; pads stay. After a seek, output
+    /// time stays the stream's and the seek's segment goes out with the
+    /// first block; else a new segment starts at 0.
+    pub fn flush(&mut self, el: &Host) -> Vec<Action> {
         self.adapter.clear();
         self.parser.reset();
         self.tracker.flush();
-        self.timeline.reset();
         self.skipped = None;
         self.stopped = false;
-        self.seqnum = None;
         self.out.clear();
-        let segment = self.segment_event();
         for s in &mut self.streams {
             s.position = 0;
             s.last_abs = None;
             s.discont = true;
             s.pending.clear();
+        }
+        if let Some(seek) = self.seek.take() {
+            gst::debug!(el.cat, obj = el.obj, "Flushed for a seek: {seek:?}");
+            self.timeline.resync();
+            self.seqnum = Some(seek.seqnum);
+            self.seeking = Some(seek);
+            return Vec::new();
+        }
+        self.timeline.reset();
+        self.seqnum = None;
+        self.seeking = None;
+        let segment = self.segment_event();
+        for s in &self.streams {
             self.out.push(Action::Event(s.pad.clone(), segment.clone()));
         }
         std::mem::take(&mut self.out)

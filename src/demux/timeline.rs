@@ -27,6 +27,9 @@ pub struct Timeline {
     /// The next block continues at the furthest pad's position, whatever
     /// its time (after skipped data).
     rebase: bool,
+    /// The next block goes where the offset puts it, with no jump (after a
+    /// seek, where the pads' positions mean nothing).
+    resync: bool,
 }
 
 impl Timeline {
@@ -42,6 +45,9 @@ impl Timeline {
     ) -> (u64, Option<Jump>) {
         let offset = *self.offset.get_or_insert(-abs);
         let out = abs + offset;
+        if std::mem::take(&mut self.resync) {
+            return (u64::try_from(out).unwrap_or(0), None);
+        }
         let (position, newest) = (i128::from(position), i128::from(newest));
         let (target, jump) = if std::mem::take(&mut self.rebase) && out != newest {
             let jump = if out < newest {
@@ -64,6 +70,17 @@ impl Timeline {
     /// Starts again: the next block is at 0.
     pub fn reset(&mut self) {
         *self = Timeline::default();
+    }
+
+    /// After a seek: output time stays the stream's own, and the next block
+    /// sets where the pads are.
+    pub fn resync(&mut self) {
+        self.resync = true;
+        self.rebase = false;
+    }
+
+    pub fn resyncing(&self) -> bool {
+        self.resync
     }
 
     /// Data was skipped: the next block goes where the pads are, so that
@@ -132,6 +149,23 @@ mod tests {
         let (out, jump) = t.place(at(5000), 1000 * MS, 1000 * MS, MAX_GAP);
         assert_eq!((out, jump), (1000 * MS, Some(Jump::Forward(4000 * MS))));
         assert_eq!(t.place(at(5064), 0, 0, MAX_GAP).0, 1064 * MS);
+    }
+
+    #[test]
+    fn after_a_seek_output_time_is_the_stream_time() {
+        let mut t = Timeline::default();
+        t.place(at(0), 0, 0, MAX_GAP);
+        t.place(at(64), 64 * MS, 64 * MS, MAX_GAP);
+        t.resync();
+        assert!(t.resyncing());
+        // Far ahead and behind the pads: no jump, the stream's own time.
+        assert_eq!(t.place(at(60_000), 0, 0, MAX_GAP), (60_000 * MS, None));
+        assert!(!t.resyncing());
+        t.resync();
+        assert_eq!(
+            t.place(at(2000), 60_000 * MS, 60_000 * MS, MAX_GAP),
+            (2000 * MS, None)
+        );
     }
 
     #[test]

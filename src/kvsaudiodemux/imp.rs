@@ -37,7 +37,7 @@ impl ObjectSubclass for KvsAudioDemux {
     fn with_class(klass: &Self::Class) -> Self {
         KvsAudioDemux {
             sinkpad: element::sink_pad::<Self>(&klass.pad_template("sink").unwrap()),
-            core: Core::new(*CAT, false),
+            core: Core::new(*CAT, false, element::src_pad::<Self>),
         }
     }
 }

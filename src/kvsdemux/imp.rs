@@ -37,7 +37,7 @@ impl ObjectSubclass for KvsDemux {
     fn with_class(klass: &Self::Class) -> Self {
         KvsDemux {
             sinkpad: element::sink_pad::<Self>(&klass.pad_template("sink").unwrap()),
-            core: Core::new(*CAT, true),
+            core: Core::new(*CAT, true, element::src_pad::<Self>),
         }
     }
 }

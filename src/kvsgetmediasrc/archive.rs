@@ -59,6 +59,39 @@ pub fn order(list: &mut Vec<Listed>) {
     list.dedup_by(|a, b| kvs::compare_fragment_numbers(&a.number, &b.number) == Ordering::Equal);
 }
 
+/// Where a position falls in a listed range: the fragment index, and its
+/// start in ms and in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spot {
+    pub index: usize,
+    pub ms: u64,
+    pub byte: u64,
+}
+
+/// In a table of fragments' (length in ms, size in bytes), the fragment
+/// that holds `ms` (`by_byte`: byte `ms`); past the end, the last one.
+pub fn locate(table: &[(u64, u64)], at: u64, by_byte: bool) -> Spot {
+    let mut spot = Spot {
+        index: 0,
+        ms: 0,
+        byte: 0,
+    };
+    for (i, &(ms, size)) in table.iter().enumerate() {
+        spot.index = i;
+        let end = if by_byte {
+            spot.byte + size
+        } else {
+            spot.ms + ms
+        };
+        if at < end || i + 1 == table.len() {
+            break;
+        }
+        spot.ms += ms;
+        spot.byte += size;
+    }
+    spot
+}
+
 /// A GetMediaForFragmentList call in flight, feeding its body to a channel.
 struct Batch {
     first: usize,
@@ -201,6 +234,28 @@ impl Archive {
             done_bytes: self.done_bytes,
             total_bytes: list.iter().map(|f| f.size).sum(),
         })
+    }
+
+    /// Each fragment's (length in ms, size in bytes). None until listed.
+    pub fn table(&self) -> Option<Vec<(u64, u64)>> {
+        let list = self.fragments.as_ref()?;
+        Some(list.iter().map(|f| (f.duration_ms, f.size)).collect())
+    }
+
+    /// Goes on from fragment `index`: batches in flight are dropped, and
+    /// the next bytes are that fragment's, flagged DISCONT.
+    pub fn seek_to(&mut self, index: usize) {
+        let Some(list) = self.fragments.as_ref() else {
+            return;
+        };
+        let index = index.min(list.len());
+        self.done_ms = list[..index].iter().map(|f| f.duration_ms).sum();
+        self.done_bytes = list[..index].iter().map(|f| f.size).sum();
+        self.done = index;
+        self.requested = index;
+        self.inflight.clear();
+        self.reset_scan();
+        self.discont = true;
     }
 
     /// Lists the range (once). Returns the number of fragments.
@@ -490,6 +545,21 @@ mod tests {
             duration_ms: 1000,
             size: 10,
         }
+    }
+
+    #[test]
+    fn locate_by_time_and_by_byte() {
+        let table = [(1000, 10), (1000, 10), (1000, 10)];
+        let spot = |index, ms, byte| Spot { index, ms, byte };
+        assert_eq!(locate(&table, 0, false), spot(0, 0, 0));
+        assert_eq!(locate(&table, 1500, false), spot(1, 1000, 10));
+        assert_eq!(
+            locate(&table, 99_000, false),
+            spot(2, 2000, 20),
+            "past the end"
+        );
+        assert_eq!(locate(&table, 25, true), spot(2, 2000, 20));
+        assert_eq!(locate(&[], 5, true), spot(0, 0, 0));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
 use tokio::sync::watch;
 
-use super::archive::{Archive, Progress};
+use super::archive::{self, Archive, Progress};
 use super::aws::{Failure, Target};
 use super::session::{Next, Session, Stats};
 use super::settings::{self, Plan, Settings};
@@ -89,6 +89,8 @@ pub struct KvsGetMediaSrc {
     stats: Mutex<Stats>,
     /// Archive mode, once listed; read by queries.
     progress: Mutex<Option<Progress>>,
+    /// Archive mode, once listed: each fragment's (ms, bytes), for seeks.
+    table: Mutex<Option<Vec<(u64, u64)>>>,
     last_progress: Mutex<Option<Instant>>,
     cancel: watch::Sender<bool>,
 }
@@ -215,6 +217,7 @@ impl ObjectSubclass for KvsGetMediaSrc {
             running: Mutex::new(None),
             stats: Mutex::new(Stats::default()),
             progress: Mutex::new(None),
+            table: Mutex::new(None),
             last_progress: Mutex::new(None),
             cancel: watch::channel(false).0,
         }
@@ -367,6 +370,7 @@ impl BaseSrcImpl for KvsGetMediaSrc {
         };
         *self.stats.lock().unwrap() = Stats::default();
         *self.progress.lock().unwrap() = None;
+        *self.table.lock().unwrap() = None;
         *self.last_progress.lock().unwrap() = None;
         *self.running.lock().unwrap() = Some(running);
         Ok(())
@@ -377,8 +381,40 @@ impl BaseSrcImpl for KvsGetMediaSrc {
         Ok(())
     }
 
+    /// An archive range is seekable by time once listed: a seek restarts
+    /// GetMediaForFragmentList at the fragment that holds that time.
     fn is_seekable(&self) -> bool {
-        false
+        self.table.lock().unwrap().is_some()
+    }
+
+    fn do_seek(&self, segment: &mut gst::Segment) -> bool {
+        let Some(segment) = segment.downcast_ref::<gst::format::Bytes>() else {
+            return false;
+        };
+        let offset = segment.start().map_or(0, |b| *b);
+        let table = self.table.lock().unwrap().clone();
+        let mut running = self.running.lock().unwrap();
+        let Some(Running {
+            reader: Reader::Archive(archive),
+            ..
+        }) = running.as_mut()
+        else {
+            // Live: only the start.
+            return offset == 0;
+        };
+        let Some(table) = table else {
+            return offset == 0;
+        };
+        let spot = archive::locate(&table, offset, true);
+        gst::info!(
+            CAT,
+            imp = self,
+            "Seek to byte {offset}: restarting at fragment {} ({} ms into the range)",
+            spot.index,
+            spot.ms
+        );
+        archive.seek_to(spot.index);
+        true
     }
 
     fn query(&self, query: &mut gst::QueryRef) -> bool {
@@ -386,6 +422,7 @@ impl BaseSrcImpl for KvsGetMediaSrc {
         let Some(p) = progress else {
             return BaseSrcImplExt::parent_query(self, query);
         };
+        let table = self.table.lock().unwrap().clone().unwrap_or_default();
         // Archive mode knows the whole range: TIME from the fragment
         // lengths, BYTES from their sizes.
         let time = |ms| gst::GenericFormattedValue::from(gst::ClockTime::from_mseconds(ms));
@@ -401,6 +438,24 @@ impl BaseSrcImpl for KvsGetMediaSrc {
                 gst::Format::Bytes => q.set(bytes(p.done_bytes)),
                 _ => return false,
             },
+            gst::QueryViewMut::Seeking(q) if q.format() == gst::Format::Time => {
+                q.set(true, time(0), time(p.total_ms));
+            }
+            // A time maps to the start of the fragment that holds it, so
+            // that base class seeks in TIME become byte seeks.
+            gst::QueryViewMut::Convert(q) => {
+                let (src, dest) = q.get();
+                let value = match (src, dest) {
+                    (gst::GenericFormattedValue::Time(Some(t)), gst::Format::Bytes) => {
+                        bytes(archive::locate(&table, t.mseconds(), false).byte)
+                    }
+                    (gst::GenericFormattedValue::Bytes(Some(b)), gst::Format::Time) => {
+                        time(archive::locate(&table, *b, true).ms)
+                    }
+                    _ => return BaseSrcImplExt::parent_query(self, query),
+                };
+                q.set(src, value);
+            }
             _ => return BaseSrcImplExt::parent_query(self, query),
         }
         true
@@ -431,6 +486,7 @@ impl KvsGetMediaSrc {
         };
         let previous = self.progress.lock().unwrap().replace(p);
         if previous.is_none() {
+            *self.table.lock().unwrap() = archive.table();
             let _ = self.obj().post_message(
                 gst::message::DurationChanged::builder()
                     .src(&*self.obj())
