@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what gst-plugin-kvs needs on Debian 12: GStreamer 1.22 with its
 # development files, the elements the tests and recipes use, gst-play-1.0,
-# and PyGObject for the Python example.
+# and PyGObject (with numpy) for the Python examples.
 set -euo pipefail
 packages=(
     pkg-config meson
@@ -9,7 +9,7 @@ packages=(
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
     gstreamer1.0-plugins-base-apps
-    python3-gst-1.0 gir1.2-gst-plugins-base-1.0
+    python3-gst-1.0 gir1.2-gst-plugins-base-1.0 python3-numpy
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use gstkvs::server::{State, Stream};
+use gstkvs::synth::camera::Camera;
 use gstkvs::synth::{Call, Side};
 
 /// target/debug (or release), where cargo put this test's siblings.
@@ -145,4 +146,142 @@ fn python_example_hands_one_second_pieces_to_its_callback() {
         stdout.contains("audio_1: AUDIO_FROM_CUSTOMER -> left"),
         "{stdout}"
     );
+}
+
+/// A server with live synthetic cameras, 320x180, `seconds` long.
+fn cameras(names: &[&str], seconds: u32) -> Option<common::Server> {
+    common::init();
+    if gst::ElementFactory::find("x264enc").is_none() {
+        common::missing("x264enc (gstreamer1.0-plugins-ugly)");
+        return None;
+    }
+    let mut camera = Camera {
+        width: 320,
+        height: 180,
+        fragments: seconds / 2,
+        encoded_fragments: 2,
+        ..Camera::default()
+    };
+    let enc = camera.encode().unwrap();
+    camera.start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let streams = names
+        .iter()
+        .map(|n| Stream::from_camera(n, &camera, &enc, true))
+        .collect();
+    Some(common::serve(State::new(streams)))
+}
+
+#[test]
+fn rust_cameras_example_reads_three_cameras_in_one_process() {
+    let names = ["cam-1", "cam-2", "cam-3"];
+    let Some(server) = cameras(&names, 10) else {
+        return;
+    };
+    let app = target_dir().join("examples/cameras");
+    let out = Command::new(&app)
+        .args(["--seconds", "4", "--every", "4", "--region", "us-east-1"])
+        .args(["--endpoint", &server.endpoint()])
+        .args(names)
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in names {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("camera {name}: ")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{stdout}"));
+        // 4 s of a 25 fps camera, from the fragment it joined.
+        let frames: u64 = line.split(' ').nth(2).unwrap().parse().unwrap();
+        assert!(frames >= 50, "{line}");
+        assert!(
+            line.contains(" fps, latency median ") && line.ends_with("reconnects 0"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn python_frames_example_yields_rgb_arrays_and_drops_for_a_slow_consumer() {
+    let Some(python) = common::python_with_gst() else {
+        return common::missing("python3 with PyGObject and GStreamer (python3-gst-1.0)");
+    };
+    let numpy = Command::new(python).args(["-c", "import numpy"]).output();
+    if !numpy.is_ok_and(|o| o.status.success()) {
+        return common::missing("numpy for Debian's python3 (python3-numpy)");
+    }
+    let Some(server) = cameras(&["camera"], 12) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("kvs-frames-{}", std::process::id()));
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(
+        target_dir().join("deps/libgstkvs.so"),
+        plugins.join("libgstkvs.so"),
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/frames.py");
+    let run = |extra: &[&str]| {
+        let out = Command::new(python)
+            .arg(&script)
+            .args(["--stream", "camera", "--region", "us-east-1"])
+            .args(["--endpoint-uri", &server.endpoint()])
+            .args(extra)
+            .env("GST_PLUGIN_PATH", &plugins)
+            .env("GST_REGISTRY", dir.join("registry.bin"))
+            .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+            .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let pts = |stdout: &str| -> Vec<f64> {
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("frame "))
+            .map(|l| {
+                assert!(l.contains(": 320x180 rgb, "), "{l}");
+                let p = l.split("pts ").nth(1).unwrap();
+                p.split(' ').next().unwrap().parse().unwrap()
+            })
+            .collect()
+    };
+    // Frames in order, each with its producer time and latency. The
+    // catch-up burst at the start is thinned; at the live edge a quick
+    // consumer gets every frame, 40 ms apart.
+    let stdout = run(&["--frames", "40"]);
+    let all = pts(&stdout);
+    assert_eq!(all.len(), 40, "{stdout}");
+    let mut steps: Vec<f64> = all.windows(2).map(|w| w[1] - w[0]).collect();
+    let frames = |s: f64| (s / 0.04).round();
+    assert!(
+        steps
+            .iter()
+            .all(|&s| frames(s) >= 1.0 && (s - 0.04 * frames(s)).abs() < 1e-6),
+        "{all:?}"
+    );
+    steps.sort_by(f64::total_cmp);
+    assert!((steps[steps.len() / 2] - 0.04).abs() < 1e-6, "{all:?}");
+    assert!(stdout.contains("frames 40, latency median "), "{stdout}");
+    assert!(!stdout.contains("latency unknown"), "{stdout}");
+    // Spending 300 ms on each frame: the newest each time, older ones dropped.
+    let slow = pts(&run(&["--frames", "6", "--slow", "300"]));
+    assert!(slow.windows(2).all(|w| w[1] - w[0] >= 0.079), "{slow:?}");
+    std::fs::remove_dir_all(&dir).ok();
 }

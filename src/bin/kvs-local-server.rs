@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use gstkvs::server::{LocalKvs, State, Stream};
 use gstkvs::synth::Call;
+use gstkvs::synth::camera::Camera;
 
 const USAGE: &str = "\
 Usage: kvs-local-server [OPTIONS]
@@ -25,6 +26,11 @@ Streams:
                            'demo-call', paced in real time (default: 60)
   --archive-call SECONDS   serve a stored synthetic Connect call as stream
                            'archive-call', all of it available at once
+  --camera NAME[=SECONDS]  serve a live synthetic camera: H.264 640x360 at
+                           25 fps from x264enc, 2 s fragments, producer
+                           times from now (default: 600 s)
+  --archive-camera NAME[=SECONDS]   the same, stored: all of it available at
+                           once, from 2023-11-14T22:13:20Z (producer time)
 Options:
   --port N                 port to listen on (default: 0, any free port)
   --key KEY:SECRET         check the signatures of requests signed with KEY
@@ -51,6 +57,7 @@ fn main() {
     let mut archive = None;
     let mut faults: Vec<(String, u64)> = Vec::new();
     let mut keys = Vec::new();
+    let mut cameras: Vec<(String, u64, bool)> = Vec::new();
     while let Some(arg) = args.next() {
         let mut value = || {
             args.next().unwrap_or_else(|| {
@@ -72,6 +79,14 @@ fn main() {
             "--port" => port = number(value()) as u16,
             "--demo-call" => demo = Some(number(value())),
             "--archive-call" => archive = Some(number(value())),
+            "--camera" | "--archive-camera" => {
+                let spec = value();
+                let (name, seconds) = match spec.split_once('=') {
+                    Some((name, s)) => (name.to_string(), number(s.to_string())),
+                    None => (spec, 600),
+                };
+                cameras.push((name, seconds, arg == "--camera"));
+            }
             "--key" => {
                 let spec = value();
                 let Some((key, secret)) = spec.split_once(':') else {
@@ -110,6 +125,9 @@ fn main() {
             &Call::demo(seconds),
             false,
         ));
+    }
+    for (name, seconds, live) in cameras {
+        streams.push(camera(&name, seconds, live));
     }
     if streams.is_empty() || demo.is_some() {
         streams.push(Stream::from_call(
@@ -161,4 +179,26 @@ fn main() {
         );
         tokio::signal::ctrl_c().await.ok();
     });
+}
+
+/// A synthetic camera stream: five fragments encoded, then repeated.
+fn camera(name: &str, seconds: u64, live: bool) -> Stream {
+    gst::init().expect("GStreamer");
+    let mut camera = Camera {
+        fragments: seconds.div_ceil(2).max(1) as u32,
+        encoded_fragments: 5,
+        ..Camera::default()
+    };
+    let enc = camera.encode().unwrap_or_else(|e| {
+        eprintln!("kvs-local-server: cannot make camera {name:?}: {e} (x264enc is in gstreamer1.0-plugins-ugly)");
+        std::process::exit(1)
+    });
+    // A live camera's producer times run from now, its start.
+    if live {
+        camera.start_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+    }
+    Stream::from_camera(name, &camera, &enc, live)
 }

@@ -87,6 +87,9 @@ pub struct Camera {
     pub start_ms: u64,
     /// Index of the first fragment in the stream (its fragment number).
     pub first_fragment: u64,
+    /// Encode this many fragments at most and repeat them, retimed, for
+    /// the rest (long demo and benchmark streams).
+    pub encoded_fragments: u32,
 }
 
 impl Default for Camera {
@@ -101,6 +104,7 @@ impl Default for Camera {
             audio: false,
             start_ms: 1_700_000_000_000,
             first_fragment: 0,
+            encoded_fragments: u32::MAX,
         }
     }
 }
@@ -153,8 +157,13 @@ fn collect(pipeline: &gst::Bin, name: &str) -> Sink {
 }
 
 impl Camera {
+    /// Frames in the stream.
     pub fn frames(&self) -> u32 {
         self.fragments * self.fragment_frames
+    }
+
+    fn encoded_frames(&self) -> u32 {
+        self.fragments.min(self.encoded_fragments) * self.fragment_frames
     }
 
     pub fn frame_ms(&self) -> u64 {
@@ -171,14 +180,14 @@ impl Camera {
             "videotestsrc num-buffers={n} pattern=ball ! \
              video/x-raw,format=I420,width={w},height={h},framerate={fps}/1 ! {enc} ! \
              fakesink name=video signal-handoffs=true sync=false",
-            n = self.frames(),
+            n = self.encoded_frames(),
             w = self.width,
             h = self.height,
             fps = self.fps,
             enc = self.codec.encode(self.fragment_frames),
         );
         if self.audio {
-            let seconds = u64::from(self.frames()) * self.frame_ms() / 1000;
+            let seconds = u64::from(self.encoded_frames()) * self.frame_ms() / 1000;
             desc += &format!(
                 " audiotestsrc num-buffers={} samplesperbuffer=1024 ! \
                  audio/x-raw,rate=48000,channels=1 ! voaacenc ! \
@@ -226,15 +235,36 @@ impl Camera {
         format!("91343852333181432397633741200000{:015}", index * 3 + 11)
     }
 
-    /// The fragments: a new one at each keyframe.
-    pub fn fragments(&self, enc: &Encoded) -> Vec<Fragment> {
-        let starts: Vec<usize> = enc
-            .video
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.key)
-            .map(|(i, _)| i)
-            .collect();
+    /// The blocks of each encoded fragment (a new one at each keyframe),
+    /// with their times from the fragment's start.
+    fn gops(&self, enc: &Encoded) -> Vec<Vec<(u64, BlockSpec)>> {
+        let mut starts: Vec<usize> = (0..enc.video.len()).filter(|&i| enc.video[i].key).collect();
+        starts.push(enc.video.len());
+        starts
+            .windows(2)
+            .map(|w| {
+                let start = enc.video[w[0]].ms;
+                let end = enc.video.get(w[1]).map_or(u64::MAX, |f| f.ms);
+                let video = enc.video[w[0]..w[1]].iter().map(|f| {
+                    let rel = f.ms - start;
+                    (rel, BlockSpec::frame(1, rel as i16, f.data.clone(), f.key))
+                });
+                let audio = enc
+                    .audio
+                    .iter()
+                    .filter(|a| a.ms >= start && a.ms < end)
+                    .map(|a| {
+                        let rel = a.ms - start;
+                        (rel, BlockSpec::simple(2, rel as i16, a.data.clone()))
+                    });
+                let mut blocks: Vec<_> = video.chain(audio).collect();
+                blocks.sort_by_key(|(ms, b)| (*ms, b.track));
+                blocks
+            })
+            .collect()
+    }
+
+    fn tracks(&self, enc: &Encoded) -> Vec<TrackSpec> {
         let frame_ns = 1_000_000_000 / u64::from(self.fps);
         let mut tracks = vec![TrackSpec::video(
             1,
@@ -251,60 +281,45 @@ impl Camera {
             }
             tracks.push(aac);
         }
-        let mut out = Vec::new();
-        for (index, w) in starts
-            .iter()
-            .chain([&enc.video.len()])
-            .collect::<Vec<_>>()
-            .windows(2)
-            .enumerate()
-        {
-            let (from, to) = (*w[0], *w[1]);
-            let start = enc.video[from].ms;
-            let end = enc.video.get(to).map_or(u64::MAX, |f| f.ms);
-            let mut blocks: Vec<(u64, BlockSpec)> = enc.video[from..to]
-                .iter()
-                .map(|f| {
-                    let rel = (f.ms - start) as i16;
-                    (f.ms, BlockSpec::frame(1, rel, f.data.clone(), f.key))
-                })
-                .collect();
-            blocks.extend(
-                enc.audio
-                    .iter()
-                    .filter(|a| a.ms >= start && a.ms < end)
-                    .map(|a| {
-                        (
-                            a.ms,
-                            BlockSpec::simple(2, (a.ms - start) as i16, a.data.clone()),
-                        )
-                    }),
-            );
-            blocks.sort_by_key(|(ms, b)| (*ms, b.track));
-            let producer = self.start_ms + start;
-            let seconds = |ms: u64| format!("{}.{:03}", ms / 1000, ms % 1000);
-            let number = self.fragment_number(index as u64);
-            out.push(Fragment {
-                doc_type: None,
-                timestamp_scale: Some(1_000_000),
-                producer: None,
-                tracks: tracks.clone(),
-                tags_before: vec![vec![
-                    (kvs::FRAGMENT_NUMBER.into(), number.clone()),
-                    (kvs::SERVER_TIMESTAMP.into(), seconds(producer + 120)),
-                    (kvs::PRODUCER_TIMESTAMP.into(), seconds(producer)),
-                ]],
-                cluster_timecode: producer,
-                known_size_cluster: false,
-                cluster_position: true,
-                blocks: blocks.into_iter().map(|(_, b)| b).collect(),
-                tags_after: vec![vec![
-                    (kvs::MILLIS_BEHIND_NOW.into(), "300".into()),
-                    (kvs::CONTINUATION_TOKEN.into(), number),
-                ]],
-            });
-        }
-        out
+        tracks
+    }
+
+    /// The stream's fragments: the encoded ones, repeated and retimed up to
+    /// `fragments` when fewer were encoded.
+    pub fn fragments(&self, enc: &Encoded) -> Vec<Fragment> {
+        let gops = self.gops(enc);
+        let tracks = self.tracks(enc);
+        let seconds = |ms: u64| format!("{}.{:03}", ms / 1000, ms % 1000);
+        let count = match self.encoded_fragments < self.fragments && !gops.is_empty() {
+            true => self.fragments as usize,
+            false => gops.len(),
+        };
+        (0..count)
+            .map(|index| {
+                let producer = self.start_ms + index as u64 * self.fragment_ms();
+                let number = self.fragment_number(index as u64);
+                let blocks = &gops[index % gops.len()];
+                Fragment {
+                    doc_type: None,
+                    timestamp_scale: Some(1_000_000),
+                    producer: None,
+                    tracks: tracks.clone(),
+                    tags_before: vec![vec![
+                        (kvs::FRAGMENT_NUMBER.into(), number.clone()),
+                        (kvs::SERVER_TIMESTAMP.into(), seconds(producer + 120)),
+                        (kvs::PRODUCER_TIMESTAMP.into(), seconds(producer)),
+                    ]],
+                    cluster_timecode: producer,
+                    known_size_cluster: false,
+                    cluster_position: true,
+                    blocks: blocks.iter().map(|(_, b)| b.clone()).collect(),
+                    tags_after: vec![vec![
+                        (kvs::MILLIS_BEHIND_NOW.into(), "300".into()),
+                        (kvs::CONTINUATION_TOKEN.into(), number),
+                    ]],
+                }
+            })
+            .collect()
     }
 
     /// The whole stream as one GetMedia byte stream.
