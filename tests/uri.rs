@@ -234,3 +234,94 @@ fn kvs_uri_plays_a_camera_through_playbin() {
     assert!(frames.iter().all(|n| n == "video/x-raw"));
     assert!(!audio.lock().unwrap().is_empty(), "the AAC track plays too");
 }
+
+#[test]
+fn kvs_uri_archive_range_seeks_in_playbin() {
+    common::init();
+    for e in ["x264enc", "avdec_h264", "voaacenc", "avdec_aac"] {
+        if gst::ElementFactory::find(e).is_none() {
+            return common::missing(e);
+        }
+    }
+    let camera = Camera {
+        width: 320,
+        height: 180,
+        fragment_frames: 25,
+        fragments: 6,
+        audio: true,
+        ..Camera::default()
+    };
+    let enc = camera.encode().unwrap();
+    let server = common::serve(State::new(vec![Stream::from_camera(
+        "cam", &camera, &enc, false,
+    )]));
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDTEST");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-secret");
+    }
+    let endpoint: String = server.endpoint().replace(':', "%3A").replace('/', "%2F");
+    let secs = |ms: u64| format!("{}.{:03}", ms / 1000, ms % 1000);
+    let uri = format!(
+        "kvs://cam?region=us-east-1&endpoint={endpoint}&start=timestamp:{}&end=timestamp:{}",
+        secs(camera.start_ms),
+        secs(camera.start_ms + 6000)
+    );
+    let frames: Arc<Mutex<Vec<gst::ClockTime>>> = Default::default();
+    let f = frames.clone();
+    let video = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .property("signal-handoffs", true)
+        .build()
+        .unwrap();
+    video.connect("handoff", false, move |args| {
+        let buffer = args[1].get::<gst::Buffer>().unwrap();
+        f.lock().unwrap().push(buffer.pts().unwrap());
+        None
+    });
+    let audio = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .build()
+        .unwrap();
+    let playbin = gst::ElementFactory::make("playbin")
+        .property("uri", &uri)
+        .property("video-sink", &video)
+        .property("audio-sink", &audio)
+        .build()
+        .unwrap();
+    playbin.set_state(gst::State::Paused).unwrap();
+    let bus = playbin.bus().unwrap();
+    let wait = |types: &[gst::MessageType]| {
+        let msg = bus
+            .timed_pop_filtered(gst::ClockTime::from_seconds(60), types)
+            .expect("a message within 60 s");
+        if let gst::MessageView::Error(e) = msg.view() {
+            panic!("{} ({:?})", e.error(), e.debug());
+        }
+    };
+    wait(&[gst::MessageType::AsyncDone, gst::MessageType::Error]);
+    let duration = playbin.query_duration::<gst::ClockTime>();
+    assert_eq!(duration, Some(gst::ClockTime::from_seconds(6)));
+    frames.lock().unwrap().clear();
+    // One seek from playbin reaches kvsdemux through both sinks; it is
+    // sent upstream once.
+    playbin
+        .seek_simple(
+            gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
+            gst::ClockTime::from_mseconds(4200),
+        )
+        .unwrap();
+    playbin.set_state(gst::State::Playing).unwrap();
+    wait(&[gst::MessageType::Eos, gst::MessageType::Error]);
+    let position = playbin.query_position::<gst::ClockTime>();
+    playbin.set_state(gst::State::Null).unwrap();
+    let frames = frames.lock().unwrap();
+    // Fragment 4 (4 s) and 5: 50 pictures, from 4 s.
+    let expected: Vec<gst::ClockTime> = (0..50)
+        .map(|i| gst::ClockTime::from_mseconds(4000 + 40 * i))
+        .collect();
+    assert_eq!(*frames, expected);
+    assert!(
+        position.is_some_and(|p| p >= gst::ClockTime::from_mseconds(5900)),
+        "{position:?}"
+    );
+}

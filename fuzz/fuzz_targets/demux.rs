@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
-//! kvsaudiodemux itself on arbitrary input: track resolution, caps holds
-//! and renegotiation, the timeline and gap filling, contact ends and resync.
+//! kvsaudiodemux and kvsdemux themselves on arbitrary input: track
+//! resolution, caps holds and renegotiation, the timeline and gap filling,
+//! contact ends, stale-fragment skipping and resync.
 //! The first bytes pick the properties and the chunk sizes; some chunks come
 //! with DISCONT, as after a reconnect. It must never panic, and its output
 //! is pulled as it comes, so memory stays bounded.
@@ -20,8 +21,10 @@ fn init() {
 }
 
 /// A generated Connect call, in the real layout or tags first, maybe with
-/// its tracks swapped or renamed (so that only a MimeType tells PCM).
-fn call(flags: u8) -> Vec<u8> {
+/// its tracks swapped or renamed (so that only a MimeType tells PCM), and
+/// with `video` an H.264 track of made-up frames besides.
+fn call(flags: u8, video: bool) -> Vec<u8> {
+    use gstkvs::mkv::writer::{BlockSpec, TrackSpec};
     use gstkvs::synth::{Call, Layout};
     let call = Call {
         fragments: 3,
@@ -43,6 +46,16 @@ fn call(flags: u8) -> Vec<u8> {
                 .iter_mut()
                 .for_each(|t| t.name = format!("t{}", t.number));
         }
+        if video {
+            let avc = vec![1, 0x42, 0xC0, 0x1E, 0xFF, 0xE0, 0];
+            f.tracks
+                .push(TrackSpec::video(3, "V_MPEG4/ISO/AVC", avc, (64, 36), Some(40_000_000)));
+            for k in 0..5u8 {
+                let frame = vec![0, 0, 0, 2, 0x65 - 0x24 * u8::from(k > 0), k];
+                f.blocks
+                    .push(BlockSpec::frame(3, i16::from(k) * 40, frame, k == 0));
+            }
+        }
         f.write(&mut out);
     }
     out
@@ -51,11 +64,11 @@ fn call(flags: u8) -> Vec<u8> {
 /// With flag 8 the input edits a generated call (3 bytes an edit: where,
 /// twice, and the new byte; a 0 byte cuts there instead); else it is the
 /// stream.
-fn stream(flags: u8, data: &[u8]) -> Vec<u8> {
+fn stream(flags: u8, video: bool, data: &[u8]) -> Vec<u8> {
     if flags & 8 == 0 {
         return data.to_vec();
     }
-    let mut out = call(flags);
+    let mut out = call(flags, video);
     for edit in data.chunks_exact(3) {
         let at = usize::from(u16::from_be_bytes([edit[0], edit[1]])) % out.len();
         match edit[2] {
@@ -71,8 +84,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     init();
-    let data = &stream(*flags, data);
-    let mut h = gst_check::Harness::with_padnames("kvsaudiodemux", Some("sink"), None);
+    // The high bit of `mode` picks kvsdemux, with video.
+    let video = mode & 128 != 0;
+    let data = &stream(*flags, video, data);
+    let element = if video { "kvsdemux" } else { "kvsaudiodemux" };
+    let mut h = gst_check::Harness::with_padnames(element, Some("sink"), None);
     let demux = h.element().unwrap();
     demux.set_property_from_str(
         "connect-pcm",
@@ -82,6 +98,7 @@ fuzz_target!(|data: &[u8]| {
     demux.set_property("buffer-lists", flags & 2 != 0);
     demux.set_property("max-gap", u32::from(*mode) * 100);
     demux.set_property("max-element-size", 1u32 << 16);
+    demux.set_property("max-latency", u32::from(mode & 64 != 0) * 1500);
     // Every pad drains into a fakesink (both without a parent, as the
     // harness's element is).
     let sinks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
