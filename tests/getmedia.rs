@@ -133,7 +133,9 @@ fn resume_torture_fifty_random_cuts() {
 fn throttling_recovers() {
     let f = Fixture::new(4, false);
     f.server.state.faults.throttle.store(3, Ordering::SeqCst);
-    let (run, stats) = f.run("");
+    // Three backoffs with jitter take up to 1.05 s: more than the fixture's
+    // 1 s idle-timeout, which also bounds the wait for a first connection.
+    let (run, stats) = f.run("idle-timeout=5000");
     f.assert_exact(&run);
     assert_eq!(stats.get::<u64>("throttles").unwrap(), 3);
     assert_eq!(f.server.state.counters.throttled.load(Ordering::SeqCst), 3);
@@ -377,7 +379,8 @@ fn a_stale_data_endpoint_is_refreshed() {
         .faults
         .invalid_endpoint
         .store(2, Ordering::SeqCst);
-    let (run, stats) = f.run("");
+    // Two paced refreshes and backoffs: well past 1 s on a busy machine.
+    let (run, stats) = f.run("idle-timeout=5000");
     f.assert_exact(&run);
     assert_eq!(stats.get::<u64>("endpoint-refreshes").unwrap(), 2);
     assert_eq!(
@@ -411,5 +414,69 @@ fn fixed_cuts_and_an_ended_stream() {
     assert_eq!(
         run.pad("audio_0").pcm(),
         f.call.pcm(Side::Caller)[..2 * 16 * 1024]
+    );
+}
+
+#[test]
+fn the_log_names_the_stream_at_each_connection_resume_and_throttle() {
+    common::init();
+    let lines: std::sync::Arc<std::sync::Mutex<Vec<(gst::DebugLevel, String)>>> =
+        Default::default();
+    let l = lines.clone();
+    let logger = gst::log::add_log_function(move |cat, level, _file, _func, _line, _obj, msg| {
+        if cat.name() == "kvsgetmediasrc" {
+            let text = msg.get().map(|m| m.to_string()).unwrap_or_default();
+            l.lock().unwrap().push((level, text));
+        }
+    });
+    gst::log::set_threshold_for_name("kvsgetmediasrc", gst::DebugLevel::Debug);
+    // A name of its own: other tests log at the same time.
+    let call = Call {
+        fragments: 4,
+        ..Call::default()
+    };
+    let state = State::new(vec![Stream::from_mkv("logged", &call.bytes())]);
+    state.faults.idle_end_ms.store(300, Ordering::SeqCst);
+    state.faults.throttle.store(1, Ordering::SeqCst);
+    state.faults.cut_after.store(20_000, Ordering::SeqCst);
+    state.faults.cuts.store(1, Ordering::SeqCst);
+    let server = common::serve(state);
+    let src = format!(
+        "kvsgetmediasrc stream-name=logged region=us-east-1 access-key=AKIDTEST \
+         secret-access-key=test-secret endpoint-uri={} start-selector=earliest idle-timeout=1000",
+        server.endpoint()
+    );
+    let (run, _) = common::source_run(&src, Duration::from_secs(60));
+    assert!(run.eos, "{:?}", run.errors);
+    gst::log::unset_threshold_for_name("kvsgetmediasrc");
+    gst::log::remove_log_function(logger);
+    assert_eq!(run.pad("audio_0").pcm(), call.pcm(Side::Caller));
+    let lines = lines.lock().unwrap();
+    let find = |level: gst::DebugLevel, text: &str| {
+        lines
+            .iter()
+            .any(|(l, m)| *l == level && m.starts_with("Stream logged: ") && m.contains(text))
+    };
+    assert!(
+        find(
+            gst::DebugLevel::Warning,
+            "GetMedia failed (attempt 1 of 11): Throttled"
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        find(gst::DebugLevel::Info, "GetMedia connected with"),
+        "{lines:#?}"
+    );
+    assert!(
+        find(gst::DebugLevel::Debug, "the GetMedia body broke"),
+        "{lines:#?}"
+    );
+    assert!(
+        find(
+            gst::DebugLevel::Info,
+            "GetMedia resumed with ContinuationToken"
+        ),
+        "{lines:#?}"
     );
 }

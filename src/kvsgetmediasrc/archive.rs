@@ -18,6 +18,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::aws::{self, Clients, Failure, Pace, Target};
+use super::imp::CAT;
+use super::retry::Retry;
 use super::session::{Next, Policy, Stats};
 use crate::kvs;
 use crate::mkv::{Event, Parser};
@@ -168,7 +170,7 @@ pub struct Archive {
     scanner: Parser,
     pending: Vec<u8>,
     events: Vec<Event>,
-    attempt: u32,
+    retry: Retry,
     discont: bool,
     pub stats: Stats,
 }
@@ -187,6 +189,7 @@ pub struct Progress {
 impl Archive {
     pub async fn new(target: Target, range: Range, policy: Policy) -> Archive {
         let clients = Clients::new(&target).await;
+        let retry = Retry::new(target.stream(), policy.max_retries, policy.max_backoff);
         Archive {
             target,
             range,
@@ -205,7 +208,7 @@ impl Archive {
             scanner: Parser::metadata_only(),
             pending: Vec::new(),
             events: Vec::new(),
-            attempt: 0,
+            retry,
             discont: false,
             stats: Stats::default(),
         }
@@ -268,7 +271,7 @@ impl Archive {
         loop {
             match self.list_page(token.clone()).await {
                 Ok((page, next)) => {
-                    self.attempt = 0;
+                    self.retry.succeeded();
                     all.extend(page);
                     match next {
                         Some(next) => token = Some(next),
@@ -282,6 +285,13 @@ impl Archive {
         }
         order(&mut all);
         let n = all.len();
+        gst::info!(
+            CAT,
+            "Stream {}: ListFragments found {n} fragments ({} ms, {} bytes) in the range",
+            self.target.stream(),
+            all.iter().map(|f| f.duration_ms).sum::<u64>(),
+            all.iter().map(|f| f.size).sum::<u64>()
+        );
         self.fragments = Some(all);
         Ok(n)
     }
@@ -364,7 +374,7 @@ impl Archive {
             };
             match batch.rx.recv().await {
                 Some(Ok(bytes)) => {
-                    self.attempt = 0;
+                    self.retry.succeeded();
                     self.watch(&bytes);
                     self.stats.bytes += bytes.len() as u64;
                     return Ok(Next::Data(bytes, std::mem::take(&mut self.discont)));
@@ -421,6 +431,12 @@ impl Archive {
             }
         }
         self.fetch_pace.call().await;
+        gst::debug!(
+            CAT,
+            "Stream {}: GetMediaForFragmentList for fragments {first} to {}",
+            self.target.stream(),
+            end - 1
+        );
         let numbers = self.fragments.as_ref().unwrap()[first..end]
             .iter()
             .map(|f| f.number.clone())
@@ -447,6 +463,12 @@ impl Archive {
     async fn retry(&mut self, end: usize, failure: Failure) -> Result<(), Failure> {
         self.stats.reconnects += 1;
         self.discont = true;
+        gst::info!(
+            CAT,
+            "Stream {}: a batch broke off ({failure:?}); fetching again from fragment {}",
+            self.target.stream(),
+            self.done
+        );
         self.recover(failure, false).await?;
         let batch = self.start_batch(self.done, end).await?;
         self.inflight.push_front(batch);
@@ -455,24 +477,18 @@ impl Archive {
 
     /// Waits before trying again, or gives up.
     async fn recover(&mut self, failure: Failure, listing: bool) -> Result<(), Failure> {
-        self.attempt += 1;
-        match &failure {
-            Failure::Throttled(_) => self.stats.throttles += 1,
-            Failure::Endpoint(_) => {
-                self.stats.endpoint_refreshes += 1;
-                if listing {
-                    self.lister = None;
-                } else {
-                    self.fetcher = None;
-                }
+        let what = if listing {
+            "ListFragments"
+        } else {
+            "GetMediaForFragmentList"
+        };
+        if self.retry.recover(what, failure, &mut self.stats).await? {
+            if listing {
+                self.lister = None;
+            } else {
+                self.fetcher = None;
             }
-            Failure::Transient(_) => {}
-            _ => return Err(failure),
         }
-        if self.attempt > self.policy.max_retries {
-            return Err(failure);
-        }
-        tokio::time::sleep(aws::backoff(self.attempt - 1, self.policy.max_backoff)).await;
         Ok(())
     }
 

@@ -37,7 +37,7 @@ impl Target {
 }
 
 /// What went wrong, sorted by what to do about it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Failure {
     /// Too many calls or connections: back off and try again.
     Throttled(String),

@@ -18,7 +18,7 @@ use super::aws::{Failure, Target};
 use super::session::{Next, Session, Stats};
 use super::settings::{self, Plan, Settings};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "kvsgetmediasrc",
         gst::DebugColorFlags::empty(),

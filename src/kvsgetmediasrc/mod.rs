@@ -22,6 +22,7 @@ use gst::prelude::*;
 mod archive;
 mod aws;
 mod imp;
+mod retry;
 mod session;
 mod settings;
 mod uri;

@@ -11,6 +11,8 @@ use bytes::Bytes;
 use tokio::time::Sleep;
 
 use super::aws::{self, Clients, Failure, Pace, Start, Target};
+use super::imp::CAT;
+use super::retry::Retry;
 use crate::kvs::{self, FragmentMeta};
 use crate::mkv::{Event, Parser};
 
@@ -86,7 +88,7 @@ pub struct Session {
     fragment: FragmentMeta,
     in_cluster: bool,
     last_fragment: Instant,
-    last_refresh: Option<Instant>,
+    retry: Retry,
     connected_once: bool,
     discont: bool,
     pace: Pace,
@@ -97,6 +99,7 @@ impl Session {
     pub async fn new(target: Target, start: Start, policy: Policy) -> Session {
         let clients = Clients::new(&target).await;
         let watchdog = Box::pin(tokio::time::sleep(policy.read_timeout));
+        let retry = Retry::new(target.stream(), policy.max_retries, policy.max_backoff);
         Session {
             target,
             policy,
@@ -112,7 +115,7 @@ impl Session {
             fragment: FragmentMeta::default(),
             in_cluster: false,
             last_fragment: Instant::now(),
-            last_refresh: None,
+            retry,
             connected_once: false,
             discont: false,
             pace: Pace::default(),
@@ -130,7 +133,6 @@ impl Session {
 
     /// The next bytes of the stream, reconnecting as needed.
     pub async fn next(&mut self) -> Result<Next, Failure> {
-        let mut attempt = 0;
         let mut failed = None;
         loop {
             if self.body.is_none() {
@@ -149,10 +151,9 @@ impl Session {
                 // Boxed, as is `recover`: this future is made for every
                 // chunk, and the SDK call would make it large to move.
                 match Box::pin(self.connect()).await {
-                    Ok(()) => attempt = 0,
+                    Ok(()) => self.retry.succeeded(),
                     Err(failure) => {
-                        attempt += 1;
-                        failed = Some(Box::pin(self.recover(failure, attempt)).await?);
+                        failed = Some(Box::pin(self.recover(failure)).await?);
                         continue;
                     }
                 }
@@ -177,16 +178,29 @@ impl Session {
                         continue;
                     }
                     // Quiet for read-timeout: resume.
-                    self.drop_body();
+                    self.drop_body("sent nothing for read-timeout");
                 }
                 // The body ended (KVS ends a quiet one after about 3 s) or
                 // broke: resume from the last complete fragment.
-                Some(None) | Some(Some(Err(_))) => self.drop_body(),
+                Some(None) => self.drop_body("ended"),
+                Some(Some(Err(e))) => {
+                    let why = format!("broke: {e}");
+                    self.drop_body(&why)
+                }
             }
         }
     }
 
-    fn drop_body(&mut self) {
+    fn drop_body(&mut self, why: &str) {
+        gst::debug!(
+            CAT,
+            "Stream {}: the GetMedia body {why}; resuming after fragment {}",
+            self.target.stream(),
+            self.stats
+                .continuation_token
+                .as_deref()
+                .unwrap_or("(none yet)")
+        );
         self.body = None;
         self.stats.reconnects += 1;
         self.discont = true;
@@ -203,6 +217,19 @@ impl Session {
             None => self.start.clone(),
         };
         let body = aws::get_media(self.media.as_ref().unwrap(), &self.target, &start).await?;
+        if self.connected_once {
+            gst::info!(
+                CAT,
+                "Stream {}: GetMedia resumed with {start:?}",
+                self.target.stream()
+            );
+        } else {
+            gst::info!(
+                CAT,
+                "Stream {}: GetMedia connected with {start:?}",
+                self.target.stream()
+            );
+        }
         self.body = Some(body);
         self.last_read = Instant::now();
         let deadline = self.last_read + self.policy.read_timeout;
@@ -217,34 +244,16 @@ impl Session {
     }
 
     /// Waits before the next attempt and gives the failure back, or gives up.
-    async fn recover(&mut self, failure: Failure, attempt: u32) -> Result<Failure, Failure> {
-        match &failure {
-            Failure::Throttled(_) => self.stats.throttles += 1,
-            Failure::Endpoint(_) => {
-                // At most one refresh every 200 ms: KVS allows 5 calls a second.
-                if self
-                    .last_refresh
-                    .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
-                {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                self.last_refresh = Some(Instant::now());
-                self.media = None;
-                self.stats.endpoint_refreshes += 1;
-            }
-            Failure::Transient(_) => {
-                if attempt > 2 {
-                    self.media = None;
-                    self.stats.endpoint_refreshes += 1;
-                }
-            }
-            _ => return Err(failure),
+    async fn recover(&mut self, failure: Failure) -> Result<Failure, Failure> {
+        let kept = failure.clone();
+        if self
+            .retry
+            .recover("GetMedia", failure, &mut self.stats)
+            .await?
+        {
+            self.media = None;
         }
-        if attempt > self.policy.max_retries {
-            return Err(failure);
-        }
-        tokio::time::sleep(aws::backoff(attempt - 1, self.policy.max_backoff)).await;
-        Ok(failure)
+        Ok(kept)
     }
 
     /// Follows the KVS tags: the continuation token of the last complete
