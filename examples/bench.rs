@@ -17,6 +17,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use gst::prelude::*;
+
+mod common;
 use gstkvs::mkv::writer::{Fragment, TrackSpec};
 use gstkvs::synth::Call;
 
@@ -57,16 +59,7 @@ fn ensure_file(path: &Path, make: impl FnOnce() -> Vec<u8>) {
 /// CPU seconds used so far, and the peak RSS in MB (VmHWM: unlike
 /// ru_maxrss, it does not carry the parent's peak over exec).
 fn cpu_and_rss() -> (f64, f64) {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let hwm_kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    (secs(usage.ru_utime) + secs(usage.ru_stime), hwm_kb / 1024.0)
+    (common::cpu_seconds(), common::status_mb("VmHWM"))
 }
 
 /// Child: records the whole archived call to a stereo WAV, prints

@@ -19,6 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
+
+mod common;
+use common::{cpu_seconds, percentiles, rss_mb};
 use gstkvs::server::{LocalKvs, State, Stream, Timing};
 use gstkvs::synth::Call;
 
@@ -55,21 +58,6 @@ fn wait_eos(p: &gst::Pipeline) {
         &[gst::MessageType::Eos, gst::MessageType::Error],
     );
     p.set_state(gst::State::Null).unwrap();
-}
-
-fn percentiles(mut v: Vec<f64>) -> String {
-    if v.is_empty() {
-        return "no samples".into();
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    format!(
-        "median {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
-        at(0.5),
-        at(0.99),
-        at(1.0),
-        v.len()
-    )
 }
 
 fn server(runtime: &tokio::runtime::Runtime, stream: Stream, timing: bool) -> LocalKvs {
@@ -118,7 +106,7 @@ fn latency(runtime: &tokio::runtime::Runtime, seconds: u64) {
         .collect();
     println!(
         "latency, server send -> buffer out of kvsaudiodemux: {}",
-        percentiles(lat)
+        percentiles(lat, "samples")
     );
 }
 
@@ -165,25 +153,8 @@ fn resume_gap(runtime: &tokio::runtime::Runtime, seconds: u64) {
         .collect();
     println!(
         "resume gap, cut -> next byte downstream: {}",
-        percentiles(gaps)
+        percentiles(gaps, "samples")
     );
-}
-
-fn cpu_seconds() -> f64 {
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    s(u.ru_utime) + s(u.ru_stime)
-}
-
-fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
 }
 
 /// Scale, against `endpoint` (a demo-call server in another process) or an
@@ -250,13 +221,7 @@ fn scale(runtime: &tokio::runtime::Runtime, n: usize, seconds: u64, endpoint: Op
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let value = common::arg;
     let seconds: u64 = value("--seconds")
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);

@@ -19,24 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gst::prelude::*;
+
+mod common;
+use common::{cpu_seconds, percentiles, rss_mb};
 use gstkvs::mkv::{Event, Parser};
 use gstkvs::server::{LocalKvs, State, Stream};
 use gstkvs::synth::camera::{Camera, Encoded};
-
-fn percentiles(mut v: Vec<f64>) -> String {
-    if v.is_empty() {
-        return "no samples".into();
-    }
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    format!(
-        "median {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} frames)",
-        at(0.5),
-        at(0.99),
-        at(1.0),
-        v.len()
-    )
-}
 
 fn camera(fragments: u32) -> (Camera, Encoded) {
     let camera = Camera {
@@ -83,9 +71,9 @@ fn added_latency(data: &[u8], ends: &[usize], cuts: &[usize], pace: Duration) ->
     own.push_event(gst::event::Caps::new(&gst::Caps::new_empty_simple(
         "video/x-matroska",
     )));
-    own.push_event(gst::event::Segment::new(
-        &gst::FormattedSegment::<gst::format::Bytes>::new(),
-    ));
+    own.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::format::Bytes,
+    >::new()));
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut pushed = Vec::with_capacity(cuts.len());
     let mut from = 0;
@@ -132,7 +120,7 @@ fn demux_latency() {
     let now = Duration::ZERO;
     println!(
         "added latency, block's last byte in -> frame out of kvsdemux, fed block by block: {}",
-        percentiles(added_latency(&data, &ends, &cuts, now))
+        percentiles(added_latency(&data, &ends, &cuts, now), "frames")
     );
     let segments: Vec<usize> = (1448..data.len())
         .step_by(1448)
@@ -140,16 +128,21 @@ fn demux_latency() {
         .collect();
     println!(
         "added latency, fed in 1448-byte segments: {}",
-        percentiles(added_latency(&data, &ends, &segments, now))
+        percentiles(added_latency(&data, &ends, &segments, now), "frames")
     );
     // In real time: a block whose last bytes could begin a chunk start
     // waits for the next block, 40 ms later (see the README).
     let live = 500;
-    let paced = added_latency(&data, &ends[..live], &cuts[..=live], Duration::from_millis(40));
+    let paced = added_latency(
+        &data,
+        &ends[..live],
+        &cuts[..=live],
+        Duration::from_millis(40),
+    );
     let held = paced.iter().filter(|&&ms| ms > 5.0).count();
     println!(
         "added latency, fed block by block at 25 fps: {} ({held} of {live} frames held for the next block)",
-        percentiles(paced)
+        percentiles(paced, "frames")
     );
 }
 
@@ -224,25 +217,8 @@ fn end_to_end(runtime: &tokio::runtime::Runtime, seconds: u64) {
     println!(
         "end to end, producer timestamp -> decoded frame (the local server sends each frame once \
          its 40 ms have passed): {}",
-        percentiles(live)
+        percentiles(live, "frames")
     );
-}
-
-fn cpu_seconds() -> f64 {
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    s(u.ru_utime) + s(u.ru_stime)
-}
-
-fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
 }
 
 fn scale(runtime: &tokio::runtime::Runtime, n: usize, seconds: u64, endpoint: Option<&str>) {
@@ -306,13 +282,7 @@ fn scale(runtime: &tokio::runtime::Runtime, n: usize, seconds: u64, endpoint: Op
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let value = common::arg;
     let seconds: u64 = value("--seconds")
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);

@@ -17,10 +17,8 @@ use gstkvs::synth::camera::Camera;
 #[test]
 fn live_camera_every_frame_once_and_decodable_after_cuts_and_throttles() {
     common::init();
-    for e in ["x264enc", "avdec_h264"] {
-        if gst::ElementFactory::find(e).is_none() {
-            return common::missing(e);
-        }
+    if !common::have(&["x264enc", "avdec_h264"]) {
+        return;
     }
     let camera = Camera {
         width: 320,
@@ -108,10 +106,8 @@ fn live_camera_every_frame_once_and_decodable_after_cuts_and_throttles() {
 #[test]
 fn archive_camera_seeks_by_time() {
     common::init();
-    for e in ["x264enc", "avdec_h264"] {
-        if gst::ElementFactory::find(e).is_none() {
-            return common::missing(e);
-        }
+    if !common::have(&["x264enc", "avdec_h264"]) {
+        return;
     }
     let camera = Camera {
         width: 320,
@@ -211,31 +207,8 @@ fn archive_camera_seeks_by_time() {
 
 /// Every picture of `data` through kvsdemux and avdec_h264.
 fn decode_all(data: &[u8]) -> Vec<Vec<u8>> {
-    let pipeline = gst::parse::launch(
-        "appsrc name=src caps=video/x-matroska format=bytes ! kvsdemux ! h264parse ! \
-         avdec_h264 max-threads=1 ! appsink name=sink sync=false",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    src.push_buffer(gst::Buffer::from_slice(data.to_vec()))
-        .unwrap();
-    src.end_of_stream().unwrap();
-    let mut out = Vec::new();
-    while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(30)) {
-        out.push(s.buffer().unwrap().map_readable().unwrap().to_vec());
-    }
-    pipeline.set_state(gst::State::Null).unwrap();
-    out
+    common::pull(data, "kvsdemux ! h264parse ! avdec_h264 max-threads=1")
+        .into_iter()
+        .map(|o| o.data)
+        .collect()
 }

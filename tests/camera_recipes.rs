@@ -64,10 +64,8 @@ fn mp4_frames(path: &std::path::Path) -> usize {
 #[test]
 fn readme_camera_recipes_work() {
     common::init();
-    for e in ["x264enc", "avdec_h264", "jpegenc", "mp4mux"] {
-        if gst::ElementFactory::find(e).is_none() {
-            return common::missing(e);
-        }
+    if !common::have(&["x264enc", "avdec_h264", "jpegenc", "mp4mux"]) {
+        return;
     }
     let recipes = recipes();
     assert_eq!(recipes.len(), 3, "{recipes:#?}");

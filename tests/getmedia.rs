@@ -423,6 +423,8 @@ fn the_log_names_the_stream_at_each_connection_resume_and_throttle() {
     let lines: std::sync::Arc<std::sync::Mutex<Vec<(gst::DebugLevel, String)>>> =
         Default::default();
     let l = lines.clone();
+    // Collected here, not printed.
+    gst::log::remove_default_log_function();
     let logger = gst::log::add_log_function(move |cat, level, _file, _func, _line, _obj, msg| {
         if cat.name() == "kvsgetmediasrc" {
             let text = msg.get().map(|m| m.to_string()).unwrap_or_default();

@@ -169,10 +169,8 @@ fn kvs_uri_plays_a_camera_through_playbin() {
         audio: true,
         ..Camera::default()
     };
-    for e in ["x264enc", "avdec_h264", "voaacenc", "avdec_aac"] {
-        if gst::ElementFactory::find(e).is_none() {
-            return common::missing(e);
-        }
+    if !common::have(&["x264enc", "avdec_h264", "voaacenc", "avdec_aac"]) {
+        return;
     }
     let state = State::new(vec![Stream::from_mkv("camera", &camera.bytes().unwrap())]);
     state.faults.idle_end_ms.store(200, Ordering::SeqCst);
@@ -238,10 +236,8 @@ fn kvs_uri_plays_a_camera_through_playbin() {
 #[test]
 fn kvs_uri_archive_range_seeks_in_playbin() {
     common::init();
-    for e in ["x264enc", "avdec_h264", "voaacenc", "avdec_aac"] {
-        if gst::ElementFactory::find(e).is_none() {
-            return common::missing(e);
-        }
+    if !common::have(&["x264enc", "avdec_h264", "voaacenc", "avdec_aac"]) {
+        return;
     }
     let camera = Camera {
         width: 320,

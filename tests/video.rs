@@ -6,7 +6,6 @@
 
 mod common;
 
-use gst::prelude::*;
 use gstkvs::mkv::{Event, Parser};
 use gstkvs::synth::camera::{Camera, Codec};
 
@@ -34,79 +33,12 @@ fn chunks(data: &[u8]) -> Vec<&[u8]> {
     starts.windows(2).map(|w| &data[w[0]..w[1]]).collect()
 }
 
-/// One buffer out of a pipeline's appsink.
-#[derive(Debug, Clone, PartialEq)]
-struct Out {
-    data: Vec<u8>,
-    delta: bool,
-    pts: Option<gst::ClockTime>,
-}
-
-/// Runs `appsrc ! <middle> ! appsink` on `data` and returns what the sink got.
-fn pull(data: &[u8], middle: &str) -> Vec<Out> {
-    common::init();
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src caps=video/x-matroska format=bytes ! {middle} ! \
-         appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    for piece in data.chunks(65536) {
-        src.push_buffer(gst::Buffer::from_slice(piece.to_vec()))
-            .unwrap();
-    }
-    src.end_of_stream().unwrap();
-    let bus = pipeline.bus().unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-            pipeline.set_state(gst::State::Null).unwrap();
-            if let gst::MessageView::Error(e) = msg.view() {
-                panic!("{middle}: {} ({:?})", e.error(), e.debug());
-            }
-        }
-        if sink.is_eos() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{middle}: no EOS");
-        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
-            continue;
-        };
-        let b = sample.buffer().unwrap();
-        out.push(Out {
-            data: b.map_readable().unwrap().to_vec(),
-            delta: b.flags().contains(gst::BufferFlags::DELTA_UNIT),
-            pts: b.pts(),
-        });
-    }
-    pipeline.set_state(gst::State::Null).unwrap();
-    out
-}
-
 /// What matroskademux gives on each chunk alone, one after the other.
-fn per_chunk(data: &[u8], after: &str) -> Vec<Out> {
+fn per_chunk(data: &[u8], after: &str) -> Vec<common::Out> {
     chunks(data)
         .into_iter()
-        .flat_map(|c| pull(c, &format!("matroskademux {after}")))
+        .flat_map(|c| common::pull(c, &format!("matroskademux {after}")))
         .collect()
-}
-
-fn has(element: &str) -> bool {
-    common::init();
-    gst::ElementFactory::find(element).is_some()
 }
 
 const CAPTURES: [(&str, usize); 7] = [
@@ -202,14 +134,14 @@ fn h264_captures_decode_to_the_same_pictures_as_matroskademux() {
     let Some(dir) = common::captures() else {
         return;
     };
-    if !has("avdec_h264") {
-        return common::missing("avdec_h264 (gstreamer1.0-libav)");
+    if !common::have(&["avdec_h264"]) {
+        return;
     }
     let decode = "! h264parse ! avdec_h264 max-threads=1";
     for (file, frames) in &CAPTURES[..5] {
         let data = std::fs::read(dir.join("getmedia").join(file)).unwrap();
         let want = per_chunk(&data, decode);
-        let got = pull(&data, &format!("kvsdemux {decode}"));
+        let got = common::pull(&data, &format!("kvsdemux {decode}"));
         assert_eq!(got.len(), *frames, "{file}: decoded pictures");
         assert_eq!(want.len(), *frames, "{file}: matroskademux chunk by chunk");
         let same = got
@@ -237,8 +169,7 @@ fn camera_bytes(camera: &Camera) -> Option<Vec<u8>> {
     if camera.audio {
         needed.push("voaacenc");
     }
-    if let Some(absent) = needed.iter().find(|e| !has(e)) {
-        common::missing(absent);
+    if !common::have(&needed) {
         return None;
     }
     Some(camera.bytes().unwrap())
@@ -297,14 +228,14 @@ fn generated_cameras_decode_to_the_same_pictures_as_matroskademux() {
         if audio {
             let a = run.pad("audio_0");
             assert!(a.caps[0].to_string().starts_with("audio/mpeg"), "{label}");
-            let want = pull(&data, "matroskademux name=m m.audio_0");
+            let want = common::pull(&data, "matroskademux name=m m.audio_0");
             let got: Vec<&[u8]> = a.buffers.iter().map(|b| b.data.as_slice()).collect();
             let want: Vec<&[u8]> = want.iter().map(|b| b.data.as_slice()).collect();
             assert!(!got.is_empty() && got == want, "{label}: AAC packets");
         }
         let decoder = codec.decoder();
-        let got = pull(&data, &format!("kvsdemux name=d d.video_0 ! {decoder}"));
-        let want = pull(
+        let got = common::pull(&data, &format!("kvsdemux name=d d.video_0 ! {decoder}"));
+        let want = common::pull(
             &data,
             &format!("matroskademux name=m m.video_0 ! {decoder}"),
         );
@@ -351,7 +282,7 @@ fn a_camera_restarted_with_new_settings_renegotiates() {
     assert_eq!(widths, [320, 480], "one caps event per configuration");
     assert_eq!(pad.buffers.len(), 40);
     // The decoder follows: every picture, each in its own size.
-    let decoded = pull(&data, &format!("kvsdemux ! {}", first.codec.decoder()));
+    let decoded = common::pull(&data, &format!("kvsdemux ! {}", first.codec.decoder()));
     let sizes: Vec<usize> = decoded.iter().map(|o| o.data.len()).collect();
     let (small, large) = (320 * 180 * 3 / 2, 480 * 270 * 3 / 2);
     assert_eq!(sizes, [vec![small; 20], vec![large; 20]].concat());

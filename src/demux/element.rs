@@ -419,3 +419,72 @@ pub fn pad_templates(video: bool) -> Vec<gst::PadTemplate> {
     templates.push(src("audio_%u", &caps::template_caps()));
     templates
 }
+
+/// Implements the object and element traits of a demuxer element: `$imp`
+/// is a struct with `sinkpad: gst::Pad` and `core: Core` fields whose
+/// `ObjectSubclass` makes them with [`sink_pad`] and [`Core::new`]; `$video`
+/// says whether it has `video_%u` pads; the rest is its metadata.
+macro_rules! demux_element {
+    ($imp:ty, video: $video:expr, $long:expr, $class:expr, $description:expr) => {
+        impl $crate::demux::element::DemuxElement for $imp {
+            fn core(&self) -> &$crate::demux::element::Core {
+                &self.core
+            }
+        }
+
+        impl ObjectImpl for $imp {
+            fn properties() -> &'static [glib::ParamSpec] {
+                static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> =
+                    LazyLock::new($crate::demux::element::properties);
+                PROPERTIES.as_ref()
+            }
+
+            fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+                self.core.set_property(value, pspec)
+            }
+
+            fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+                self.core.property(pspec)
+            }
+
+            fn constructed(&self) {
+                self.parent_constructed();
+                self.obj().add_pad(&self.sinkpad).unwrap();
+            }
+        }
+
+        impl GstObjectImpl for $imp {}
+
+        impl ElementImpl for $imp {
+            fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+                static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+                    gst::subclass::ElementMetadata::new(
+                        $long,
+                        $class,
+                        $description,
+                        "gst-plugin-kvs developers",
+                    )
+                });
+                Some(&*METADATA)
+            }
+
+            fn pad_templates() -> &'static [gst::PadTemplate] {
+                static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> =
+                    LazyLock::new(|| $crate::demux::element::pad_templates($video));
+                TEMPLATES.as_ref()
+            }
+
+            fn change_state(
+                &self,
+                transition: gst::StateChange,
+            ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+                let ret = self.parent_change_state(transition)?;
+                if transition == gst::StateChange::PausedToReady {
+                    self.core.reset(self.obj().upcast_ref());
+                }
+                Ok(ret)
+            }
+        }
+    };
+}
+pub(crate) use demux_element;

@@ -7,7 +7,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::demux::element::{self, Core, DemuxElement};
+use crate::demux::element::{self, Core};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -20,12 +20,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 pub struct KvsDemux {
     sinkpad: gst::Pad,
     core: Core,
-}
-
-impl DemuxElement for KvsDemux {
-    fn core(&self) -> &Core {
-        &self.core
-    }
 }
 
 #[glib::object_subclass]
@@ -42,57 +36,12 @@ impl ObjectSubclass for KvsDemux {
     }
 }
 
-impl ObjectImpl for KvsDemux {
-    fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(element::properties);
-        PROPERTIES.as_ref()
-    }
-
-    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        self.core.set_property(value, pspec)
-    }
-
-    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        self.core.property(pspec)
-    }
-
-    fn constructed(&self) {
-        self.parent_constructed();
-        self.obj().add_pad(&self.sinkpad).unwrap();
-    }
-}
-
-impl GstObjectImpl for KvsDemux {}
-
-impl ElementImpl for KvsDemux {
-    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
-        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
-            gst::subclass::ElementMetadata::new(
-                "Kinesis Video Streams demuxer",
-                "Codec/Demuxer",
-                "Demuxes the Matroska chunks of Amazon Kinesis Video Streams (GetMedia) as they \
-                 arrive into one pad per video and audio track, each frame as soon as its block \
-                 is complete, with KVS fragment tags and messages",
-                "gst-plugin-kvs developers",
-            )
-        });
-        Some(&*METADATA)
-    }
-
-    fn pad_templates() -> &'static [gst::PadTemplate] {
-        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> =
-            LazyLock::new(|| element::pad_templates(true));
-        TEMPLATES.as_ref()
-    }
-
-    fn change_state(
-        &self,
-        transition: gst::StateChange,
-    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
-        let ret = self.parent_change_state(transition)?;
-        if transition == gst::StateChange::PausedToReady {
-            self.core.reset(self.obj().upcast_ref());
-        }
-        Ok(ret)
-    }
-}
+element::demux_element!(
+    KvsDemux,
+    video: true,
+    "Kinesis Video Streams demuxer",
+    "Codec/Demuxer",
+    "Demuxes the Matroska chunks of Amazon Kinesis Video Streams (GetMedia) as they arrive into \
+     one pad per video and audio track, each frame as soon as its block is complete, with KVS \
+     fragment tags and messages"
+);

@@ -487,3 +487,81 @@ pub fn assert_speakers(run: &Run, call: &gstkvs::synth::Call, label: &str) {
         );
     }
 }
+
+/// One buffer out of a pipeline's appsink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Out {
+    pub data: Vec<u8>,
+    pub delta: bool,
+    pub pts: Option<gst::ClockTime>,
+}
+
+/// Runs `appsrc ! <middle> ! appsink` on `data` and returns what the sink got.
+pub fn pull(data: &[u8], middle: &str) -> Vec<Out> {
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src caps=video/x-matroska format=bytes ! {middle} ! \
+         appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for piece in data.chunks(65536) {
+        src.push_buffer(gst::Buffer::from_slice(piece.to_vec()))
+            .unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let bus = pipeline.bus().unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            pipeline.set_state(gst::State::Null).unwrap();
+            if let gst::MessageView::Error(e) = msg.view() {
+                panic!("{middle}: {} ({:?})", e.error(), e.debug());
+            }
+        }
+        if sink.is_eos() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{middle}: no EOS");
+        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
+            continue;
+        };
+        let b = sample.buffer().unwrap();
+        out.push(Out {
+            data: b.map_readable().unwrap().to_vec(),
+            delta: b.flags().contains(gst::BufferFlags::DELTA_UNIT),
+            pts: b.pts(),
+        });
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    out
+}
+
+/// True when every one of `elements` is installed; else says which is
+/// missing, as [`missing`] does.
+pub fn have(elements: &[&str]) -> bool {
+    init();
+    match elements
+        .iter()
+        .find(|e| gst::ElementFactory::find(e).is_none())
+    {
+        Some(e) => {
+            missing(e);
+            false
+        }
+        None => true,
+    }
+}
