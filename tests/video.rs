@@ -184,10 +184,16 @@ fn generated_cameras_decode_to_the_same_pictures_as_matroskademux() {
         (Codec::Vp8, false),
         (Codec::Vp9, true),
     ];
-    for (codec, audio) in cameras {
+    let b_frames = [(Codec::H264, false)];
+    let cases = cameras
+        .iter()
+        .map(|c| (c, 0))
+        .chain(b_frames.iter().map(|c| (c, 2)));
+    for (&(codec, audio), bframes) in cases {
         let camera = Camera {
             codec,
             audio,
+            bframes,
             width: 320,
             height: 180,
             fragment_frames: 20,
@@ -196,7 +202,11 @@ fn generated_cameras_decode_to_the_same_pictures_as_matroskademux() {
         let Some(data) = camera_bytes(&camera) else {
             continue;
         };
-        let label = format!("{codec:?}{}", if audio { " + AAC" } else { "" });
+        let label = format!(
+            "{codec:?}{}{}",
+            if audio { " + AAC" } else { "" },
+            if bframes > 0 { " with B-frames" } else { "" }
+        );
         let run = common::run_element("kvsdemux", &data, || 4096, &[]);
         assert!(
             run.errors.is_empty() && run.warnings.is_empty(),
@@ -213,7 +223,11 @@ fn generated_cameras_decode_to_the_same_pictures_as_matroskademux() {
             "{label}"
         );
         assert_eq!(pad.buffers.len() as u32, camera.frames(), "{label}");
-        for (i, b) in pad.buffers.iter().enumerate() {
+        // In presentation order (B-frames come out of it): a frame every
+        // 40 ms, each with its producer time.
+        let mut frames: Vec<_> = pad.buffers.iter().collect();
+        frames.sort_by_key(|b| b.pts);
+        for (i, b) in frames.iter().enumerate() {
             // The encoder's keyframes are where the fragments start.
             assert_eq!(b.delta, i % 20 != 0, "{label}: frame {i}");
             assert_eq!(b.pts, Some(gst::ClockTime::from_mseconds(40 * i as u64)));
@@ -224,6 +238,8 @@ fn generated_cameras_decode_to_the_same_pictures_as_matroskademux() {
                 ))
             );
         }
+        let in_order = pad.buffers.windows(2).all(|w| w[0].pts < w[1].pts);
+        assert_eq!(in_order, bframes == 0, "{label}: decode order");
         assert_eq!(run.fragments().len() as u32, camera.fragments, "{label}");
         if audio {
             let a = run.pad("audio_0");

@@ -6,9 +6,10 @@
 //! each [`Demux::step`] returns the [`Action`]s for the element to perform
 //! once the lock is released.
 //!
-//! After an upstream reconnect, blocks of a fragment that was already
-//! (partly) output are dropped by their timestamp, so every sample leaves
-//! exactly once.
+//! After an upstream reconnect, a fragment that was already (partly)
+//! output comes again from its start: each pad drops as many of its blocks
+//! as it pushed before (a count, not a time, so B-frames are safe), so every
+//! sample and frame leaves exactly once.
 //!
 //! Caps: Connect puts a fragment's MimeType (and ContactId) after its
 //! Cluster. An A_AAC track with a Connect name is read as L16 at once;
@@ -244,6 +245,7 @@ impl Demux {
                 if let Some(contact) = self.tracker.begin() {
                     self.on_contact(el, settings, contact)?;
                 }
+                self.streams.iter_mut().for_each(|s| s.replayed = 0);
                 if self.too_late(el, settings) {
                     return Ok(gst::FlowSuccess::Ok);
                 }
@@ -665,7 +667,8 @@ impl Demux {
             track,
             output,
             position: self.newest(),
-            last_abs: None,
+            sent: None,
+            replayed: 0,
             discont: true,
             pending: Vec::new(),
             lists: self.lists,
@@ -716,9 +719,9 @@ impl Demux {
             return Ok(gst::FlowSuccess::Ok);
         };
         let producer = self.tracker.producer_time(abs);
-        if self.tracker.fragment.replay
-            && self.streams[idx].last_abs.is_some_and(|last| abs <= last)
-        {
+        let fragment = &self.tracker.fragment;
+        let number = fragment.meta.fragment_number.as_deref();
+        if self.streams[idx].seen_before(number, fragment.replay) {
             gst::trace!(
                 el.cat,
                 obj = el.obj,
@@ -762,7 +765,6 @@ impl Demux {
             stream.fill(&mut self.out, out);
             stream.discont = true;
         }
-        stream.last_abs = Some(abs);
         let producer = gst::ClockTime::from_nseconds(producer);
         stream.push_block(&block, region, out, scale, producer)
     }
@@ -932,7 +934,8 @@ impl Demux {
         self.out.clear();
         for s in &mut self.streams {
             s.position = 0;
-            s.last_abs = None;
+            s.sent = None;
+            s.replayed = 0;
             s.discont = true;
             s.pending.clear();
         }

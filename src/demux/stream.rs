@@ -33,8 +33,13 @@ pub(super) struct Stream {
     pub output: Output,
     /// Output time up to which this pad has had buffers or gaps, in ns.
     pub position: u64,
-    /// Absolute time of the last block pushed, in ns.
-    pub last_abs: Option<i128>,
+    /// The fragment number of the last block pushed, and how many blocks
+    /// of that fragment were pushed: after a reconnect the fragment comes
+    /// again from its start, and that many of its blocks are dropped.
+    /// Counting, not comparing times, keeps B-frames (PTS out of order).
+    pub sent: Option<(String, u64)>,
+    /// Blocks of the replayed fragment seen so far.
+    pub replayed: u64,
     pub discont: bool,
     /// Buffers not pushed yet: they leave at the end of each input chunk, or
     /// sooner when they span `demux::PENDING_SPAN`.
@@ -50,6 +55,38 @@ fn samples_to_ns(samples: u64, rate: u32) -> u64 {
 }
 
 impl Stream {
+    /// Whether a block of fragment `number` was pushed already, when that
+    /// fragment comes again (`replay`) after a reconnect; and else counts
+    /// it as pushed.
+    pub fn seen_before(&mut self, number: Option<&str>, replay: bool) -> bool {
+        use std::cmp::Ordering;
+        let Some(number) = number else {
+            return false;
+        };
+        let order = self
+            .sent
+            .as_ref()
+            .map(|(n, _)| crate::kvs::compare_fragment_numbers(number, n));
+        if replay {
+            match order {
+                Some(Ordering::Less) => return true,
+                Some(Ordering::Equal) => {
+                    self.replayed += 1;
+                    let pushed = self.sent.as_ref().map_or(0, |(_, c)| *c);
+                    if self.replayed <= pushed {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        match &mut self.sent {
+            Some((n, count)) if order == Some(Ordering::Equal) && n == number => *count += 1,
+            sent => *sent = Some((number.to_string(), 1)),
+        }
+        false
+    }
+
     fn queue(&mut self, buffer: gst::Buffer) {
         self.pending.push(buffer);
     }

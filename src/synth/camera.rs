@@ -49,11 +49,13 @@ impl Codec {
         }
     }
 
-    /// Encoder settings: a keyframe every `key` frames, no B-frames.
-    fn encode(self, key: u32) -> String {
+    /// Encoder settings: a keyframe every `key` frames, `bframes` B-frames
+    /// (H.264 only; the others get none).
+    fn encode(self, key: u32, bframes: u32) -> String {
+        let tune = if bframes == 0 { "tune=zerolatency" } else { "" };
         match self {
             Codec::H264 => format!(
-                "x264enc key-int-max={key} bframes=0 speed-preset=ultrafast tune=zerolatency \
+                "x264enc key-int-max={key} bframes={bframes} speed-preset=ultrafast {tune} \
                  bitrate=1000 ! video/x-h264,stream-format=avc,alignment=au"
             ),
             Codec::H265 => format!(
@@ -83,6 +85,9 @@ pub struct Camera {
     pub fragments: u32,
     /// With an AAC track (48 kHz mono, from voaacenc).
     pub audio: bool,
+    /// H.264 B-frames between references: frames then come out of
+    /// presentation order.
+    pub bframes: u32,
     /// Producer time of the first frame, in epoch milliseconds.
     pub start_ms: u64,
     /// Index of the first fragment in the stream (its fragment number).
@@ -102,6 +107,7 @@ impl Default for Camera {
             fragment_frames: 50,
             fragments: 3,
             audio: false,
+            bframes: 0,
             start_ms: 1_700_000_000_000,
             first_fragment: 0,
             encoded_fragments: u32::MAX,
@@ -184,7 +190,7 @@ impl Camera {
             w = self.width,
             h = self.height,
             fps = self.fps,
-            enc = self.codec.encode(self.fragment_frames),
+            enc = self.codec.encode(self.fragment_frames, self.bframes),
         );
         if self.audio {
             let seconds = u64::from(self.encoded_frames()) * self.frame_ms() / 1000;
@@ -236,7 +242,8 @@ impl Camera {
     }
 
     /// The blocks of each encoded fragment (a new one at each keyframe),
-    /// with their times from the fragment's start.
+    /// each with its place in the fragment: frames in decode order, each
+    /// AAC packet after the frame of its time.
     fn gops(&self, enc: &Encoded) -> Vec<Vec<(u64, BlockSpec)>> {
         let mut starts: Vec<usize> = (0..enc.video.len()).filter(|&i| enc.video[i].key).collect();
         starts.push(enc.video.len());
@@ -245,20 +252,27 @@ impl Camera {
             .map(|w| {
                 let start = enc.video[w[0]].ms;
                 let end = enc.video.get(w[1]).map_or(u64::MAX, |f| f.ms);
-                let video = enc.video[w[0]..w[1]].iter().map(|f| {
-                    let rel = f.ms - start;
-                    (rel, BlockSpec::frame(1, rel as i16, f.data.clone(), f.key))
+                // In decode order: with B-frames, times go back and forth.
+                let video = enc.video[w[0]..w[1]].iter().enumerate().map(|(i, f)| {
+                    let rel = f.ms as i64 - start as i64;
+                    (
+                        i as u64,
+                        BlockSpec::frame(1, rel as i16, f.data.clone(), f.key),
+                    )
                 });
+                // Each AAC packet after the frame of its time.
+                let frame_ms = self.frame_ms();
                 let audio = enc
                     .audio
                     .iter()
                     .filter(|a| a.ms >= start && a.ms < end)
                     .map(|a| {
                         let rel = a.ms - start;
-                        (rel, BlockSpec::simple(2, rel as i16, a.data.clone()))
+                        let order = rel / frame_ms;
+                        (order, BlockSpec::simple(2, rel as i16, a.data.clone()))
                     });
                 let mut blocks: Vec<_> = video.chain(audio).collect();
-                blocks.sort_by_key(|(ms, b)| (*ms, b.track));
+                blocks.sort_by_key(|(order, b)| (*order, b.track));
                 blocks
             })
             .collect()
