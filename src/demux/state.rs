@@ -245,7 +245,11 @@ impl Demux {
                 if let Some(contact) = self.tracker.begin() {
                     self.on_contact(el, settings, contact)?;
                 }
-                self.streams.iter_mut().for_each(|s| s.replayed = 0);
+                let f = &self.tracker.fragment;
+                let number = f.meta.fragment_number.as_deref();
+                for s in &mut self.streams {
+                    s.begin_fragment(number, f.replay);
+                }
                 if self.too_late(el, settings) {
                     return Ok(gst::FlowSuccess::Ok);
                 }
@@ -668,7 +672,8 @@ impl Demux {
             output,
             position: self.newest(),
             sent: None,
-            replayed: 0,
+            newest_abs: None,
+            skip: 0,
             discont: true,
             pending: Vec::new(),
             lists: self.lists,
@@ -719,9 +724,8 @@ impl Demux {
             return Ok(gst::FlowSuccess::Ok);
         };
         let producer = self.tracker.producer_time(abs);
-        let fragment = &self.tracker.fragment;
-        let number = fragment.meta.fragment_number.as_deref();
-        if self.streams[idx].seen_before(number, fragment.replay) {
+        let number = self.tracker.fragment.meta.fragment_number.as_deref();
+        if self.streams[idx].seen_before(number, abs) {
             gst::trace!(
                 el.cat,
                 obj = el.obj,
@@ -935,7 +939,8 @@ impl Demux {
         for s in &mut self.streams {
             s.position = 0;
             s.sent = None;
-            s.replayed = 0;
+            s.newest_abs = None;
+            s.skip = 0;
             s.discont = true;
             s.pending.clear();
         }

@@ -34,12 +34,14 @@ pub(super) struct Stream {
     /// Output time up to which this pad has had buffers or gaps, in ns.
     pub position: u64,
     /// The fragment number of the last block pushed, and how many blocks
-    /// of that fragment were pushed: after a reconnect the fragment comes
-    /// again from its start, and that many of its blocks are dropped.
-    /// Counting, not comparing times, keeps B-frames (PTS out of order).
+    /// of that fragment were pushed.
     pub sent: Option<(String, u64)>,
-    /// Blocks of the replayed fragment seen so far.
-    pub replayed: u64,
+    /// The latest absolute time pushed, in ns.
+    pub newest_abs: Option<i128>,
+    /// Blocks of a replayed fragment still to drop: after a reconnect the
+    /// fragment comes again from its start. Counting, not comparing times,
+    /// keeps B-frames, whose times go back and forth.
+    pub skip: u64,
     pub discont: bool,
     /// Buffers not pushed yet: they leave at the end of each input chunk, or
     /// sooner when they span `demux::PENDING_SPAN`.
@@ -55,34 +57,38 @@ fn samples_to_ns(samples: u64, rate: u32) -> u64 {
 }
 
 impl Stream {
-    /// Whether a block of fragment `number` was pushed already, when that
-    /// fragment comes again (`replay`) after a reconnect; and else counts
-    /// it as pushed.
-    pub fn seen_before(&mut self, number: Option<&str>, replay: bool) -> bool {
+    /// A fragment begins: if it comes again after a reconnect (`replay`),
+    /// the blocks of it this pad pushed are to be dropped (all of it if the
+    /// pad is past it).
+    pub fn begin_fragment(&mut self, number: Option<&str>, replay: bool) {
         use std::cmp::Ordering;
-        let Some(number) = number else {
-            return false;
+        self.skip = 0;
+        let (Some(number), Some((sent, count)), true) = (number, &self.sent, replay) else {
+            return;
         };
-        let order = self
-            .sent
-            .as_ref()
-            .map(|(n, _)| crate::kvs::compare_fragment_numbers(number, n));
-        if replay {
-            match order {
-                Some(Ordering::Less) => return true,
-                Some(Ordering::Equal) => {
-                    self.replayed += 1;
-                    let pushed = self.sent.as_ref().map_or(0, |(_, c)| *c);
-                    if self.replayed <= pushed {
-                        return true;
-                    }
-                }
-                _ => {}
+        self.skip = match crate::kvs::compare_fragment_numbers(number, sent) {
+            Ordering::Equal => *count,
+            Ordering::Less => u64::MAX,
+            Ordering::Greater => 0,
+        };
+    }
+
+    /// Whether a block at `abs` ns of fragment `number` was pushed already;
+    /// else counts it as pushed. A block newer than any pushed is new
+    /// whatever its fragment number says.
+    pub fn seen_before(&mut self, number: Option<&str>, abs: i128) -> bool {
+        if self.skip > 0 && self.newest_abs.is_some_and(|n| abs <= n) {
+            if self.skip != u64::MAX {
+                self.skip -= 1;
             }
+            return true;
         }
-        match &mut self.sent {
-            Some((n, count)) if order == Some(Ordering::Equal) && n == number => *count += 1,
-            sent => *sent = Some((number.to_string(), 1)),
+        self.skip = 0;
+        self.newest_abs = Some(self.newest_abs.map_or(abs, |n| n.max(abs)));
+        match (&mut self.sent, number) {
+            (Some((sent, count)), Some(n)) if sent == n => *count += 1,
+            (sent, Some(n)) => *sent = Some((n.to_string(), 1)),
+            (sent, None) => *sent = None,
         }
         false
     }

@@ -286,7 +286,7 @@ impl ElementImpl for KvsGetMediaSrc {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            // video/x-kvs-matroska first: decodebin then plugs kvsaudiodemux
+            // video/x-kvs-matroska first: decodebin then plugs kvsdemux
             // (matroskademux does not take it) while ordinary files keep
             // going to matroskademux. Downstream that only takes
             // video/x-matroska gets that.

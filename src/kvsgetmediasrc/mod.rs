@@ -4,13 +4,17 @@
  *
  * Reads a Kinesis video stream with GetMedia, pushing the bytes downstream as
  * they arrive. After any drop it reconnects with the continuation token of the
- * last complete fragment; `kvsaudiodemux` drops what it already output, so
- * every sample leaves once.
+ * last complete fragment; the demuxer (`kvsaudiodemux` or `kvsdemux`) drops
+ * what it already output, so every sample and frame leaves once.
  *
  * With an `end-timestamp` it records a time range instead (archive mode):
  * ListFragments, then GetMediaForFragmentList in batches, as fast as
- * downstream takes the bytes, with duration and position queries and
- * `kvs-progress` messages.
+ * downstream takes the bytes, with duration and position queries,
+ * `kvs-progress` messages and seeking by time (it restarts at the fragment
+ * that holds the time asked for).
+ *
+ * It is also the `kvs://` URI handler, so `playbin` and `gst-play-1.0` play
+ * KVS streams through `kvsdemux`.
  *
  * ```sh
  * gst-launch-1.0 kvsgetmediasrc stream-name=my-stream region=us-east-1 ! kvsaudiodemux ! ...
