@@ -310,3 +310,87 @@ fn a_camera_restarted_with_new_settings_renegotiates() {
             .eq(want.iter().map(|o| &o.data))
     );
 }
+
+/// A saved camera stream cut off mid-chunk and followed by the next
+/// response, or with garbage in a chunk or a range deleted: every other
+/// fragment's frames come out exactly; a cut chunk gives a prefix of its
+/// frames, never a part of one, and all of them decode.
+#[test]
+fn damaged_camera_chunks_lose_only_their_own_frames() {
+    let camera = Camera {
+        width: 320,
+        height: 180,
+        fragment_frames: 10,
+        fragments: 5,
+        ..Camera::default()
+    };
+    if !common::have(&["x264enc", "avdec_h264"]) {
+        return;
+    }
+    let enc = camera.encode().unwrap();
+    let chunks: Vec<Vec<u8>> = camera
+        .fragments(&enc)
+        .iter()
+        .map(|f| f.to_bytes())
+        .collect();
+    let frames: Vec<&[u8]> = enc.video.iter().map(|f| f.data.as_slice()).collect();
+    let mut rng = common::Rng(0x5EED);
+    for case in 0..15 {
+        let hit = 1 + case % 3;
+        let mut chunk = chunks[hit].clone();
+        let at = 200 + rng.below(chunk.len() as u64 - 200) as usize;
+        let kind = ["cut", "garbage", "deleted"][case / 5];
+        match kind {
+            "cut" => chunk.truncate(at),
+            "garbage" => {
+                let junk: Vec<u8> = (0..1 + rng.below(300))
+                    .map(|_| rng.below(256) as u8)
+                    .collect();
+                chunk.splice(at..at, junk);
+            }
+            _ => {
+                let end = (at + 1 + rng.below(300) as usize).min(chunk.len());
+                chunk.drain(at..end);
+            }
+        }
+        let mut data = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            data.extend_from_slice(if i == hit { &chunk } else { c });
+        }
+        let label = format!("{kind} in fragment {hit} at byte {at}");
+        let run = common::run_element("kvsdemux", &data, || 4096, &[]);
+        let got: Vec<&[u8]> = run
+            .pad("video_0")
+            .buffers
+            .iter()
+            .map(|b| b.data.as_slice())
+            .collect();
+        let (before, after) = (hit * 10, (hit + 1) * 10);
+        assert!(
+            got.len() >= 40 && got.len() <= 50,
+            "{label}: {} frames",
+            got.len()
+        );
+        let kept = got.len() - 40;
+        assert!(
+            got[..before] == frames[..before],
+            "{label}: the fragments before"
+        );
+        assert!(
+            got[before + kept..] == frames[after..],
+            "{label}: the fragments after"
+        );
+        if kind == "cut" {
+            assert!(
+                got[before..before + kept] == frames[before..before + kept],
+                "{label}"
+            );
+            let pictures = common::pull(&data, "kvsdemux ! h264parse ! avdec_h264 max-threads=1");
+            assert_eq!(
+                pictures.len(),
+                got.len(),
+                "{label}: every frame out decodes"
+            );
+        }
+    }
+}
