@@ -209,10 +209,19 @@ fn kvs_uri_plays_a_camera_through_playbin() {
         .property("audio-sink", &audio_sink)
         .build()
         .unwrap();
+    // A live source: the sinks preroll once it plays.
     playbin.set_state(gst::State::Playing).unwrap();
-    let msg = playbin
-        .bus()
-        .unwrap()
+    let bus = playbin.bus().unwrap();
+    let types = [gst::MessageType::AsyncDone, gst::MessageType::Error];
+    let msg = bus.timed_pop_filtered(gst::ClockTime::from_seconds(60), &types);
+    assert!(
+        msg.is_some_and(|m| matches!(m.view(), gst::MessageView::AsyncDone(_))),
+        "prerolled"
+    );
+    // GetMedia is not seekable: both sinks' seek fails, and playbin's too.
+    let seek = playbin.seek_simple(gst::SeekFlags::FLUSH, gst::ClockTime::from_seconds(1));
+    assert!(seek.is_err(), "a live stream is not seekable");
+    let msg = bus
         .timed_pop_filtered(
             gst::ClockTime::from_seconds(60),
             &[gst::MessageType::Eos, gst::MessageType::Error],
@@ -284,7 +293,8 @@ fn kvs_uri_archive_range_seeks_in_playbin() {
         .property("audio-sink", &audio)
         .build()
         .unwrap();
-    playbin.set_state(gst::State::Paused).unwrap();
+    // A live source: the sinks preroll once it plays.
+    playbin.set_state(gst::State::Playing).unwrap();
     let bus = playbin.bus().unwrap();
     let wait = |types: &[gst::MessageType]| {
         let msg = bus

@@ -21,7 +21,7 @@ pub trait DemuxElement: ElementImpl + ObjectSubclass<Type: IsA<gst::Element>> {
 pub struct Core {
     cat: gst::DebugCategory,
     make_pad: MakePad,
-    /// The seqnum of the last seek sent upstream: the same seek coming up
+    /// The seqnum of the last seek upstream took: the same seek coming up
     /// another pad is not sent again.
     last_seek: Mutex<Option<gst::Seqnum>>,
     settings: Mutex<Settings>,
@@ -102,7 +102,7 @@ impl Core {
             return gst::Pad::event_default(pad, Some(obj), event);
         };
         let seqnum = event.seqnum();
-        if self.last_seek.lock().unwrap().replace(seqnum) == Some(seqnum) {
+        if *self.last_seek.lock().unwrap() == Some(seqnum) {
             return true;
         }
         let (rate, flags, start_type, start, _, _) = seek.get();
@@ -129,7 +129,9 @@ impl Core {
         });
         let sink = obj.static_pad("sink").unwrap();
         let done = sink.push_event(event);
-        if !done {
+        if done {
+            *self.last_seek.lock().unwrap() = Some(seqnum);
+        } else {
             self.demux.lock().unwrap().seek = None;
         }
         done
