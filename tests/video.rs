@@ -93,6 +93,32 @@ fn every_complete_frame_of_the_captures_comes_out_once() {
     }
 }
 
+/// The caps of the first buffer `middle` gives on `data`.
+fn first_caps(data: &[u8], middle: &str) -> gst::Caps {
+    common::pull(data, middle)[0].caps.clone().unwrap()
+}
+
+#[test]
+fn h264_caps_are_matroskademux_caps() {
+    let Some(dir) = common::captures() else {
+        return;
+    };
+    for (file, _) in &CAPTURES[..5] {
+        let data = std::fs::read(dir.join("getmedia").join(file)).unwrap();
+        let ours = first_caps(&data, "kvsdemux");
+        let mut theirs = first_caps(chunks(&data)[0], "matroskademux");
+        // matroskademux also reads the Colour element; kvsdemux does not.
+        for field in ["colorimetry", "chroma-site"] {
+            theirs
+                .make_mut()
+                .structure_mut(0)
+                .unwrap()
+                .remove_field(field);
+        }
+        assert_eq!(ours, theirs, "{file}");
+    }
+}
+
 #[test]
 fn mjpeg_dummies_come_out_unchanged() {
     let Some(dir) = common::captures() else {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Maps a Matroska video track to output caps, with the fields matroskademux
-//! gives: width, height, pixel-aspect-ratio and framerate.
+//! gives: width, height, pixel-aspect-ratio, framerate, interlace-mode, and
+//! H.264's profile and level.
 
 use super::caps::{Output, Payload};
 use crate::mkv::Track;
@@ -37,6 +38,37 @@ fn pixel_aspect(track: &Track) -> Option<gst::Fraction> {
 
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a.max(1) } else { gcd(b, a % b) }
+}
+
+/// The `profile` and `level` of an avcC (`codec_data` of H.264), named as
+/// GStreamer's codec utilities name them.
+pub fn h264_profile_level(avcc: &[u8]) -> Option<(&'static str, String)> {
+    let (&profile, &flags, &level) = (avcc.get(1)?, avcc.get(2)?, avcc.get(3)?);
+    let set = |bit: u8| flags & (0x80 >> bit) != 0;
+    let name = match profile {
+        66 if set(1) => "constrained-baseline",
+        66 => "baseline",
+        77 => "main",
+        88 => "extended",
+        100 if set(4) && set(5) => "constrained-high",
+        100 if set(4) => "progressive-high",
+        100 => "high",
+        110 if set(3) => "high-10-intra",
+        110 => "high-10",
+        122 if set(3) => "high-4:2:2-intra",
+        122 => "high-4:2:2",
+        244 if set(3) => "high-4:4:4-intra",
+        244 => "high-4:4:4",
+        44 => "cavlc-4:4:4-intra",
+        _ => return None,
+    };
+    let level = match level {
+        9 => "1b".to_string(),
+        11 if set(3) && matches!(profile, 66 | 77 | 88) => "1b".to_string(),
+        l if l % 10 == 0 => (l / 10).to_string(),
+        l => format!("{}.{}", l / 10, l % 10),
+    };
+    Some((name, level))
 }
 
 /// Caps of a `V_MS/VFW/FOURCC` track from its BITMAPINFOHEADER's
@@ -76,11 +108,16 @@ pub fn output_for(track: &Track) -> Result<Output, String> {
         )
     };
     let builder = match track.codec_id.as_str() {
-        "V_MPEG4/ISO/AVC" => with_data(
-            gst::Caps::builder("video/x-h264")
-                .field("stream-format", "avc")
-                .field("alignment", "au"),
-        ),
+        "V_MPEG4/ISO/AVC" => {
+            let (profile, level) = h264_profile_level(private).unzip();
+            with_data(
+                gst::Caps::builder("video/x-h264")
+                    .field("stream-format", "avc")
+                    .field("alignment", "au")
+                    .field_if_some("profile", profile)
+                    .field_if_some("level", level),
+            )
+        }
         "V_MPEGH/ISO/HEVC" => with_data(
             gst::Caps::builder("video/x-h265")
                 .field("stream-format", "hvc1")
@@ -103,6 +140,14 @@ pub fn output_for(track: &Track) -> Result<Output, String> {
         .field_if_some("width", size(p.width))
         .field_if_some("height", size(p.height))
         .field_if_some("pixel-aspect-ratio", pixel_aspect(track))
+        .field_if_some(
+            "interlace-mode",
+            match p.interlaced {
+                Some(1) => Some("mixed"),
+                Some(2) => Some("progressive"),
+                _ => None,
+            },
+        )
         .field("framerate", framerate(track.default_duration.unwrap_or(0)))
         .build();
     Ok(Output {
@@ -164,13 +209,28 @@ mod tests {
     }
 
     #[test]
+    fn h264_profiles_and_levels() {
+        let pl = |p: u8, f: u8, l: u8| h264_profile_level(&[1, p, f, l]);
+        assert_eq!(pl(66, 0xC0, 30), Some(("constrained-baseline", "3".into())));
+        assert_eq!(pl(66, 0x80, 31), Some(("baseline", "3.1".into())));
+        assert_eq!(pl(77, 0x40, 40), Some(("main", "4".into())));
+        assert_eq!(pl(77, 0x10, 11), Some(("main", "1b".into())));
+        assert_eq!(pl(100, 0, 51), Some(("high", "5.1".into())));
+        assert_eq!(pl(100, 0x0C, 42), Some(("constrained-high", "4.2".into())));
+        assert_eq!(pl(110, 0x10, 9), Some(("high-10-intra", "1b".into())));
+        assert_eq!(pl(1, 0, 30), None);
+        assert_eq!(h264_profile_level(&[1, 100]), None);
+    }
+
+    #[test]
     fn codec_map() {
         gst::init().unwrap();
         let caps = |t: &Track| output_for(t).unwrap().caps;
         let mut avc = track("V_MPEG4/ISO/AVC", &[1, 0x64, 0, 0x1f]);
         avc.default_duration = Some(40_000_000);
         let expected: gst::Caps = "video/x-h264, stream-format=avc, alignment=au, \
-            codec_data=(buffer)0164001f, width=1280, height=720, framerate=25/1"
+            profile=high, level=(string)3.1, codec_data=(buffer)0164001f, width=1280, height=720, \
+            framerate=25/1"
             .parse()
             .unwrap();
         assert_eq!(caps(&avc), expected);

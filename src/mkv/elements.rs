@@ -36,6 +36,7 @@ pub mod id {
     pub const PIXEL_HEIGHT: u32 = 0xBA;
     pub const DISPLAY_WIDTH: u32 = 0x54B0;
     pub const DISPLAY_HEIGHT: u32 = 0x54BA;
+    pub const FLAG_INTERLACED: u32 = 0x9A;
     pub const TAGS: u32 = 0x1254_C367;
     pub const TAG: u32 = 0x7373;
     pub const SIMPLE_TAG: u32 = 0x67C8;
@@ -115,6 +116,8 @@ pub struct Picture {
     pub height: Option<u64>,
     pub display_width: Option<u64>,
     pub display_height: Option<u64>,
+    /// FlagInterlaced: 1 interlaced, 2 progressive.
+    pub interlaced: Option<u64>,
 }
 
 fn parse_track(body: &[u8]) -> Option<Track> {
@@ -166,6 +169,7 @@ fn parse_track(body: &[u8]) -> Option<Track> {
                         id::PIXEL_HEIGHT => p.height = v,
                         id::DISPLAY_WIDTH => p.display_width = v,
                         id::DISPLAY_HEIGHT => p.display_height = v,
+                        id::FLAG_INTERLACED => p.interlaced = v,
                         _ => {}
                     }
                 }

@@ -494,6 +494,7 @@ pub struct Out {
     pub data: Vec<u8>,
     pub delta: bool,
     pub pts: Option<gst::ClockTime>,
+    pub caps: Option<gst::Caps>,
 }
 
 /// Runs `appsrc ! <middle> ! appsink` on `data` and returns what the sink got.
@@ -544,6 +545,7 @@ pub fn pull(data: &[u8], middle: &str) -> Vec<Out> {
             data: b.map_readable().unwrap().to_vec(),
             delta: b.flags().contains(gst::BufferFlags::DELTA_UNIT),
             pts: b.pts(),
+            caps: sample.caps_owned(),
         });
     }
     pipeline.set_state(gst::State::Null).unwrap();
