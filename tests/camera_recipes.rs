@@ -8,26 +8,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use gst::prelude::*;
 use gstkvs::server::{State, Stream};
 use gstkvs::synth::camera::Camera;
-
-/// The commands of the section, after its setup block.
-fn recipes() -> Vec<String> {
-    let readme = include_str!("../README.md");
-    let section = readme
-        .split("\n### From a camera")
-        .nth(1)
-        .expect("a 'From a camera' section");
-    let section = section.split("\n### ").next().unwrap();
-    section
-        .split("```sh\n")
-        .skip(2)
-        .map(|block| block.split("```").next().unwrap().trim().to_string())
-        .collect()
-}
 
 /// Frames in an MP4 file, through qtdemux.
 fn mp4_frames(path: &std::path::Path) -> usize {
@@ -67,7 +51,7 @@ fn readme_camera_recipes_work() {
     if !common::have(&["x264enc", "avdec_h264", "jpegenc", "mp4mux"]) {
         return;
     }
-    let recipes = recipes();
+    let recipes = common::readme_section_commands("From a camera");
     assert_eq!(recipes.len(), 3, "{recipes:#?}");
     let stored = Camera {
         fragments: 30,
@@ -99,27 +83,11 @@ fn readme_camera_recipes_work() {
         .unwrap_or_else(|e| panic!("{}: {e}", lib.display()));
     let mut outputs = Vec::new();
     for recipe in &recipes {
-        let mut command = recipe.replace("http://127.0.0.1:4566", &server.endpoint());
+        let mut command = recipe.clone();
         if command.starts_with("gst-play-1.0") {
             command = command.replacen("gst-play-1.0", "gst-play-1.0 --videosink=fakesink", 1);
         }
-        let out = Command::new("timeout")
-            .args(["120", "sh", "-c", &command])
-            .current_dir(&dir)
-            .env("GST_PLUGIN_PATH", &plugins)
-            .env("GST_REGISTRY", dir.join("registry.bin"))
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "local")
-            .env("AWS_SECRET_ACCESS_KEY", "local")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{command}\n{text}");
+        let text = common::run_readme_command(&command, &server.endpoint(), &dir, &plugins);
         assert!(!text.contains("ERROR"), "{command}\n{text}");
         outputs.push(text);
     }

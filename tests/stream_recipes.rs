@@ -12,21 +12,6 @@ use std::process::Command;
 use gstkvs::server::{State, Stream};
 use gstkvs::synth::{Call, Side};
 
-/// The commands of the section, after its setup block.
-fn recipes() -> Vec<String> {
-    let readme = include_str!("../README.md");
-    let section = readme
-        .split("\n### From a stream")
-        .nth(1)
-        .expect("a 'From a stream' section");
-    let section = section.split("\n### ").next().unwrap();
-    section
-        .split("```sh\n")
-        .skip(2)
-        .map(|block| block.split("```").next().unwrap().trim().to_string())
-        .collect()
-}
-
 fn stereo(call: &Call, fragments: std::ops::Range<usize>) -> Vec<u8> {
     let per = call.pcm_with_silence(Side::Caller).len() / call.fragments as usize;
     let range = fragments.start * per..fragments.end * per;
@@ -44,7 +29,7 @@ fn wav(path: &Path) -> Vec<u8> {
 
 #[test]
 fn readme_stream_recipes_work() {
-    let recipes = recipes();
+    let recipes = common::readme_section_commands("From a stream");
     assert_eq!(recipes.len(), 5, "{recipes:#?}");
     let live = Call::demo(8);
     let archive = Call::demo(120);
@@ -71,25 +56,7 @@ fn readme_stream_recipes_work() {
             outputs.push(String::new());
             continue;
         }
-        let command = recipe.replace("http://127.0.0.1:4566", &server.endpoint());
-        // A hung recipe fails the test rather than CI.
-        let out = Command::new("timeout")
-            .args(["120", "sh", "-c", &command])
-            .current_dir(&dir)
-            .env("GST_PLUGIN_PATH", &plugins)
-            .env("GST_REGISTRY", dir.join("registry.bin"))
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "local")
-            .env("AWS_SECRET_ACCESS_KEY", "local")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{command}\n{text}");
+        let text = common::run_readme_command(recipe, &server.endpoint(), &dir, &plugins);
         outputs.push(text);
     }
 

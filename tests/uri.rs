@@ -17,6 +17,16 @@ use gstkvs::server::{State, Stream};
 use gstkvs::synth::camera::Camera;
 use gstkvs::synth::{Call, Side};
 
+/// The local server's endpoint, percent-encoded for a `kvs://` URI; the
+/// credentials for it go into the environment, where the SDK finds them.
+fn uri_endpoint(server: &common::Server) -> String {
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDTEST");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-secret");
+    }
+    server.endpoint().replace(':', "%3A").replace('/', "%2F")
+}
+
 fn factories(bin: &gst::Bin) -> Vec<String> {
     bin.iterate_recurse()
         .into_iter()
@@ -87,12 +97,7 @@ fn kvs_uri_plays_through_kvsdemux() {
     let state = State::new(vec![Stream::from_mkv("my call", &call.bytes())]);
     state.faults.idle_end_ms.store(200, Ordering::SeqCst);
     let server = common::serve(state);
-    // Credentials for the local server come from the environment here.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDTEST");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-secret");
-    }
-    let endpoint: String = server.endpoint().replace(':', "%3A").replace('/', "%2F");
+    let endpoint = uri_endpoint(&server);
     let uri = format!(
         "kvs://my%20call?region=us-east-1&start=earliest&idle-timeout=800&endpoint={endpoint}"
     );
@@ -175,11 +180,7 @@ fn kvs_uri_plays_a_camera_through_playbin() {
     let state = State::new(vec![Stream::from_mkv("camera", &camera.bytes().unwrap())]);
     state.faults.idle_end_ms.store(200, Ordering::SeqCst);
     let server = common::serve(state);
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDTEST");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-secret");
-    }
-    let endpoint: String = server.endpoint().replace(':', "%3A").replace('/', "%2F");
+    let endpoint = uri_endpoint(&server);
     let uri = format!(
         "kvs://camera?region=us-east-1&start=earliest&idle-timeout=800&endpoint={endpoint}"
     );
@@ -260,11 +261,7 @@ fn kvs_uri_archive_range_seeks_in_playbin() {
     let server = common::serve(State::new(vec![Stream::from_camera(
         "cam", &camera, &enc, false,
     )]));
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDTEST");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-secret");
-    }
-    let endpoint: String = server.endpoint().replace(':', "%3A").replace('/', "%2F");
+    let endpoint = uri_endpoint(&server);
     let secs = |ms: u64| format!("{}.{:03}", ms / 1000, ms % 1000);
     let uri = format!(
         "kvs://cam?region=us-east-1&endpoint={endpoint}&start=timestamp:{}&end=timestamp:{}",

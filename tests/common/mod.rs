@@ -567,3 +567,50 @@ pub fn have(elements: &[&str]) -> bool {
         None => true,
     }
 }
+
+/// The `sh` blocks of the README section titled `### {title}`, after its
+/// setup block.
+pub fn readme_section_commands(title: &str) -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split(&format!("\n### {title}"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("a '{title}' section in README.md"));
+    let section = section.split("\n### ").next().unwrap();
+    section
+        .split("```sh\n")
+        .skip(2)
+        .map(|block| block.split("```").next().unwrap().trim().to_string())
+        .collect()
+}
+
+/// Runs a README command with `sh` in `dir`, against the local server at
+/// `endpoint` (for http://127.0.0.1:4566) with the plugin in `plugins` and
+/// the README's credentials; at most 120 s, so that a hung recipe fails the
+/// test rather than CI. Returns the output, stdout then stderr.
+pub fn run_readme_command(
+    command: &str,
+    endpoint: &str,
+    dir: &std::path::Path,
+    plugins: &std::path::Path,
+) -> String {
+    let command = command.replace("http://127.0.0.1:4566", endpoint);
+    let out = std::process::Command::new("timeout")
+        .args(["120", "sh", "-c", &command])
+        .current_dir(dir)
+        .env("GST_PLUGIN_PATH", plugins)
+        .env("GST_REGISTRY", dir.join("registry.bin"))
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{command}\n{text}");
+    text
+}
