@@ -8,13 +8,19 @@
 
 use gst::glib;
 
+#[cfg(feature = "aws")]
+pub mod aws;
 mod demux;
 pub mod kvs;
 pub mod kvsaudiodemux;
 pub mod kvsdemux;
 #[cfg(feature = "aws")]
 pub mod kvsgetmediasrc;
+#[cfg(feature = "aws")]
+pub mod kvsputmediasink;
 pub mod mkv;
+#[cfg(feature = "aws")]
+pub mod put;
 #[cfg(feature = "aws")]
 pub mod server;
 pub mod synth;
@@ -26,6 +32,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     kvsdemux::register(plugin)?;
     #[cfg(feature = "aws")]
     kvsgetmediasrc::register(plugin)?;
+    #[cfg(feature = "aws")]
+    kvsputmediasink::register(plugin)?;
     Ok(())
 }
 

@@ -108,7 +108,7 @@ use common::StoredCall as Fixture;
 
 impl Fixture {
     fn arn(&self) -> String {
-        self.server.state.streams["call"].arn.clone()
+        self.server.state.stream_named("call").unwrap().arn.clone()
     }
 
     /// Both sides, silence as zeros, caller left.

@@ -166,17 +166,8 @@ fn main() {
             eprintln!("kvs-local-server: cannot listen on 127.0.0.1:{port}: {e}");
             std::process::exit(1)
         });
-        let mut names: Vec<&String> = server.state.streams.keys().collect();
-        names.sort();
         println!("kvs-local-server listening on {}", server.endpoint());
-        println!(
-            "streams: {}",
-            names
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        println!("streams: {}", server.state.stream_names().join(", "));
         tokio::signal::ctrl_c().await.ok();
     });
 }

@@ -17,9 +17,9 @@ use aws_smithy_types::DateTime;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::aws::{self, Clients, Failure, Pace, Target};
+use crate::aws::{self, Clients, Failure, Pace, Target};
 use super::imp::CAT;
-use super::retry::Retry;
+use crate::aws::retry::Retry;
 use super::session::{Next, Policy, Stats};
 use crate::kvs;
 use crate::mkv::{Event, Parser};
@@ -189,7 +189,7 @@ pub struct Progress {
 impl Archive {
     pub async fn new(target: Target, range: Range, policy: Policy) -> Archive {
         let clients = Clients::new(&target).await;
-        let retry = Retry::new(target.stream(), policy.max_retries, policy.max_backoff);
+        let retry = Retry::new(*CAT, target.stream(), policy.max_retries, policy.max_backoff);
         Archive {
             target,
             range,

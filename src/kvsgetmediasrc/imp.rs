@@ -14,7 +14,7 @@ use gst_base::subclass::prelude::*;
 use tokio::sync::watch;
 
 use super::archive::{self, Archive, Progress};
-use super::aws::{Failure, Target};
+use crate::aws::{Failure, Target};
 use super::session::{Next, Session, Stats};
 use super::settings::{self, Plan, Settings};
 
@@ -26,15 +26,7 @@ pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// Archive mode reads ahead on this runtime, shared by all sources.
-pub(super) static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .worker_threads(2)
-        .thread_name("kvs-runtime")
-        .build()
-        .expect("a tokio runtime")
-});
+use crate::aws::RUNTIME;
 
 /// A started source: what reads the stream, and where its futures run.
 struct Running {

@@ -24,9 +24,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod archive;
-mod aws;
 mod imp;
-mod retry;
 mod session;
 mod settings;
 mod uri;

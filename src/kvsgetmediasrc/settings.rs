@@ -9,7 +9,7 @@ use gst::glib;
 use gst::prelude::*;
 
 use super::archive::Range;
-use super::aws::{Start, Target};
+use crate::aws::{Start, Target};
 use super::session::Policy;
 use super::{Mode, StartSelector, TimestampType};
 

@@ -1,16 +1,19 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Writes KVS-shaped Matroska chunks. This is the project's fixture generator:
-//! tests, benchmarks and the local server build their streams with it.
+//! Writes KVS-shaped Matroska: the project's fixture generator (tests,
+//! benchmarks and the local server build their streams with it), and the
+//! elements `kvsputmediasink` writes.
 
 use super::elements::id;
 
-fn put_id(out: &mut Vec<u8>, id: u32) {
+/// Appends an element ID.
+pub fn put_id(out: &mut Vec<u8>, id: u32) {
     let bytes = id.to_be_bytes();
     let skip = bytes.iter().take_while(|&&b| b == 0).count();
     out.extend_from_slice(&bytes[skip..]);
 }
 
-fn put_size(out: &mut Vec<u8>, size: u64) {
+/// Appends an element size as the shortest vint.
+pub fn put_size(out: &mut Vec<u8>, size: u64) {
     let len = (1..=8).find(|&l| size < (1u64 << (7 * l)) - 1).unwrap_or(8);
     let marked = size | (1u64 << (7 * len));
     out.extend_from_slice(&marked.to_be_bytes()[8 - len..]);
@@ -130,7 +133,8 @@ impl TrackSpec {
         }
     }
 
-    fn write(&self, out: &mut Vec<u8>) {
+    /// Appends this TrackEntry.
+    pub fn write(&self, out: &mut Vec<u8>) {
         master(out, id::TRACK_ENTRY, |t| {
             uint_element(t, id::TRACK_NUMBER, self.number);
             if let Some(uid) = self.uid {
@@ -318,7 +322,8 @@ pub struct Fragment {
     pub tags_after: Vec<Vec<(String, String)>>,
 }
 
-fn write_tags(out: &mut Vec<u8>, tags: &[(String, String)]) {
+/// Appends a Tags element holding one Tag with these (name, value) pairs.
+pub fn write_tags(out: &mut Vec<u8>, tags: &[(String, String)]) {
     master(out, id::TAGS, |t| {
         master(t, id::TAG, |tag| {
             element(tag, 0x63C0, &[]);

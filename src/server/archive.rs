@@ -70,7 +70,10 @@ fn page(
     let mut found = Vec::new();
     let mut next = from;
     while next < complete && found.len() < max {
-        let f = &stream.fragments[next];
+        let Some(f) = stream.fragment(next) else {
+            next += 1;
+            continue;
+        };
         let keep = range.is_none_or(|(producer, start, end)| {
             let t = if producer { f.producer_ms } else { f.server_ms };
             (start..=end).contains(&t)
@@ -99,11 +102,11 @@ pub(super) fn list_fragments(
     let (found, token) = page(state, stream, req)?;
     let fragments: Vec<Value> = found
         .iter()
-        .map(|&i| {
-            let f = &stream.fragments[i];
+        .filter_map(|&i| stream.fragment(i))
+        .map(|f| {
             json!({
                 "FragmentNumber": f.number,
-                "FragmentSizeInBytes": f.archive.len(),
+                "FragmentSizeInBytes": f.archive_len(),
                 "ProducerTimestamp": seconds(f.producer_ms),
                 "ServerTimestamp": seconds(f.server_ms),
                 "FragmentLengthInMilliseconds": f.duration_ms,
@@ -163,12 +166,13 @@ async fn send_fragments(
     let complete = stream.complete();
     let error_at = state.faults.error_at.load(Ordering::SeqCst) as usize;
     for number in numbers {
-        let bytes = match stream
+        let pieces = match stream
             .index_of(&number)
             .filter(|&i| i < complete && i != error_at)
+            .and_then(|i| stream.fragment(i))
         {
-            Some(i) => stream.fragments[i].archive.clone(),
-            None => http::tags_chunk(vec![
+            Some(f) => f.archive.clone(),
+            None => vec![http::tags_chunk(vec![
                 (kvs::FRAGMENT_NUMBER.into(), number.clone()),
                 (
                     kvs::EXCEPTION_ERROR_CODE.into(),
@@ -178,10 +182,12 @@ async fn send_fragments(
                     kvs::EXCEPTION_MESSAGE.into(),
                     format!("Fragment {number} is not in the data store"),
                 ),
-            ]),
+            ])],
         };
-        if !w.send(&state, bytes).await {
-            return;
+        for bytes in pieces {
+            if !w.send(&state, bytes).await {
+                return;
+            }
         }
     }
 }

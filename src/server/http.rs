@@ -19,7 +19,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{State, Stream, archive, sigv4};
+use super::{State, Stream, archive, put, sigv4, store};
 use crate::kvs;
 use crate::mkv::writer::Fragment as ChunkWriter;
 
@@ -129,6 +129,13 @@ async fn reply(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, KvsError> {
     let (parts, body) = req.into_parts();
+    if parts.uri.path() == "/putMedia" {
+        // A streaming body, signed as the KVS producers sign it: with the
+        // hash of an empty payload.
+        let key = access_key(&state, &parts, &[])?;
+        refuse_denied(&state, &key)?;
+        return put::put_media(&state, &parts, body);
+    }
     let body = body
         .collect()
         .await
@@ -138,13 +145,11 @@ async fn reply(
     let path = parts.uri.path();
     let json: Value = serde_json::from_slice(&body)
         .map_err(|e| invalid(format!("The request is not JSON: {e}")))?;
-    if state.denied_keys.contains(&key) {
-        let msg = format!("The access key {key} is not authorized to perform this operation");
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "NotAuthorizedException",
-            msg,
-        ));
+    refuse_denied(&state, &key)?;
+    match path {
+        "/createStream" => return create_stream(&state, &json),
+        "/describeStream" => return describe_stream(&state, &json),
+        _ => {}
     }
     let name = json["StreamName"].as_str();
     let arn = json["StreamARN"].as_str();
@@ -178,6 +183,71 @@ async fn reply(
             ))
         }
     }
+}
+
+fn refuse_denied(state: &State, key: &str) -> Result<(), KvsError> {
+    if !state.denied_keys.iter().any(|k| k == key) {
+        return Ok(());
+    }
+    let msg = format!("The access key {key} is not authorized to perform this operation");
+    Err(error(
+        StatusCode::UNAUTHORIZED,
+        "NotAuthorizedException",
+        msg,
+    ))
+}
+
+fn ok_json(body: Value) -> Result<Response<Body>, KvsError> {
+    Ok(full(
+        StatusCode::OK,
+        "application/json",
+        body.to_string().into_bytes(),
+    ))
+}
+
+/// CreateStream: an empty stream that producers can put into.
+fn create_stream(state: &State, req: &Value) -> Result<Response<Body>, KvsError> {
+    state.counters.create_stream.fetch_add(1, Ordering::SeqCst);
+    let name = req["StreamName"]
+        .as_str()
+        .filter(|n| !n.is_empty() && n.len() <= 256)
+        .ok_or_else(|| invalid("StreamName is required"))?;
+    let hours = req["DataRetentionInHours"].as_u64().unwrap_or(0);
+    let stream = Stream::empty(name, hours.min(87_600) as u32);
+    *stream.media_type.lock().unwrap() = req["MediaType"].as_str().unwrap_or("").into();
+    let arn = stream.arn.clone();
+    if !state.add_stream(stream) {
+        let msg = format!("The stream {name} already exists");
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "ResourceInUseException",
+            msg,
+        ));
+    }
+    ok_json(json!({ "StreamARN": arn }))
+}
+
+/// DescribeStream: what the stream is, or ResourceNotFoundException.
+fn describe_stream(state: &State, req: &Value) -> Result<Response<Body>, KvsError> {
+    let name = req["StreamName"].as_str();
+    let Some(stream) = state.stream(name, req["StreamARN"].as_str()) else {
+        let which = name.or(req["StreamARN"].as_str()).unwrap_or("?");
+        let msg = format!("The stream {which} does not exist");
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            msg,
+        ));
+    };
+    ok_json(json!({ "StreamInfo": {
+        "StreamName": stream.name,
+        "StreamARN": stream.arn,
+        "MediaType": *stream.media_type.lock().unwrap(),
+        "Status": "ACTIVE",
+        "Version": "1",
+        "CreationTime": 1_700_000_000.0,
+        "DataRetentionInHours": stream.retention_hours.load(Ordering::SeqCst),
+    }}))
 }
 
 /// Refuses the call if the throttle fault says so.
@@ -359,27 +429,73 @@ async fn send_fragments(
     start: usize,
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) {
-    let faults = &state.faults;
     let mut w = Writer::new(&state, tx);
-    let end = (faults.end_after.load(Ordering::SeqCst) as usize).min(stream.fragments.len());
-    let idle = Duration::from_millis(faults.idle_end_ms.load(Ordering::SeqCst));
-    for i in start..end {
-        if i as u32 == faults.error_at.load(Ordering::SeqCst) {
-            let tags = vec![
-                (kvs::ERROR_CODE.into(), "INTERNAL_ERROR".into()),
-                (kvs::ERROR_ID.into(), "5000".into()),
-            ];
-            w.send(&state, tags_chunk(tags)).await;
+    if stream.live.is_some() {
+        send_live(&state, &stream, start, &mut w).await;
+    } else {
+        send_stored(&state, &stream, start, &mut w).await;
+    }
+}
+
+/// Ends the body with an in-band error if the `error-at` fault says so.
+async fn error_here(state: &State, i: usize, w: &mut Writer) -> bool {
+    if i as u32 != state.faults.error_at.load(Ordering::SeqCst) {
+        return false;
+    }
+    let tags = vec![
+        (kvs::ERROR_CODE.into(), "INTERNAL_ERROR".into()),
+        (kvs::ERROR_ID.into(), "5000".into()),
+    ];
+    w.send(state, tags_chunk(tags)).await;
+    true
+}
+
+/// Stored and put fragments: what exists is sent at once; at the end the
+/// body waits for what a producer puts next, and ends after a quiet spell,
+/// as KVS ends it after about 3 s.
+async fn send_stored(state: &State, stream: &Stream, start: usize, w: &mut Writer) {
+    let end = state.faults.end_after.load(Ordering::SeqCst) as usize;
+    let idle = Duration::from_millis(state.faults.idle_end_ms.load(Ordering::SeqCst));
+    let (mut i, mut from) = (start, 0);
+    while i < end {
+        if from == 0 && error_here(state, i, w).await {
             return;
         }
-        let f = &stream.fragments[i];
-        let Some(t0) = stream.fragment_start(i) else {
-            if !w.send(&state, f.bytes.clone()).await {
-                return;
+        let mut changes = stream.watch();
+        match stream.read(i, from) {
+            store::Read::Data(bytes, whole) => {
+                from += bytes.len();
+                if !w.send(state, bytes).await {
+                    return;
+                }
+                if whole {
+                    (i, from) = (i + 1, 0);
+                }
             }
-            continue;
+            store::Read::Skip => (i, from) = (i + 1, 0),
+            store::Read::Wait => {
+                if tokio::time::timeout(idle, changes.changed()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    tokio::time::sleep(idle).await;
+}
+
+/// A synthetic live stream: each block is sent when it has been spoken.
+async fn send_live(state: &State, stream: &Stream, start: usize, w: &mut Writer) {
+    let faults = &state.faults;
+    let end = (faults.end_after.load(Ordering::SeqCst) as usize).min(stream.len());
+    let idle = Duration::from_millis(faults.idle_end_ms.load(Ordering::SeqCst));
+    for i in start..end {
+        if error_here(state, i, w).await {
+            return;
+        }
+        let (Some(f), Some(t0)) = (stream.fragment(i), stream.fragment_start(i)) else {
+            return;
         };
-        // Live: nothing to send until the fragment starts; KVS ends an idle body.
+        // Nothing to send until the fragment starts; KVS ends an idle body.
         if t0 > Instant::now() + idle {
             tokio::time::sleep(idle).await;
             return;
@@ -388,7 +504,7 @@ async fn send_fragments(
         let mut from = 0;
         for (block, &(upto, at_ms)) in f.steps.iter().enumerate() {
             tokio::time::sleep_until((t0 + Duration::from_millis(at_ms)).into()).await;
-            if !w.send(&state, f.bytes.slice(from..upto)).await {
+            if !w.send(state, f.bytes.slice(from..upto)).await {
                 return;
             }
             if let Some(timing) = &state.timing {
@@ -402,7 +518,7 @@ async fn send_fragments(
             from = upto;
         }
         tokio::time::sleep_until((t0 + Duration::from_millis(f.duration_ms)).into()).await;
-        if !w.send(&state, f.bytes.slice(from..)).await {
+        if !w.send(state, f.bytes.slice(from..)).await {
             return;
         }
     }

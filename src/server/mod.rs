@@ -6,13 +6,15 @@
 
 mod archive;
 mod http;
+pub mod ingest;
+mod put;
 mod sigv4;
 pub mod store;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use store::Stream;
@@ -43,6 +45,20 @@ pub struct Faults {
     pub page_max: AtomicU32,
     /// A body with nothing to send for this long ends, like KVS (about 3 s).
     pub idle_end_ms: AtomicU64,
+    /// PutMedia connections still to cut ...
+    pub put_cuts: AtomicU32,
+    /// ... when this many fragments of the connection are whole and the
+    /// next has a block: a cut mid-fragment.
+    pub put_cut_after: AtomicU32,
+    /// With a cut: store the last whole fragment but lose its RECEIVED and
+    /// PERSISTED ACKs, as when a connection breaks just before they go out.
+    pub put_lose_last_acks: AtomicBool,
+    /// PutMedia fragments still to refuse with an ERROR ACK of
+    /// `put_error_id` (the connection then ends, as KVS ends it).
+    pub put_errors: AtomicU32,
+    pub put_error_id: AtomicU32,
+    /// Hold back PERSISTED ACKs while true (a slow store).
+    pub put_hold_acks: AtomicBool,
     rng: Mutex<u64>,
 }
 
@@ -60,6 +76,12 @@ impl Default for Faults {
             end_after: AtomicU32::new(u32::MAX),
             page_max: AtomicU32::new(0),
             idle_end_ms: AtomicU64::new(3000),
+            put_cuts: AtomicU32::new(0),
+            put_cut_after: AtomicU32::new(1),
+            put_lose_last_acks: AtomicBool::new(false),
+            put_errors: AtomicU32::new(0),
+            put_error_id: AtomicU32::new(5000),
+            put_hold_acks: AtomicBool::new(false),
             rng: Mutex::new(0x9E37_79B9_7F4A_7C15),
         }
     }
@@ -121,10 +143,13 @@ pub struct Counters {
     pub get_media_for_fragment_list: AtomicU32,
     pub throttled: AtomicU32,
     pub cut: AtomicU32,
+    pub put_media: AtomicU32,
+    pub put_fragments: AtomicU32,
+    pub create_stream: AtomicU32,
 }
 
 pub struct State {
-    pub streams: HashMap<String, Arc<Stream>>,
+    pub streams: RwLock<HashMap<String, Arc<Stream>>>,
     pub faults: Faults,
     pub counters: Counters,
     /// Access key ids that get NotAuthorizedException.
@@ -136,6 +161,37 @@ pub struct State {
     /// For benchmarks: when each live block's last byte went out, as
     /// (fragment, block), and when each cut happened.
     pub timing: Option<Mutex<Timing>>,
+    /// The PutMedia limits KVS enforces, and server options.
+    pub put: PutLimits,
+    /// Every PutMedia body as received, for tests (None: not kept).
+    pub put_bodies: Option<Mutex<Vec<Vec<u8>>>>,
+}
+
+/// What PutMedia accepts, and how much of it the server keeps.
+#[derive(Debug, Clone)]
+pub struct PutLimits {
+    /// Bytes a second read from one connection (KVS: 12.5 MB/s); 0: no limit.
+    pub bytes_per_second: u64,
+    /// PutMedia calls a second per stream (KVS: 5).
+    pub calls_per_second: usize,
+    /// Longest fragment (KVS: 10 s).
+    pub max_fragment_ms: u64,
+    /// Whole fragments kept per stream (None: all).
+    pub keep: Option<usize>,
+    /// An IDLE ACK after this long without data, and the end after 30 s.
+    pub idle_ack: Duration,
+}
+
+impl Default for PutLimits {
+    fn default() -> Self {
+        PutLimits {
+            bytes_per_second: 12_500_000,
+            calls_per_second: 5,
+            max_fragment_ms: 10_000,
+            keep: None,
+            idle_ack: Duration::from_secs(3),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -156,10 +212,12 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
 impl State {
     pub fn new(streams: Vec<Stream>) -> Self {
         State {
-            streams: streams
-                .into_iter()
-                .map(|s| (s.name.clone(), Arc::new(s)))
-                .collect(),
+            streams: RwLock::new(
+                streams
+                    .into_iter()
+                    .map(|s| (s.name.clone(), Arc::new(s)))
+                    .collect(),
+            ),
             faults: Faults::default(),
             counters: Counters::default(),
             denied_keys: vec!["AKIDDENIED".into()],
@@ -168,15 +226,40 @@ impl State {
                 .map(|(k, s)| (k.to_string(), s.to_string()))
                 .collect(),
             timing: None,
+            put: PutLimits::default(),
+            put_bodies: None,
         }
     }
 
     fn stream(&self, name: Option<&str>, arn: Option<&str>) -> Option<Arc<Stream>> {
+        let streams = self.streams.read().unwrap();
         match (name, arn) {
-            (Some(name), _) => self.streams.get(name).cloned(),
-            (None, Some(arn)) => self.streams.values().find(|s| s.arn == arn).cloned(),
+            (Some(name), _) => streams.get(name).cloned(),
+            (None, Some(arn)) => streams.values().find(|s| s.arn == arn).cloned(),
             _ => None,
         }
+    }
+
+    /// The stream called `name`, if there is one.
+    pub fn stream_named(&self, name: &str) -> Option<Arc<Stream>> {
+        self.stream(Some(name), None)
+    }
+
+    /// The names of the streams, sorted.
+    pub fn stream_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.streams.read().unwrap().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Adds a stream (CreateStream); false if the name is taken.
+    pub fn add_stream(&self, stream: Stream) -> bool {
+        let mut streams = self.streams.write().unwrap();
+        if streams.contains_key(&stream.name) {
+            return false;
+        }
+        streams.insert(stream.name.clone(), Arc::new(stream));
+        true
     }
 }
 

@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: MPL-2.0
 //! What the local KVS server serves: streams of stored fragments (KVS chunks),
-//! either all there at once (from an MKV file) or appearing in real time, block
-//! by block (a synthetic live Connect call).
+//! either all there at once (from an MKV file), appearing in real time, block
+//! by block (a synthetic live Connect call), or put by a producer (PutMedia).
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,20 +24,64 @@ pub struct Fragment {
     pub server_ms: u64,
     pub duration_ms: u64,
     pub bytes: Bytes,
-    /// The chunk as GetMediaForFragmentList returns it.
-    pub archive: Bytes,
+    /// The chunk as GetMediaForFragmentList returns it, in pieces.
+    pub archive: Vec<Bytes>,
     /// For live streams: (byte offset, ms after the fragment's start) at which
     /// the bytes up to that offset exist. The whole chunk exists at the end.
     pub steps: Vec<(usize, u64)>,
 }
 
+impl Fragment {
+    pub fn archive_len(&self) -> usize {
+        self.archive.iter().map(Bytes::len).sum()
+    }
+}
+
+/// A fragment being put: its GetMedia bytes so far.
+pub struct Open {
+    pub number: String,
+    pub producer_ms: u64,
+    pub server_ms: u64,
+    pub bytes: Vec<u8>,
+    /// The archive form: this head, then `bytes` from `cluster_from`.
+    pub archive_head: Vec<u8>,
+    pub cluster_from: usize,
+}
+
+/// A place in a stream's sequence of fragments.
+pub enum Slot {
+    Done(Arc<Fragment>),
+    Open(Open),
+    /// Abandoned mid-way (the connection broke) or past the retention.
+    Gone,
+}
+
+/// What a reader finds at a place in the stream.
+pub enum Read {
+    /// Bytes from the offset asked for; `true` when the fragment is whole.
+    Data(Bytes, bool),
+    /// Nothing here any more: go on to the next place.
+    Skip,
+    /// Nothing yet.
+    Wait,
+}
+
 pub struct Stream {
     pub name: String,
     pub arn: String,
-    pub fragments: Vec<Fragment>,
+    slots: RwLock<Vec<Slot>>,
     /// For a live stream, when fragment 0 starts; fragment i starts
     /// `i * fragment_ms` later.
     pub live: Option<(Instant, u64)>,
+    /// DataRetentionInHours: with 0, PutMedia sends no PERSISTED.
+    pub retention_hours: AtomicU32,
+    pub media_type: Mutex<String>,
+    /// A producer has put fragments: NOW waits for the next one.
+    put: AtomicBool,
+    /// Bumped on every change, for readers waiting at the live edge.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// When recent PutMedia calls came, for KVS's 5 a second.
+    pub put_calls: Mutex<VecDeque<Instant>>,
 }
 
 fn arn(name: &str) -> String {
@@ -83,16 +130,37 @@ impl Stream {
                     duration_ms: 1000,
                     bytes: bytes.slice(start..end),
                     // Stored chunks are served as they are.
-                    archive: bytes.slice(start..end),
+                    archive: vec![bytes.slice(start..end)],
                     steps: Vec::new(),
                 }
             })
             .collect();
+        Stream::new(name, fragments, None)
+    }
+
+    /// An empty stream, for producers to put into.
+    pub fn empty(name: &str, retention_hours: u32) -> Stream {
+        let s = Stream::new(name, Vec::new(), None);
+        s.retention_hours.store(retention_hours, Ordering::SeqCst);
+        s
+    }
+
+    fn new(name: &str, fragments: Vec<Fragment>, live: Option<(Instant, u64)>) -> Stream {
         Stream {
             name: name.into(),
             arn: arn(name),
-            fragments,
-            live: None,
+            slots: RwLock::new(
+                fragments
+                    .into_iter()
+                    .map(|f| Slot::Done(Arc::new(f)))
+                    .collect(),
+            ),
+            live,
+            retention_hours: AtomicU32::new(24),
+            media_type: Mutex::new(String::new()),
+            put: AtomicBool::new(false),
+            changes: tokio::sync::watch::Sender::new(0),
+            put_calls: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -111,16 +179,15 @@ impl Stream {
                     duration_ms: call.fragment_ms(),
                     steps,
                     bytes: Bytes::from(bytes),
-                    archive: Bytes::from(call.archive_fragment(i).to_bytes()),
+                    archive: vec![Bytes::from(call.archive_fragment(i).to_bytes())],
                 }
             })
             .collect();
-        Stream {
-            name: name.into(),
-            arn: arn(name),
+        Stream::new(
+            name,
             fragments,
-            live: live.then(|| (Instant::now(), call.fragment_ms())),
-        }
+            live.then(|| (Instant::now(), call.fragment_ms())),
+        )
     }
 
     /// A synthetic camera. Live: fragment 0 starts now and each frame's
@@ -141,16 +208,11 @@ impl Stream {
                     duration_ms: fragment_ms,
                     steps: block_steps(&bytes, camera.frame_ms()),
                     bytes: Bytes::from(bytes),
-                    archive: Bytes::from(archived(f).to_bytes()),
+                    archive: vec![Bytes::from(archived(f).to_bytes())],
                 }
             })
             .collect();
-        Stream {
-            name: name.into(),
-            arn: arn(name),
-            fragments,
-            live: live.then(|| (Instant::now(), fragment_ms)),
-        }
+        Stream::new(name, fragments, live.then(|| (Instant::now(), fragment_ms)))
     }
 
     /// When fragment `i` starts to exist (None: it exists already).
@@ -159,55 +221,174 @@ impl Stream {
             .map(|(t0, ms)| t0 + Duration::from_millis(i as u64 * ms))
     }
 
-    /// Index of the first fragment at or after `ms` on the chosen clock.
-    pub fn index_at(&self, ms: u64, producer: bool) -> usize {
-        self.fragments
+    /// The whole fragment at place `i`, if there is one.
+    pub fn fragment(&self, i: usize) -> Option<Arc<Fragment>> {
+        match self.slots.read().unwrap().get(i) {
+            Some(Slot::Done(f)) => Some(f.clone()),
+            _ => None,
+        }
+    }
+
+    /// How many places: whole, open and gone fragments.
+    pub fn len(&self) -> usize {
+        self.slots.read().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole fragments, with their places.
+    fn done(&self) -> Vec<(usize, Arc<Fragment>)> {
+        let slots = self.slots.read().unwrap();
+        slots
             .iter()
-            .position(|f| {
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Slot::Done(f) => Some((i, f.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Place of the first fragment at or after `ms` on the chosen clock.
+    pub fn index_at(&self, ms: u64, producer: bool) -> usize {
+        self.done()
+            .into_iter()
+            .find(|(_, f)| {
                 let t = if producer { f.producer_ms } else { f.server_ms };
                 t + f.duration_ms > ms
             })
-            .unwrap_or(self.fragments.len())
+            .map_or(self.len(), |(i, _)| i)
     }
 
-    /// Index of the fragment after the one numbered `number`.
+    /// Place of the fragment after the one numbered `number`.
     pub fn index_after(&self, number: &str) -> Option<usize> {
-        let pos = self
-            .fragments
+        let done = self.done();
+        let pos = done
             .iter()
-            .position(|f| kvs::compare_fragment_numbers(&f.number, number).is_ge())?;
-        Some(if self.fragments[pos].number == number {
-            pos + 1
-        } else {
-            pos
-        })
+            .position(|(_, f)| kvs::compare_fragment_numbers(&f.number, number).is_ge())?;
+        let (i, f) = &done[pos];
+        Some(if f.number == number { i + 1 } else { *i })
     }
 
-    /// Index of the fragment numbered `number`, if the stream has it.
+    /// Place of the fragment numbered `number`, if the stream has it.
     pub fn index_of(&self, number: &str) -> Option<usize> {
-        self.fragments
-            .binary_search_by(|f| kvs::compare_fragment_numbers(&f.number, number))
-            .ok()
-            .or_else(|| self.fragments.iter().position(|f| f.number == number))
+        self.done()
+            .into_iter()
+            .find(|(_, f)| f.number == number)
+            .map(|(i, _)| i)
     }
 
-    /// How many fragments are complete: all of a stored stream, those
+    /// How many places are complete: all of a stored or put stream, those
     /// already produced of a live one.
     pub fn complete(&self) -> usize {
+        let len = self.len();
         match self.live {
-            Some((t0, ms)) => ((t0.elapsed().as_millis() as u64) / ms) as usize,
-            None => self.fragments.len(),
+            Some((t0, ms)) => (((t0.elapsed().as_millis() as u64) / ms) as usize).min(len),
+            None => len,
         }
-        .min(self.fragments.len())
     }
 
-    /// The fragment being produced now (live) or the last one.
+    /// The fragment being produced now (live or put), or the last one.
     pub fn now_index(&self) -> usize {
-        match self.live {
-            Some((t0, ms)) => ((t0.elapsed().as_millis() as u64) / ms) as usize,
-            None => self.fragments.len().saturating_sub(1),
+        let slots = self.slots.read().unwrap();
+        if let Some((t0, ms)) = self.live {
+            return (((t0.elapsed().as_millis() as u64) / ms) as usize).min(slots.len());
         }
-        .min(self.fragments.len())
+        if self.put.load(Ordering::SeqCst) {
+            return slots
+                .iter()
+                .position(|s| matches!(s, Slot::Open(_)))
+                .unwrap_or(slots.len());
+        }
+        slots.len().saturating_sub(1)
+    }
+
+    /// What a reader finds at place `i` from byte `from` on.
+    pub fn read(&self, i: usize, from: usize) -> Read {
+        match self.slots.read().unwrap().get(i) {
+            Some(Slot::Done(f)) => Read::Data(f.bytes.slice(from.min(f.bytes.len())..), true),
+            Some(Slot::Open(o)) if o.bytes.len() > from => {
+                Read::Data(Bytes::copy_from_slice(&o.bytes[from..]), false)
+            }
+            Some(Slot::Open(_)) | None => Read::Wait,
+            Some(Slot::Gone) => Read::Skip,
+        }
+    }
+
+    /// A receiver that sees every later change.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Opens a fragment for a producer: its place.
+    pub fn open(&self, open: Open) -> usize {
+        self.put.store(true, Ordering::SeqCst);
+        let mut slots = self.slots.write().unwrap();
+        slots.push(Slot::Open(open));
+        let i = slots.len() - 1;
+        drop(slots);
+        self.changed();
+        i
+    }
+
+    /// Appends bytes to the open fragment at place `i`.
+    pub fn append(&self, i: usize, data: &[u8]) {
+        if let Some(Slot::Open(o)) = self.slots.write().unwrap().get_mut(i) {
+            o.bytes.extend_from_slice(data);
+        }
+        self.changed();
+    }
+
+    /// Closes the open fragment at place `i` with `trailer` (the KVS tags
+    /// that end a GetMedia chunk). `keep` whole fragments stay; older ones go.
+    pub fn close(&self, i: usize, duration_ms: u64, trailer: &[u8], keep: Option<usize>) {
+        let mut slots = self.slots.write().unwrap();
+        let Some(Slot::Open(o)) = slots.get_mut(i) else {
+            return;
+        };
+        let cluster_end = o.bytes.len();
+        o.bytes.extend_from_slice(trailer);
+        let bytes = Bytes::from(std::mem::take(&mut o.bytes));
+        let archive = vec![
+            Bytes::from(std::mem::take(&mut o.archive_head)),
+            bytes.slice(o.cluster_from..cluster_end),
+        ];
+        slots[i] = Slot::Done(Arc::new(Fragment {
+            number: o.number.clone(),
+            producer_ms: o.producer_ms,
+            server_ms: o.server_ms,
+            duration_ms,
+            bytes,
+            archive,
+            steps: Vec::new(),
+        }));
+        if let Some(keep) = keep {
+            let mut whole = 0;
+            for slot in slots.iter_mut().rev() {
+                if matches!(slot, Slot::Done(_)) {
+                    whole += 1;
+                    if whole > keep {
+                        *slot = Slot::Gone;
+                    }
+                }
+            }
+        }
+        drop(slots);
+        self.changed();
+    }
+
+    /// Gives up the open fragment at place `i`: its producer went away.
+    pub fn abandon(&self, i: usize) {
+        if let Some(slot @ Slot::Open(_)) = self.slots.write().unwrap().get_mut(i) {
+            *slot = Slot::Gone;
+        }
+        self.changed();
     }
 }
 
@@ -239,18 +420,18 @@ mod tests {
             ..Call::default()
         };
         let stream = Stream::from_mkv("s", &call.bytes());
-        assert_eq!(stream.fragments.len(), 3);
-        assert_eq!(stream.fragments[1].number, call.fragment_number(1));
-        assert_eq!(stream.fragments[1].producer_ms, call.start_ms + 1024);
+        assert_eq!(stream.len(), 3);
+        assert_eq!(stream.fragment(1).unwrap().number, call.fragment_number(1));
+        assert_eq!(stream.fragment(1).unwrap().producer_ms, call.start_ms + 1024);
         assert_eq!(stream.index_after(&call.fragment_number(0)), Some(1));
         assert_eq!(stream.index_at(call.start_ms + 1500, true), 1);
         let live = Stream::from_call("s", &call, true);
-        let f = &live.fragments[0];
+        let f = live.fragment(0).unwrap();
         assert_eq!(f.steps.len(), 32);
         assert_eq!(f.steps[0].1, 64);
         assert!(f.steps.windows(2).all(|w| w[0].0 < w[1].0));
-        assert_eq!(f.bytes, stream.fragments[0].bytes);
-        assert_ne!(f.archive, f.bytes);
+        assert_eq!(f.bytes, stream.fragment(0).unwrap().bytes);
+        assert_ne!(f.archive, [f.bytes.clone()]);
         assert_eq!(live.index_of(&call.fragment_number(2)), Some(2));
         assert_eq!(live.index_of("1"), None);
         assert_eq!(stream.complete(), 3);

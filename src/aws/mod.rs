@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The AWS side of kvsgetmediasrc: SDK clients, GetDataEndpoint and
-//! GetMedia calls, and what their errors mean for the element.
+//! The AWS side shared by the elements: SDK clients, GetDataEndpoint,
+//! GetMedia calls, what errors mean, and the one retry policy.
+
+pub mod retry;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -13,6 +15,17 @@ use aws_sdk_kinesisvideomedia::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesisvideomedia::primitives::ByteStream;
 use aws_sdk_kinesisvideomedia::types::{StartSelector, StartSelectorType};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+
+/// The runtime shared by the elements: archive read-ahead and PutMedia
+/// connections run here.
+pub static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .thread_name("kvs-runtime")
+        .build()
+        .expect("a tokio runtime")
+});
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone, Default)]
@@ -67,25 +80,30 @@ pub fn sort<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
         ),
     };
     match &err {
-        SdkError::ServiceError(_) => match err.code().unwrap_or_default() {
-            "ClientLimitExceededException" | "ConnectionLimitExceededException" => {
-                Failure::Throttled(text())
-            }
-            "ResourceNotFoundException" => Failure::NotFound(text()),
-            "NotAuthorizedException" if refresh_on_auth => Failure::Endpoint(text()),
-            "NotAuthorizedException"
-            | "AccessDeniedException"
-            | "MissingAuthenticationTokenException"
-            | "InvalidSignatureException"
-            | "UnrecognizedClientException" => Failure::NotAuthorized(text()),
-            "InvalidEndpointException" => Failure::Endpoint(text()),
-            "InvalidArgumentException" => Failure::InvalidArgument(text()),
-            _ => Failure::Transient(text()),
-        },
+        SdkError::ServiceError(_) => by_code(err.code().unwrap_or_default(), text(), refresh_on_auth),
         // No credentials shows as a failure to sign, whatever the variant.
         _ if text().to_lowercase().contains("credential") => Failure::NotAuthorized(text()),
         SdkError::ConstructionFailure(_) => Failure::InvalidArgument(text()),
         _ => Failure::Transient(text()),
+    }
+}
+
+/// A KVS error by its code (the `x-amzn-ErrorType`), with `text` to show.
+pub fn by_code(code: &str, text: String, refresh_on_auth: bool) -> Failure {
+    match code {
+        "ClientLimitExceededException" | "ConnectionLimitExceededException" => {
+            Failure::Throttled(text)
+        }
+        "ResourceNotFoundException" => Failure::NotFound(text),
+        "NotAuthorizedException" if refresh_on_auth => Failure::Endpoint(text),
+        "NotAuthorizedException"
+        | "AccessDeniedException"
+        | "MissingAuthenticationTokenException"
+        | "InvalidSignatureException"
+        | "UnrecognizedClientException" => Failure::NotAuthorized(text),
+        "InvalidEndpointException" => Failure::Endpoint(text),
+        "InvalidArgumentException" => Failure::InvalidArgument(text),
+        _ => Failure::Transient(text),
     }
 }
 
@@ -132,8 +150,17 @@ impl Clients {
         }
     }
 
+    /// The control-plane client (DescribeStream, CreateStream).
+    pub fn video(&self) -> &aws_sdk_kinesisvideo::Client {
+        &self.video
+    }
+
+    pub fn config(&self) -> &aws_types::SdkConfig {
+        &self.config
+    }
+
     /// GetDataEndpoint: where the stream's `api` calls go.
-    async fn data_endpoint(&self, target: &Target, api: ApiName) -> Result<String, Failure> {
+    pub async fn data_endpoint(&self, target: &Target, api: ApiName) -> Result<String, Failure> {
         let out = self
             .video
             .get_data_endpoint()

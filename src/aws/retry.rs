@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The one retry policy of the live reader and the archive reader: which
+//! The one retry policy of the live reader, the archive reader and the
+//! PutMedia sink: which
 //! failures are worth another attempt, when the data endpoint is fetched
 //! again, how long to wait, and when to give up. Each decision is logged
 //! with the stream's name.
 
 use std::time::{Duration, Instant};
 
-use super::aws::{self, Failure};
-use super::imp::CAT;
-use super::session::Stats;
+use super::{Failure, backoff};
 
 /// Repeated transient failures past this many attempts fetch the data
 /// endpoint again too: the one in hand may be gone.
@@ -43,9 +42,16 @@ pub fn decide(failure: &Failure, attempt: u32, max_retries: u32) -> Decision {
     Decision::Again { refresh }
 }
 
+/// Where a caller counts throttles and endpoint refreshes.
+pub trait Counts {
+    fn throttled(&mut self);
+    fn refreshed(&mut self);
+}
+
 /// Failures in a row, and when the endpoint was last fetched again.
 #[derive(Debug)]
 pub struct Retry {
+    cat: gst::DebugCategory,
     stream: String,
     max_retries: u32,
     max_backoff: Duration,
@@ -54,8 +60,15 @@ pub struct Retry {
 }
 
 impl Retry {
-    pub fn new(stream: &str, max_retries: u32, max_backoff: Duration) -> Self {
+    /// Decisions are logged in `cat` with the stream's name.
+    pub fn new(
+        cat: gst::DebugCategory,
+        stream: &str,
+        max_retries: u32,
+        max_backoff: Duration,
+    ) -> Self {
         Retry {
+            cat,
             stream: stream.into(),
             max_retries,
             max_backoff,
@@ -76,16 +89,16 @@ impl Retry {
         &mut self,
         what: &str,
         failure: Failure,
-        stats: &mut Stats,
+        stats: &mut impl Counts,
     ) -> Result<bool, Failure> {
         self.attempt += 1;
         if matches!(failure, Failure::Throttled(_)) {
-            stats.throttles += 1;
+            stats.throttled();
         }
         let refresh = match decide(&failure, self.attempt, self.max_retries) {
             Decision::GiveUp => {
                 gst::error!(
-                    CAT,
+                    self.cat,
                     "Stream {}: {what} failed for good after {} attempts: {failure:?}",
                     self.stream,
                     self.attempt
@@ -102,16 +115,16 @@ impl Retry {
                 tokio::time::sleep(REFRESH_EVERY).await;
             }
             self.last_refresh = Some(Instant::now());
-            stats.endpoint_refreshes += 1;
+            stats.refreshed();
         }
-        let wait = aws::backoff(self.attempt - 1, self.max_backoff);
+        let wait = backoff(self.attempt - 1, self.max_backoff);
         let level = if matches!(failure, Failure::Throttled(_)) || self.attempt > 1 {
             gst::DebugLevel::Warning
         } else {
             gst::DebugLevel::Info
         };
         gst::log_with_level!(
-            CAT,
+            self.cat,
             level,
             "Stream {}: {what} failed (attempt {} of {}): {failure:?}; trying again in {wait:?}{}",
             self.stream,

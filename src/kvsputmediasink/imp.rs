@@ -1,0 +1,659 @@
+// SPDX-License-Identifier: MPL-2.0
+//! kvsputmediasink: request pads in, frames interleaved by producer time
+//! into the fragment store, and the PutMedia session on the shared runtime.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, SystemTime};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use super::session::{self, Report, Reporter, Shared, Stop};
+use super::settings::{PROPERTIES, Settings};
+use super::tracks;
+use crate::aws::{Failure, RUNTIME};
+use crate::mkv::writer::TrackSpec;
+use crate::put::ack;
+use crate::put::fragments::{Frame, Fragments, Pushed};
+
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "kvsputmediasink",
+        gst::DebugColorFlags::empty(),
+        Some("Kinesis Video Streams PutMedia sink"),
+    )
+});
+
+/// KVS takes at most this many tracks.
+const MAX_TRACKS: usize = 3;
+/// A pad that has sent nothing holds the others back at most this long.
+const MAX_WAIT_MS: u64 = 1000;
+const APP: &str = concat!("gst-plugin-kvs ", env!("CARGO_PKG_VERSION"));
+
+/// A buffer waiting for the other pads, so that blocks go out in time order.
+struct Pending {
+    ms: u64,
+    key: bool,
+    buffer: gst::Buffer,
+}
+
+struct Input {
+    pad: super::KvsPutMediaSinkPad,
+    video: bool,
+    /// From the caps; its number is set when the tracks are written.
+    track: Option<TrackSpec>,
+    segment: gst::FormattedSegment<gst::ClockTime>,
+    queue: VecDeque<Pending>,
+    eos: bool,
+}
+
+#[derive(Default)]
+struct State {
+    inputs: Vec<Input>,
+    /// The tracks of the headers being written, None before the first.
+    written: Option<Vec<TrackSpec>>,
+    /// Epoch ms at running time 0, for buffers without a producer time.
+    epoch_at_zero: Option<i128>,
+    shared: Option<Arc<Shared>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    flushing: bool,
+    before_key_frame: u64,
+}
+
+#[derive(Default)]
+pub struct KvsPutMediaSink {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+/// The producer time of a buffer from its `timestamp/x-unix` meta.
+fn unix_meta_ms(buffer: &gst::BufferRef) -> Option<u64> {
+    buffer
+        .iter_meta::<gst::ReferenceTimestampMeta>()
+        .find(|m| {
+            m.reference()
+                .structure(0)
+                .is_some_and(|s| s.name() == "timestamp/x-unix")
+        })
+        .map(|m| m.timestamp().mseconds())
+}
+
+fn now_ms() -> i128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i128)
+}
+
+impl State {
+    /// Numbers the tracks, video first, and gives the list if every pad
+    /// has caps (or has ended), or if one has held the others back too long.
+    fn tracks(&mut self, force: bool) -> Option<Vec<TrackSpec>> {
+        let missing = self
+            .inputs
+            .iter()
+            .any(|i| i.track.is_none() && !i.eos);
+        if missing && !force {
+            return None;
+        }
+        let mut order: Vec<usize> = (0..self.inputs.len()).collect();
+        order.sort_by_key(|&i| !self.inputs[i].video);
+        let mut list = Vec::new();
+        for i in order {
+            if let Some(t) = &mut self.inputs[i].track {
+                t.number = list.len() as u64 + 1;
+                t.uid = Some(t.number);
+                list.push(t.clone());
+            }
+        }
+        (!list.is_empty()).then_some(list)
+    }
+
+    /// True when one pad's queue has waited too long for the others.
+    fn overdue(&self) -> bool {
+        self.inputs.iter().any(|i| {
+            i.queue.len() > 256
+                || matches!((i.queue.front(), i.queue.back()), (Some(a), Some(b)) if b.ms - a.ms.min(b.ms) > MAX_WAIT_MS)
+        })
+    }
+
+    /// The input whose next buffer is due, if it can go now.
+    fn next(&self, all: bool) -> Option<usize> {
+        let ready = all
+            || self
+                .inputs
+                .iter()
+                .all(|i| i.eos || !i.queue.is_empty() || i.track.is_none())
+            || self.overdue();
+        if !ready {
+            return None;
+        }
+        self.inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(n, i)| Some((i.queue.front()?.ms, n)))
+            .min()
+            .map(|(_, n)| n)
+    }
+}
+
+impl KvsPutMediaSink {
+    fn producer_ms(&self, state: &mut State, input: usize, buffer: &gst::BufferRef) -> u64 {
+        if let Some(ms) = unix_meta_ms(buffer) {
+            return ms;
+        }
+        let obj = self.obj();
+        let running = buffer
+            .pts()
+            .or(buffer.dts())
+            .and_then(|t| state.inputs[input].segment.to_running_time(t));
+        let Some(running) = running else {
+            return now_ms() as u64;
+        };
+        let zero = *state.epoch_at_zero.get_or_insert_with(|| {
+            let now_running = match (obj.clock(), obj.base_time()) {
+                (Some(clock), Some(base)) => Some(clock.time().saturating_sub(base)),
+                _ => None,
+            };
+            now_ms() - now_running.unwrap_or(running).mseconds() as i128
+        });
+        (zero + running.mseconds() as i128).max(0) as u64
+    }
+
+    /// Writes what can go, in time order, into the store; starts the
+    /// session with the first headers. `all` at the end of input.
+    fn drain(&self, state: &mut State, all: bool) -> Result<(), gst::FlowError> {
+        if state.written.is_none() {
+            let force = all || state.overdue();
+            let Some(list) = state.tracks(force) else {
+                return Ok(());
+            };
+            self.start(state, list)?;
+        }
+        let shared = state.shared.clone().expect("started with the first tracks");
+        let mut store = shared.store.lock().unwrap();
+        while let Some(n) = state.next(all) {
+            let p = state.inputs[n].queue.pop_front().unwrap();
+            let Some(track) = state.inputs[n].track.as_ref().map(|t| t.number) else {
+                continue;
+            };
+            let map = p.buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+            let frame = Frame {
+                track,
+                ms: p.ms,
+                key: p.key,
+                data: &map,
+            };
+            if store.fragments.push(&frame) == Pushed::BeforeKeyFrame {
+                state.before_key_frame += 1;
+                if state.before_key_frame == 1 {
+                    gst::info!(CAT, imp = self, "Dropping frames before the first video key frame");
+                }
+            }
+        }
+        if all {
+            store.fragments.close();
+            store.eos = true;
+        }
+        drop(store);
+        shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Starts the session with the first tracks.
+    fn start(&self, state: &mut State, list: Vec<TrackSpec>) -> Result<(), gst::FlowError> {
+        let settings = self.settings.lock().unwrap().clone();
+        let fragments = Fragments::new(settings.rules(), &list, APP);
+        let shared = Arc::new(Shared::new(fragments));
+        let config = settings.config(tracks::media_type(&list));
+        gst::info!(
+            CAT,
+            imp = self,
+            "Stream {}: putting {} track(s): {}",
+            config.target.stream(),
+            list.len(),
+            list.iter()
+                .map(|t| format!("{} {}", t.name, t.codec_id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let weak = self.obj().downgrade();
+        let report: Reporter = Arc::new(move |r| {
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().on_report(r);
+            }
+        });
+        state.task = Some(RUNTIME.spawn(session::run(shared.clone(), config, report)));
+        state.shared = Some(shared);
+        state.written = Some(list);
+        Ok(())
+    }
+
+    /// New caps on a pad after the headers went out: later fragments
+    /// carry new headers, on a new connection.
+    fn retrack(&self, state: &mut State) {
+        let Some(written) = state.written.clone() else {
+            return;
+        };
+        let Some(list) = state.tracks(true) else {
+            return;
+        };
+        if list == written {
+            return;
+        }
+        gst::info!(CAT, imp = self, "Tracks changed: new headers from the next fragment");
+        if let Some(shared) = &state.shared {
+            shared.store.lock().unwrap().fragments.set_tracks(&list, APP);
+        }
+        state.written = Some(list);
+    }
+
+    fn on_report(&self, report: Report) {
+        let obj = self.obj();
+        match report {
+            Report::Acknowledged {
+                timecode,
+                number,
+                latency,
+                sends,
+            } => {
+                let s = gst::Structure::builder("kvs-fragment-persisted")
+                    .field("timecode", timecode)
+                    .field("fragment-number", number)
+                    .field("latency-ms", latency.as_millis() as u64)
+                    .field("sends", sends)
+                    .build();
+                let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
+            }
+            Report::Retrying(why) => gst::warning!(CAT, imp = self, "Sending again: {why}"),
+            Report::Done => {
+                gst::info!(CAT, imp = self, "Every fragment is acknowledged");
+                let _ = obj.post_message(gst::message::Eos::builder().src(&*obj).build());
+            }
+            Report::Failed(stop) => {
+                self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                let stream = self.settings.lock().unwrap().target.stream().to_string();
+                obj.post_error_message(error_message(&stream, &stop));
+            }
+        }
+    }
+
+    fn chain(
+        &self,
+        pad: &super::KvsPutMediaSinkPad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let shared = {
+            let mut state = self.state.lock().unwrap();
+            if state.flushing {
+                return Err(gst::FlowError::Flushing);
+            }
+            let n = state
+                .inputs
+                .iter()
+                .position(|i| &i.pad == pad)
+                .ok_or(gst::FlowError::Error)?;
+            if state.inputs[n].track.is_none() {
+                return Err(gst::FlowError::NotNegotiated);
+            }
+            let ms = self.producer_ms(&mut state, n, &buffer);
+            let key = !state.inputs[n].video || !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+            state.inputs[n].queue.push_back(Pending { ms, key, buffer });
+            self.drain(&mut state, false)?;
+            state.shared.clone()
+        };
+        match shared {
+            Some(shared) => self.wait_for_room(&shared),
+            None => Ok(gst::FlowSuccess::Ok),
+        }
+    }
+
+    /// Holds upstream while the store is full (or drops the oldest
+    /// fragments, with `drop-when-full`).
+    fn wait_for_room(&self, shared: &Shared) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let (limit, drop) = {
+            let s = self.settings.lock().unwrap();
+            (s.storage_bytes(), s.drop_when_full)
+        };
+        let mut store = shared.store.lock().unwrap();
+        loop {
+            if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(gst::FlowError::Error);
+            }
+            if store.stopped || store.fragments.bytes() <= limit || store.fragments.len() < 2 {
+                return Ok(gst::FlowSuccess::Ok);
+            }
+            if drop {
+                let Some(f) = store.fragments.drop_oldest() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let dropped = {
+                    let mut stats = shared.stats.lock().unwrap();
+                    stats.fragments_dropped += 1;
+                    stats.fragments_dropped
+                };
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    ["storage-size is full: dropped the fragment at {} ms, never acknowledged ({dropped} dropped so far)", f.timecode]
+                );
+                continue;
+            }
+            if self.state.lock().unwrap().flushing {
+                return Err(gst::FlowError::Flushing);
+            }
+            store = shared
+                .space
+                .wait_timeout(store, Duration::from_millis(100))
+                .unwrap()
+                .0;
+        }
+    }
+
+    fn sink_event(&self, pad: &super::KvsPutMediaSinkPad, event: gst::Event) -> bool {
+        use gst::EventView;
+        let mut state = self.state.lock().unwrap();
+        let Some(n) = state.inputs.iter().position(|i| &i.pad == pad) else {
+            return false;
+        };
+        match event.view() {
+            EventView::Caps(c) => {
+                let name = pad.imp().track_name();
+                match tracks::track_for(c.caps(), 0, &name) {
+                    Ok(track) => {
+                        state.inputs[n].track = Some(track);
+                        self.retrack(&mut state);
+                        true
+                    }
+                    Err(why) => {
+                        drop(state);
+                        gst::element_imp_error!(
+                            self,
+                            gst::StreamError::Format,
+                            ["Cannot put {} on {}: {why}", c.caps(), pad.name()]
+                        );
+                        false
+                    }
+                }
+            }
+            EventView::Segment(s) => {
+                if let Ok(segment) = s.segment().clone().downcast::<gst::ClockTime>() {
+                    state.inputs[n].segment = segment;
+                }
+                true
+            }
+            EventView::Eos(_) => {
+                state.inputs[n].eos = true;
+                if state.inputs.iter().all(|i| i.eos) {
+                    if state.shared.is_none() && state.tracks(true).is_none() {
+                        drop(state);
+                        // Nothing was ever put: the end is now.
+                        let obj = self.obj();
+                        let _ = obj.post_message(gst::message::Eos::builder().src(&*obj).build());
+                        return true;
+                    }
+                    if let Err(e) = self.drain(&mut state, true) {
+                        gst::error!(CAT, imp = self, "Cannot write the last fragment: {e:?}");
+                    }
+                } else {
+                    let _ = self.drain(&mut state, false);
+                }
+                true
+            }
+            EventView::FlushStart(_) => {
+                state.flushing = true;
+                if let Some(shared) = &state.shared {
+                    shared.space.notify_all();
+                }
+                true
+            }
+            EventView::FlushStop(_) => {
+                state.flushing = false;
+                state.inputs[n].eos = false;
+                state.inputs[n].queue.clear();
+                true
+            }
+            _ => true,
+        }
+    }
+
+    fn stop(&self) {
+        let mut state = self.state.lock().unwrap();
+        if let Some(task) = state.task.take() {
+            task.abort();
+        }
+        if let Some(shared) = state.shared.take() {
+            shared.store.lock().unwrap().stopped = true;
+            shared.space.notify_all();
+        }
+        state.written = None;
+        state.epoch_at_zero = None;
+        state.before_key_frame = 0;
+        for input in &mut state.inputs {
+            input.queue.clear();
+            input.eos = false;
+        }
+        self.failed.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn stats(&self) -> gst::Structure {
+        let state = self.state.lock().unwrap();
+        let (stats, bytes, fragments) = match &state.shared {
+            Some(shared) => {
+                let store = shared.store.lock().unwrap();
+                (
+                    shared.stats.lock().unwrap().clone(),
+                    store.fragments.bytes(),
+                    store.fragments.len(),
+                )
+            }
+            None => Default::default(),
+        };
+        let mean = stats
+            .total_latency_ms
+            .checked_div(stats.fragments_persisted)
+            .unwrap_or(0);
+        gst::Structure::builder("kvsputmediasink-stats")
+            .field("connections", stats.connections)
+            .field("fragments-sent", stats.fragments_sent)
+            .field("fragments-persisted", stats.fragments_persisted)
+            .field("fragments-resent", stats.fragments_resent)
+            .field("fragments-dropped", stats.fragments_dropped)
+            .field("bytes-sent", stats.bytes_sent)
+            .field("errors", stats.errors)
+            .field("throttles", stats.throttles)
+            .field("endpoint-refreshes", stats.endpoint_refreshes)
+            .field("buffered-bytes", bytes as u64)
+            .field("buffered-fragments", fragments as u64)
+            .field("last-latency-ms", stats.last_latency_ms)
+            .field("mean-latency-ms", mean)
+            .field("max-latency-ms", stats.max_latency_ms)
+            .build()
+    }
+}
+
+/// The bus error for a session that stopped: what happened and what to do.
+fn error_message(stream: &str, stop: &Stop) -> gst::ErrorMessage {
+    match stop {
+        Stop::Ack(id, timecode) => {
+            let (meaning, todo, _) = ack::explain(*id);
+            let at = timecode.map_or(String::new(), |t| format!(" at timecode {t}"));
+            gst::error_msg!(
+                gst::ResourceError::Write,
+                [
+                    "Stream {stream}: KVS refused the fragment{at} with ErrorId {id} ({}): {meaning}. What to do: {todo}",
+                    ack::code(*id)
+                ]
+            )
+        }
+        Stop::Failure(Failure::NotFound(text)) => gst::error_msg!(
+            gst::ResourceError::NotFound,
+            ["Stream {stream} does not exist: {text}"]
+        ),
+        Stop::Failure(Failure::NotAuthorized(text)) => gst::error_msg!(
+            gst::ResourceError::NotAuthorized,
+            [
+                "Not allowed to put media into stream {stream}: {text}. Check access-key and secret-key (or the AWS credential chain) and that the policy allows kinesisvideo:PutMedia, GetDataEndpoint and DescribeStream"
+            ]
+        ),
+        Stop::Failure(Failure::InvalidArgument(text)) => gst::error_msg!(
+            gst::ResourceError::Settings,
+            ["Stream {stream}: KVS refused the request: {text}"]
+        ),
+        Stop::Failure(other) => gst::error_msg!(
+            gst::ResourceError::Write,
+            ["Stream {stream}: PutMedia failed for good: {other:?}"]
+        ),
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for KvsPutMediaSink {
+    const NAME: &'static str = "GstKvsPutMediaSink";
+    type Type = super::KvsPutMediaSink;
+    type ParentType = gst::Element;
+}
+
+impl ObjectImpl for KvsPutMediaSink {
+    fn constructed(&self) {
+        self.parent_constructed();
+        self.obj().set_element_flags(gst::ElementFlags::SINK);
+    }
+
+    fn properties() -> &'static [glib::ParamSpec] {
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        self.settings.lock().unwrap().set(pspec.name(), value);
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        match pspec.name() {
+            "stats" => self.stats().to_value(),
+            name => self.settings.lock().unwrap().get(name),
+        }
+    }
+}
+
+impl GstObjectImpl for KvsPutMediaSink {}
+
+impl ElementImpl for KvsPutMediaSink {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Kinesis Video Streams PutMedia sink",
+                "Sink/Network/Muxer",
+                "Puts audio and video into a Kinesis video stream with PutMedia: KVS-shaped \
+                 Matroska, fragments kept until acknowledged, reconnects without loss",
+                "gst-plugin-kvs developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let template = |name: &str, caps: gst::Caps| {
+                gst::PadTemplate::with_gtype(
+                    name,
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Request,
+                    &caps,
+                    super::KvsPutMediaSinkPad::static_type(),
+                )
+                .unwrap()
+            };
+            vec![
+                template("video_%u", tracks::video_caps()),
+                template("audio_%u", tracks::audio_caps()),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn request_new_pad(
+        &self,
+        templ: &gst::PadTemplate,
+        name: Option<&str>,
+        _caps: Option<&gst::Caps>,
+    ) -> Option<gst::Pad> {
+        let mut state = self.state.lock().unwrap();
+        if state.inputs.len() >= MAX_TRACKS {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Pad,
+                ["KVS takes at most {MAX_TRACKS} tracks: cannot add another pad"]
+            );
+            return None;
+        }
+        let video = templ.name_template().starts_with("video");
+        let prefix = if video { "video" } else { "audio" };
+        let name = name.map(String::from).unwrap_or_else(|| {
+            (0..)
+                .map(|i| format!("{prefix}_{i}"))
+                .find(|n| !state.inputs.iter().any(|i| i.pad.name() == n.as_str()))
+                .unwrap()
+        });
+        let pad = gst::PadBuilder::<super::KvsPutMediaSinkPad>::from_template(templ)
+            .name(name.as_str())
+            .chain_function(|pad, parent, buffer| {
+                KvsPutMediaSink::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.chain(pad, buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                KvsPutMediaSink::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
+            })
+            .build();
+        state.inputs.push(Input {
+            pad: pad.clone(),
+            video,
+            track: None,
+            segment: gst::FormattedSegment::new(),
+            queue: VecDeque::new(),
+            eos: false,
+        });
+        drop(state);
+        self.obj().add_pad(&pad).ok()?;
+        Some(pad.upcast())
+    }
+
+    fn release_pad(&self, pad: &gst::Pad) {
+        let mut state = self.state.lock().unwrap();
+        state.inputs.retain(|i| i.pad.upcast_ref::<gst::Pad>() != pad);
+        self.retrack(&mut state);
+        drop(state);
+        let _ = self.obj().remove_pad(pad);
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::NullToReady {
+            let s = self.settings.lock().unwrap();
+            if s.target.stream_name.is_none() && s.target.stream_arn.is_none() {
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::Settings,
+                    ["Set stream-name (or stream-arn) to the stream to put into"]
+                );
+                return Err(gst::StateChangeError);
+            }
+        }
+        let result = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::PausedToReady {
+            self.stop();
+        }
+        Ok(result)
+    }
+}
