@@ -113,7 +113,10 @@ fn archive(call: &Call, dir: &Path, minutes: u64) {
     use gstkvs::server::{LocalKvs, State, Stream};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let stream = Stream::from_call("call", call, false);
-    let bytes: usize = stream.fragments.iter().map(|f| f.archive.len()).sum();
+    let bytes: usize = (0..stream.len())
+        .filter_map(|i| stream.fragment(i))
+        .map(|f| f.archive_len())
+        .sum();
     let server = runtime
         .block_on(LocalKvs::start(0, State::new(vec![stream])))
         .unwrap();

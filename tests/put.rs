@@ -7,6 +7,8 @@
 mod common;
 
 use std::sync::atomic::Ordering;
+
+use gstkvs::synth::{Call, Side};
 use std::time::Duration;
 
 use gst::prelude::*;
@@ -42,11 +44,17 @@ struct Put {
 
 /// Runs a pipeline with a kvsputmediasink named `sink` to EOS or error.
 fn put(launch: &str, limit: Duration) -> Put {
+    put_with(launch, limit, |_| {})
+}
+
+/// As [`put`], after `setup` has seen the pipeline.
+fn put_with(launch: &str, limit: Duration, setup: impl FnOnce(&gst::Pipeline)) -> Put {
     common::init();
     let pipeline = gst::parse::launch(launch)
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
+    setup(&pipeline);
     let reference = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     if let Some(r) = pipeline.by_name("ref") {
         let appsink = r.downcast::<gst_app::AppSink>().unwrap();
@@ -74,7 +82,10 @@ fn put(launch: &str, limit: Duration) -> Put {
     let mut run = Put::default();
     loop {
         let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
-            assert!(std::time::Instant::now() < deadline, "no EOS or error within {limit:?}: {run:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no EOS or error within {limit:?}: {run:?}"
+            );
             continue;
         };
         match msg.view() {
@@ -83,10 +94,14 @@ fn put(launch: &str, limit: Duration) -> Put {
                 break;
             }
             gst::MessageView::Error(e) => {
-                run.errors.push(format!("{} | {}", e.error(), e.debug().unwrap_or_default()));
+                run.errors
+                    .push(format!("{} | {}", e.error(), e.debug().unwrap_or_default()));
                 break;
             }
-            gst::MessageView::Warning(w) => run.warnings.push(w.error().to_string()),
+            gst::MessageView::Warning(w) => {
+                run.warnings
+                    .push(format!("{} | {}", w.error(), w.debug().unwrap_or_default()))
+            }
             gst::MessageView::Element(e) => {
                 let s = e.structure().unwrap();
                 if s.name() == "kvs-fragment-persisted" {
@@ -141,4 +156,524 @@ fn s16le_round_trip() {
     let back = read_back(&server, "pcm");
     assert!(back.eos, "{:?}", back.errors);
     assert_eq!(back.pad("audio_0").pcm(), input);
+}
+
+/// The Connect tags every fragment of a copy carries.
+fn connect_tags(call: &Call) -> gst::Structure {
+    gst::Structure::builder("tags")
+        .field("ContactId", call.contact_id.as_str())
+        .field("MimeType", call.mime_type.as_str())
+        .build()
+}
+
+#[test]
+fn a_connect_call_read_and_put_again_keeps_its_samples_times_and_tags() {
+    let call = Call::default();
+    let mut state = State::new(vec![
+        Stream::from_mkv("call", &call.bytes()),
+        Stream::empty("copy", 24),
+    ]);
+    state.put_bodies = Some(Default::default());
+    let server = common::serve(state);
+    let src = format!(
+        "kvsgetmediasrc stream-name=call region=us-east-1 access-key=AKIDTEST \
+         secret-access-key=test-secret endpoint-uri={} start-selector=earliest idle-timeout=1000",
+        server.endpoint()
+    );
+    let original = {
+        let (run, _) = common::source_run(&src, Duration::from_secs(60));
+        run
+    };
+    let run = put_with(
+        &format!(
+            "{src} ! kvsaudiodemux name=d d.audio_0 ! queue ! sink.audio_0 \
+             d.audio_1 ! queue ! sink.audio_1 {} \
+             audio_0::track-name=AUDIO_FROM_CUSTOMER audio_1::track-name=AUDIO_TO_CUSTOMER",
+            sink(&server, "copy", "fragment-duration=1024")
+        ),
+        Duration::from_secs(60),
+        |p| {
+            p.by_name("sink")
+                .unwrap()
+                .set_property("fragment-tags", connect_tags(&call))
+        },
+    );
+    assert!(run.eos, "{run:?}");
+    assert_eq!(run.acks.len() as u64, call.fragments, "{run:?}");
+    let back = read_back(&server, "copy");
+    assert!(back.eos, "{:?}", back.errors);
+    for (pad, side) in [("audio_0", Side::Caller), ("audio_1", Side::Agent)] {
+        let log = back.pad(pad);
+        assert_eq!(log.pcm(), call.pcm(side), "{pad}");
+        let times = |l: &common::PadLog| l.buffers.iter().map(|b| b.unix).collect::<Vec<_>>();
+        assert_eq!(
+            times(log),
+            times(original.pad(pad)),
+            "{pad}: producer times"
+        );
+        assert!(log.buffers[0].unix.is_some());
+        let contact = log.tags.iter().find_map(|t| {
+            t.get::<gstkvs::tags::ContactId>()
+                .map(|v| v.get().to_string())
+        });
+        assert_eq!(contact.as_deref(), Some(call.contact_id.as_str()), "{pad}");
+        assert_eq!(log.title().as_deref(), original.pad(pad).title().as_deref());
+    }
+}
+
+/// `audiotestsrc ! <encode>` put into a fresh stream and read back through
+/// `demux`: the same encoded frames, in order, with the same key flags.
+fn codec_round_trip(name: &str, encode: &str, demux_pad: &str, extra: &str) -> common::Server {
+    let server = server(&[name]);
+    let run = put(
+        &format!(
+            "{encode} ! tee name=t t. ! queue ! appsink name=ref sync=false \
+             t. ! queue ! {}",
+            sink(&server, name, extra)
+        ),
+        Duration::from_secs(60),
+    );
+    assert!(run.eos, "{name}: {run:?}");
+    assert!(!run.acks.is_empty());
+    let (back, _) = common::source_run_with(
+        &format!(
+            "kvsgetmediasrc stream-name={name} region=us-east-1 access-key=AKIDTEST \
+             secret-access-key=test-secret endpoint-uri={} start-selector=earliest idle-timeout=1000",
+            server.endpoint()
+        ),
+        "kvsdemux",
+        Duration::from_secs(60),
+    );
+    assert!(back.eos, "{name}: {:?}", back.errors);
+    let log = back.pad(demux_pad);
+    let input: Vec<(&[u8], bool)> = run
+        .reference
+        .iter()
+        .map(|o| (&o.data[..], o.delta))
+        .collect();
+    let output: Vec<(&[u8], bool)> = log.buffers.iter().map(|b| (&b.data[..], b.delta)).collect();
+    assert_eq!(output.len(), input.len(), "{name}: frames");
+    assert!(output == input, "{name}: the frames differ");
+    server
+}
+
+/// The PutMedia body the sink sent, whole.
+fn body(server: &common::Server) -> Vec<u8> {
+    server
+        .state
+        .put_bodies
+        .as_ref()
+        .unwrap()
+        .lock()
+        .unwrap()
+        .concat()
+}
+
+#[test]
+fn h264_round_trips_with_and_without_b_frames_and_matroskademux_reads_the_body() {
+    if !common::have(&["x264enc", "h264parse"]) {
+        return;
+    }
+    for (name, bframes) in [("h264", 0), ("h264-bframes", 2)] {
+        let server = codec_round_trip(
+            name,
+            &format!(
+                "videotestsrc num-buffers=75 ! video/x-raw,width=320,height=240,framerate=25/1 ! \
+                 x264enc key-int-max=25 bframes={bframes} speed-preset=ultrafast ! h264parse ! \
+                 video/x-h264,stream-format=avc,alignment=au"
+            ),
+            "video_0",
+            "",
+        );
+        // Three key frames: three fragments, each acknowledged.
+        let persisted = server.state.stream_named(name).unwrap().len();
+        assert_eq!(persisted, 3, "{name}");
+        let bytes = body(&server);
+        let stock = common::pull(&bytes, "matroskademux");
+        let ours = common::pull(&bytes, "kvsdemux");
+        assert_eq!(stock.len(), 75, "{name}");
+        // matroskademux keeps the epoch timecodes; kvsdemux starts at 0.
+        let frames = |v: &[common::Out]| {
+            let t0 = v[0].pts.unwrap();
+            v.iter()
+                .map(|o| (o.data.clone(), o.delta, o.pts.unwrap() - t0))
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            frames(&stock) == frames(&ours),
+            "{name}: matroskademux and kvsdemux differ"
+        );
+    }
+}
+
+#[test]
+fn alaw_mulaw_aac_and_opus_round_trips() {
+    common::init();
+    let tone =
+        "audiotestsrc num-buffers=60 samplesperbuffer=160 ! audio/x-raw,rate=8000,channels=1";
+    codec_round_trip("alaw", &format!("{tone} ! alawenc"), "audio_0", "");
+    codec_round_trip("mulaw", &format!("{tone} ! mulawenc"), "audio_0", "");
+    if common::have(&["voaacenc", "aacparse"]) {
+        codec_round_trip(
+            "aac",
+            "audiotestsrc num-buffers=80 ! audio/x-raw,rate=16000,channels=1 ! voaacenc ! aacparse",
+            "audio_0",
+            "",
+        );
+    }
+    if common::have(&["opusenc"]) {
+        codec_round_trip(
+            "opus",
+            "audiotestsrc num-buffers=80 ! audio/x-raw,rate=48000,channels=2 ! opusenc",
+            "audio_0",
+            "",
+        );
+    }
+}
+
+/// `buffers` of 20 ms S16LE noise put into `stream` with `extra` sink
+/// properties; `live` paces them in real time.
+fn put_pcm(server: &common::Server, stream: &str, buffers: u32, live: bool, extra: &str) -> Put {
+    put(
+        &pcm_launch(server, stream, buffers, live, extra),
+        Duration::from_secs(60),
+    )
+}
+
+fn pcm_launch(
+    server: &common::Server,
+    stream: &str,
+    buffers: u32,
+    live: bool,
+    extra: &str,
+) -> String {
+    format!(
+        "audiotestsrc num-buffers={buffers} samplesperbuffer=160 wave=white-noise is-live={live} ! \
+         audio/x-raw,format=S16LE,rate=8000,channels=1 ! tee name=t \
+         t. ! queue ! appsink name=ref sync=false \
+         t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! {}",
+        sink(server, stream, &format!("fragment-duration=500 {extra}"))
+    )
+}
+
+fn input(run: &Put) -> Vec<u8> {
+    run.reference.iter().flat_map(|o| o.data.clone()).collect()
+}
+
+/// The stream's whole fragments, in order.
+fn stored(
+    server: &common::Server,
+    stream: &str,
+) -> Vec<std::sync::Arc<gstkvs::server::store::Fragment>> {
+    let s = server.state.stream_named(stream).unwrap();
+    (0..s.len()).filter_map(|i| s.fragment(i)).collect()
+}
+
+/// Their producer times.
+fn stored_times(server: &common::Server, stream: &str) -> Vec<u64> {
+    stored(server, stream)
+        .iter()
+        .map(|f| f.producer_ms)
+        .collect()
+}
+
+fn assert_all_back_once(server: &common::Server, stream: &str, run: &Put) {
+    assert!(run.eos, "{run:?}");
+    let back = read_back(server, stream);
+    assert!(back.eos, "{:?}", back.errors);
+    assert!(
+        back.pad("audio_0").pcm() == input(run),
+        "{stream}: the samples differ"
+    );
+    let times = stored_times(server, stream);
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "{stream}: a fragment twice: {times:?}"
+    );
+}
+
+#[test]
+fn a_cut_mid_fragment_loses_nothing() {
+    let server = server(&["cut"]);
+    let f = &server.state.faults;
+    f.put_cuts.store(2, Ordering::SeqCst);
+    f.put_cut_after.store(2, Ordering::SeqCst);
+    let run = put_pcm(&server, "cut", 150, false, "max-backoff=100");
+    assert_all_back_once(&server, "cut", &run);
+    assert_eq!(server.state.counters.cut.load(Ordering::SeqCst), 2);
+    assert!(stat(&run, "connections") >= 3, "{:?}", run.stats);
+    assert!(stat(&run, "fragments-resent") >= 2, "{:?}", run.stats);
+    assert_eq!(stat(&run, "fragments-persisted"), 6);
+}
+
+#[test]
+fn a_lost_persisted_ack_sends_the_fragment_twice() {
+    // The server keeps fragment 2 but the connection breaks before its
+    // ACKs go out: the sink cannot know, and sends it again.
+    let server = server(&["dup"]);
+    let f = &server.state.faults;
+    f.put_cuts.store(1, Ordering::SeqCst);
+    f.put_cut_after.store(2, Ordering::SeqCst);
+    f.put_lose_last_acks.store(true, Ordering::SeqCst);
+    let run = put_pcm(&server, "dup", 150, false, "max-backoff=100");
+    assert!(run.eos, "{run:?}");
+    let times = stored_times(&server, "dup");
+    assert_eq!(times.len(), 7, "{times:?}");
+    let mut unique = times.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), 6, "exactly one fragment twice: {times:?}");
+    assert_eq!(times[1], times[2], "the second fragment, stored twice");
+    let s = stored(&server, "dup");
+    assert_eq!(s[1].archive[1], s[2].archive[1], "the same Cluster bytes");
+    // The reader gets both copies; the README says so.
+    let back = read_back(&server, "dup");
+    let all = input(&run);
+    let per = all.len() / 6;
+    let mut twice = all[..2 * per].to_vec();
+    twice.extend_from_slice(&all[per..]);
+    assert!(
+        back.pad("audio_0").pcm() == twice,
+        "the second fragment's samples twice"
+    );
+}
+
+#[test]
+fn an_error_ack_kvs_calls_temporary_is_sent_again() {
+    let server = server(&["err"]);
+    let f = &server.state.faults;
+    f.put_errors.store(1, Ordering::SeqCst);
+    f.put_error_id.store(5000, Ordering::SeqCst);
+    let run = put_pcm(&server, "err", 150, false, "max-backoff=100");
+    assert_all_back_once(&server, "err", &run);
+    assert!(stat(&run, "errors") >= 1, "{:?}", run.stats);
+    assert!(stat(&run, "fragments-resent") >= 1, "{:?}", run.stats);
+}
+
+#[test]
+fn a_throttled_put_waits_and_loses_nothing() {
+    let server = server(&["slow"]);
+    server.state.faults.throttle.store(3, Ordering::SeqCst);
+    let run = put_pcm(&server, "slow", 100, false, "max-backoff=100");
+    assert_all_back_once(&server, "slow", &run);
+    assert_eq!(stat(&run, "throttles"), 3);
+    assert_eq!(server.state.counters.throttled.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_fatal_error_ack_names_the_error_and_what_to_do() {
+    let mut state = State::new(vec![Stream::empty("long", 24)]);
+    state.put.max_fragment_ms = 300;
+    let server = common::serve(state);
+    let run = put_pcm(&server, "long", 100, false, "");
+    assert!(!run.eos);
+    let error = run.errors.join("\n");
+    for wanted in [
+        "refused a fragment of stream long: a fragment is longer than 10 seconds |",
+        "ErrorId 4002 (MAX_FRAGMENT_DURATION_REACHED)",
+        "key frames",
+    ] {
+        assert!(error.contains(wanted), "{wanted:?} not in {error}");
+    }
+}
+
+#[test]
+fn a_full_store_holds_upstream_until_kvs_catches_up() {
+    let server = server(&["full"]);
+    server
+        .state
+        .faults
+        .put_hold_acks
+        .store(true, Ordering::SeqCst);
+    let state = server.state.clone();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen_in = seen.clone();
+    // 16 KiB a second for 90 s: 1.4 MiB, more than storage-size=1.
+    let run = put_with(
+        &pcm_launch(
+            &server,
+            "full",
+            4500,
+            false,
+            "storage-size=1 fragment-duration=2000",
+        ),
+        Duration::from_secs(60),
+        move |p| {
+            let sink = p.by_name("sink").unwrap();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(1500));
+                *seen_in.lock().unwrap() = Some(sink.property::<gst::Structure>("stats"));
+                state.faults.put_hold_acks.store(false, Ordering::SeqCst);
+            });
+        },
+    );
+    let held = seen.lock().unwrap().clone().unwrap();
+    let buffered = held.get::<u64>("buffered-bytes").unwrap();
+    assert_eq!(
+        held.get::<u64>("fragments-persisted").unwrap(),
+        0,
+        "{held:?}"
+    );
+    assert!(
+        buffered <= 1024 * 1024 + 40_000,
+        "upstream was held: {held:?}"
+    );
+    assert!(
+        buffered >= 1024 * 1024 - 40_000,
+        "the store filled: {held:?}"
+    );
+    assert_all_back_once(&server, "full", &run);
+}
+
+#[test]
+fn drop_when_full_drops_the_oldest_with_a_warning() {
+    let server = server(&["drop"]);
+    server
+        .state
+        .faults
+        .put_hold_acks
+        .store(true, Ordering::SeqCst);
+    let state = server.state.clone();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen_in = seen.clone();
+    let run = put_with(
+        &pcm_launch(
+            &server,
+            "drop",
+            4500,
+            false,
+            "storage-size=1 fragment-duration=2000 drop-when-full=true",
+        ),
+        Duration::from_secs(60),
+        move |p| {
+            let sink = p.by_name("sink").unwrap();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(1500));
+                *seen_in.lock().unwrap() = Some(sink.property::<gst::Structure>("stats"));
+                state.faults.put_hold_acks.store(false, Ordering::SeqCst);
+            });
+        },
+    );
+    assert!(run.eos, "{run:?}");
+    // Upstream was not held: all 45 fragments were written while KVS
+    // acknowledged none, and the oldest were let go.
+    let held = seen.lock().unwrap().clone().unwrap();
+    let get = |f: &str| held.get::<u64>(f).unwrap();
+    assert_eq!(get("fragments-persisted"), 0, "{held:?}");
+    assert!(get("buffered-bytes") <= 1024 * 1024 + 40_000, "{held:?}");
+    assert_eq!(
+        get("fragments-dropped") + get("buffered-fragments"),
+        45,
+        "{held:?}"
+    );
+    assert!(
+        run.warnings
+            .iter()
+            .any(|w| w.contains("storage-size is full")),
+        "{:?}",
+        run.warnings
+    );
+    // Those sent before they were dropped are in KVS; those dropped before
+    // they could be sent are not. Each fragment is whole and there once.
+    let back = read_back(&server, "drop");
+    let got = back.pad("audio_0").pcm();
+    let all = input(&run);
+    let pieces: Vec<&[u8]> = all.chunks(32_000).collect();
+    let mut next = 0;
+    for piece in got.chunks(32_000) {
+        let at = pieces[next..]
+            .iter()
+            .position(|p| *p == piece)
+            .expect("a whole fragment of the input");
+        next += at + 1;
+    }
+    let missing = pieces.len() - got.len() / 32_000;
+    assert!(
+        missing as u64 <= get("fragments-dropped"),
+        "{missing} missing"
+    );
+    let times = stored_times(&server, "drop");
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+}
+
+#[test]
+fn connections_are_rotated_without_a_gap() {
+    let server = server(&["rotate"]);
+    let run = put_pcm(&server, "rotate", 175, true, "connection-max-age=1");
+    assert_all_back_once(&server, "rotate", &run);
+    assert!(stat(&run, "connections") >= 3, "{:?}", run.stats);
+    assert_eq!(stat(&run, "fragments-resent"), 0, "{:?}", run.stats);
+}
+
+#[test]
+fn bad_input_gives_a_clear_error() {
+    common::init();
+    let server = server(&["ok"]);
+    // Caps it cannot take do not link.
+    let raw = gst::parse::launch(&format!(
+        "videotestsrc ! video/x-raw ! {}",
+        sink(&server, "ok", "")
+    ));
+    assert!(raw.is_err(), "raw video must not link");
+    let cases = [
+        (
+            sink(&server, "nope", ""),
+            &[
+                "Kinesis video stream nope does not exist |",
+                "create-stream=true",
+            ][..],
+        ),
+        (
+            sink(&server, "ok", "").replace("secret-key=test-secret", "secret-key=wrong"),
+            &[
+                "Not allowed to put media into Kinesis video stream ok |",
+                "InvalidSignatureException",
+            ][..],
+        ),
+        (
+            sink(&server, "ok", "").replace("access-key=AKIDTEST", "access-key=AKIDDENIED"),
+            &["Not allowed", "NotAuthorizedException"][..],
+        ),
+    ];
+    for (sink, wanted) in cases {
+        let run = put(
+            &format!(
+                "audiotestsrc num-buffers=50 ! audio/x-raw,format=S16LE,rate=8000,channels=1 ! {sink} max-retries=1"
+            ),
+            Duration::from_secs(30),
+        );
+        let error = run.errors.join("\n");
+        for w in wanted {
+            assert!(error.contains(w), "{w:?} not in {error}");
+        }
+    }
+    let unset = put(
+        "audiotestsrc num-buffers=5 ! kvsputmediasink name=sink",
+        Duration::from_secs(10),
+    );
+    assert!(
+        unset.errors.join("").contains("Set stream-name"),
+        "{unset:?}"
+    );
+}
+
+#[test]
+fn create_stream_creates_a_missing_stream() {
+    let server = server(&[]);
+    let run = put_pcm(
+        &server,
+        "made",
+        50,
+        false,
+        "create-stream=true retention-period=0",
+    );
+    assert!(run.eos, "{run:?}");
+    let stream = server.state.stream_named("made").expect("created");
+    assert_eq!(stream.retention_hours.load(Ordering::SeqCst), 0);
+    assert_eq!(*stream.media_type.lock().unwrap(), "audio/L16");
+    // Without retention KVS sends RECEIVED only; that is enough.
+    assert_eq!(stat(&run, "fragments-persisted"), 2, "{:?}", run.stats);
+    assert_eq!(
+        server.state.counters.create_stream.load(Ordering::SeqCst),
+        1
+    );
 }

@@ -80,7 +80,9 @@ pub fn sort<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
         ),
     };
     match &err {
-        SdkError::ServiceError(_) => by_code(err.code().unwrap_or_default(), text(), refresh_on_auth),
+        SdkError::ServiceError(_) => {
+            by_code(err.code().unwrap_or_default(), text(), refresh_on_auth)
+        }
         // No credentials shows as a failure to sign, whatever the variant.
         _ if text().to_lowercase().contains("credential") => Failure::NotAuthorized(text()),
         SdkError::ConstructionFailure(_) => Failure::InvalidArgument(text()),

@@ -17,10 +17,10 @@ use aws_smithy_types::DateTime;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::aws::{self, Clients, Failure, Pace, Target};
 use super::imp::CAT;
-use crate::aws::retry::Retry;
 use super::session::{Next, Policy, Stats};
+use crate::aws::retry::Retry;
+use crate::aws::{self, Clients, Failure, Pace, Target};
 use crate::kvs;
 use crate::mkv::{Event, Parser};
 
@@ -189,7 +189,12 @@ pub struct Progress {
 impl Archive {
     pub async fn new(target: Target, range: Range, policy: Policy) -> Archive {
         let clients = Clients::new(&target).await;
-        let retry = Retry::new(*CAT, target.stream(), policy.max_retries, policy.max_backoff);
+        let retry = Retry::new(
+            *CAT,
+            target.stream(),
+            policy.max_retries,
+            policy.max_backoff,
+        );
         Archive {
             target,
             range,

@@ -14,9 +14,9 @@ use gst_base::subclass::prelude::*;
 use tokio::sync::watch;
 
 use super::archive::{self, Archive, Progress};
-use crate::aws::{Failure, Target};
 use super::session::{Next, Session, Stats};
 use super::settings::{self, Plan, Settings};
+use crate::aws::{Failure, Target};
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(

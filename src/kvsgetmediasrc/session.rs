@@ -10,9 +10,9 @@ use aws_sdk_kinesisvideomedia::primitives::ByteStream;
 use bytes::Bytes;
 use tokio::time::Sleep;
 
-use crate::aws::{self, Clients, Failure, Pace, Start, Target};
 use super::imp::CAT;
 use crate::aws::retry::Retry;
+use crate::aws::{self, Clients, Failure, Pace, Start, Target};
 use crate::kvs::{self, FragmentMeta};
 use crate::mkv::{Event, Parser};
 
@@ -99,7 +99,12 @@ impl Session {
     pub async fn new(target: Target, start: Start, policy: Policy) -> Session {
         let clients = Clients::new(&target).await;
         let watchdog = Box::pin(tokio::time::sleep(policy.read_timeout));
-        let retry = Retry::new(*CAT, target.stream(), policy.max_retries, policy.max_backoff);
+        let retry = Retry::new(
+            *CAT,
+            target.stream(),
+            policy.max_retries,
+            policy.max_backoff,
+        );
         Session {
             target,
             policy,

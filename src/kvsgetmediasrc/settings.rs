@@ -9,9 +9,9 @@ use gst::glib;
 use gst::prelude::*;
 
 use super::archive::Range;
-use crate::aws::{Start, Target};
 use super::session::Policy;
 use super::{Mode, StartSelector, TimestampType};
+use crate::aws::{Start, Target};
 
 #[derive(Debug, Clone)]
 pub struct Settings {

@@ -16,7 +16,7 @@ use super::tracks;
 use crate::aws::{Failure, RUNTIME};
 use crate::mkv::writer::TrackSpec;
 use crate::put::ack;
-use crate::put::fragments::{Frame, Fragments, Pushed};
+use crate::put::fragments::{Fragments, Frame, Pushed};
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -91,10 +91,7 @@ impl State {
     /// Numbers the tracks, video first, and gives the list if every pad
     /// has caps (or has ended), or if one has held the others back too long.
     fn tracks(&mut self, force: bool) -> Option<Vec<TrackSpec>> {
-        let missing = self
-            .inputs
-            .iter()
-            .any(|i| i.track.is_none() && !i.eos);
+        let missing = self.inputs.iter().any(|i| i.track.is_none() && !i.eos);
         if missing && !force {
             return None;
         }
@@ -189,7 +186,11 @@ impl KvsPutMediaSink {
             if store.fragments.push(&frame) == Pushed::BeforeKeyFrame {
                 state.before_key_frame += 1;
                 if state.before_key_frame == 1 {
-                    gst::info!(CAT, imp = self, "Dropping frames before the first video key frame");
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "Dropping frames before the first video key frame"
+                    );
                 }
             }
         }
@@ -243,9 +244,18 @@ impl KvsPutMediaSink {
         if list == written {
             return;
         }
-        gst::info!(CAT, imp = self, "Tracks changed: new headers from the next fragment");
+        gst::info!(
+            CAT,
+            imp = self,
+            "Tracks changed: new headers from the next fragment"
+        );
         if let Some(shared) = &state.shared {
-            shared.store.lock().unwrap().fragments.set_tracks(&list, APP);
+            shared
+                .store
+                .lock()
+                .unwrap()
+                .fragments
+                .set_tracks(&list, APP);
         }
         state.written = Some(list);
     }
@@ -299,7 +309,8 @@ impl KvsPutMediaSink {
                 return Err(gst::FlowError::NotNegotiated);
             }
             let ms = self.producer_ms(&mut state, n, &buffer);
-            let key = !state.inputs[n].video || !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+            let key =
+                !state.inputs[n].video || !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
             state.inputs[n].queue.push_back(Pending { ms, key, buffer });
             self.drain(&mut state, false)?;
             state.shared.clone()
@@ -326,6 +337,10 @@ impl KvsPutMediaSink {
                 return Ok(gst::FlowSuccess::Ok);
             }
             if drop {
+                // Not the fragment being sent: KVS would keep its start.
+                if store.in_flight == Some(store.fragments.first()) {
+                    return Ok(gst::FlowSuccess::Ok);
+                }
                 let Some(f) = store.fragments.drop_oldest() else {
                     return Ok(gst::FlowSuccess::Ok);
                 };
@@ -337,7 +352,11 @@ impl KvsPutMediaSink {
                 gst::element_imp_warning!(
                     self,
                     gst::ResourceError::Write,
-                    ["storage-size is full: dropped the fragment at {} ms, never acknowledged ({dropped} dropped so far)", f.timecode]
+                    ("storage-size is full: dropped a fragment KVS has not acknowledged"),
+                    [
+                        "The fragment at {} ms; {dropped} dropped so far. Raise storage-size, or unset drop-when-full to hold upstream instead.",
+                        f.timecode
+                    ]
                 );
                 continue;
             }
@@ -372,7 +391,8 @@ impl KvsPutMediaSink {
                         gst::element_imp_error!(
                             self,
                             gst::StreamError::Format,
-                            ["Cannot put {} on {}: {why}", c.caps(), pad.name()]
+                            ("Cannot put these caps on {}: {}", pad.name(), why),
+                            ["Caps: {}", c.caps()]
                         );
                         false
                     }
@@ -435,7 +455,8 @@ impl KvsPutMediaSink {
             input.queue.clear();
             input.eos = false;
         }
-        self.failed.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.failed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn stats(&self) -> gst::Structure {
@@ -474,7 +495,8 @@ impl KvsPutMediaSink {
     }
 }
 
-/// The bus error for a session that stopped: what happened and what to do.
+/// The bus error for a session that stopped: what happened, then the
+/// details and what to do.
 fn error_message(stream: &str, stop: &Stop) -> gst::ErrorMessage {
     match stop {
         Stop::Ack(id, timecode) => {
@@ -482,30 +504,57 @@ fn error_message(stream: &str, stop: &Stop) -> gst::ErrorMessage {
             let at = timecode.map_or(String::new(), |t| format!(" at timecode {t}"));
             gst::error_msg!(
                 gst::ResourceError::Write,
+                (
+                    "Kinesis Video Streams refused a fragment of stream {}: {}",
+                    stream,
+                    meaning
+                ),
                 [
-                    "Stream {stream}: KVS refused the fragment{at} with ErrorId {id} ({}): {meaning}. What to do: {todo}",
+                    "ERROR acknowledgement{at}: ErrorId {id} ({}). What to do: {todo}.",
                     ack::code(*id)
                 ]
             )
         }
-        Stop::Failure(Failure::NotFound(text)) => gst::error_msg!(
+        Stop::Failure(Failure::NotFound(detail)) => gst::error_msg!(
             gst::ResourceError::NotFound,
-            ["Stream {stream} does not exist: {text}"]
-        ),
-        Stop::Failure(Failure::NotAuthorized(text)) => gst::error_msg!(
-            gst::ResourceError::NotAuthorized,
+            ("Kinesis video stream {} does not exist", stream),
             [
-                "Not allowed to put media into stream {stream}: {text}. Check access-key and secret-key (or the AWS credential chain) and that the policy allows kinesisvideo:PutMedia, GetDataEndpoint and DescribeStream"
+                "{detail}. Check stream-name or stream-arn and aws-region, or set create-stream=true."
             ]
         ),
-        Stop::Failure(Failure::InvalidArgument(text)) => gst::error_msg!(
+        Stop::Failure(Failure::NotAuthorized(detail)) => gst::error_msg!(
+            gst::ResourceError::NotAuthorized,
+            (
+                "Not allowed to put media into Kinesis video stream {}",
+                stream
+            ),
+            [
+                "{detail}. Check access-key and secret-key (or the default AWS credential chain) and \
+                 that they allow kinesisvideo:PutMedia, kinesisvideo:GetDataEndpoint and \
+                 kinesisvideo:DescribeStream (with create-stream: kinesisvideo:CreateStream)."
+            ]
+        ),
+        Stop::Failure(Failure::InvalidArgument(detail)) => gst::error_msg!(
             gst::ResourceError::Settings,
-            ["Stream {stream}: KVS refused the request: {text}"]
+            (
+                "Kinesis Video Streams refused the request for stream {}",
+                stream
+            ),
+            ["{detail}."]
         ),
-        Stop::Failure(other) => gst::error_msg!(
-            gst::ResourceError::Write,
-            ["Stream {stream}: PutMedia failed for good: {other:?}"]
-        ),
+        Stop::Failure(
+            Failure::Throttled(detail) | Failure::Endpoint(detail) | Failure::Transient(detail),
+        ) => {
+            gst::error_msg!(
+                gst::ResourceError::Write,
+                ("Could not put media into Kinesis video stream {}", stream),
+                [
+                    "{detail}. Check endpoint-uri (if set), the network and the region; the sink gave \
+                     up after max-retries attempts in a row."
+                ]
+            )
+        }
+        Stop::Failure(Failure::NoFragments) => unreachable!("PutMedia lists no fragments"),
     }
 }
 
@@ -514,6 +563,26 @@ impl ObjectSubclass for KvsPutMediaSink {
     const NAME: &'static str = "GstKvsPutMediaSink";
     type Type = super::KvsPutMediaSink;
     type ParentType = gst::Element;
+    type Interfaces = (gst::ChildProxy,);
+}
+
+/// The pads, by name, so that gst-launch can set `audio_0::track-name`.
+impl ChildProxyImpl for KvsPutMediaSink {
+    fn child_by_index(&self, index: u32) -> Option<glib::Object> {
+        self.obj()
+            .sink_pads()
+            .into_iter()
+            .nth(index as usize)
+            .map(|p| p.upcast())
+    }
+
+    fn child_by_name(&self, name: &str) -> Option<glib::Object> {
+        self.obj().static_pad(name).map(|p| p.upcast())
+    }
+
+    fn children_count(&self) -> u32 {
+        self.obj().num_sink_pads() as u32
+    }
 }
 
 impl ObjectImpl for KvsPutMediaSink {
@@ -585,7 +654,10 @@ impl ElementImpl for KvsPutMediaSink {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Pad,
-                ["KVS takes at most {MAX_TRACKS} tracks: cannot add another pad"]
+                (
+                    "Kinesis Video Streams takes at most {} tracks: cannot add another pad",
+                    MAX_TRACKS
+                )
             );
             return None;
         }
@@ -624,14 +696,18 @@ impl ElementImpl for KvsPutMediaSink {
         });
         drop(state);
         self.obj().add_pad(&pad).ok()?;
+        self.obj().child_added(&pad, &pad.name());
         Some(pad.upcast())
     }
 
     fn release_pad(&self, pad: &gst::Pad) {
         let mut state = self.state.lock().unwrap();
-        state.inputs.retain(|i| i.pad.upcast_ref::<gst::Pad>() != pad);
+        state
+            .inputs
+            .retain(|i| i.pad.upcast_ref::<gst::Pad>() != pad);
         self.retrack(&mut state);
         drop(state);
+        self.obj().child_removed(pad, &pad.name());
         let _ = self.obj().remove_pad(pad);
     }
 
@@ -645,7 +721,7 @@ impl ElementImpl for KvsPutMediaSink {
                 gst::element_imp_error!(
                     self,
                     gst::ResourceError::Settings,
-                    ["Set stream-name (or stream-arn) to the stream to put into"]
+                    ("Set stream-name (or stream-arn) to the stream to put into")
                 );
                 return Err(gst::StateChangeError);
             }

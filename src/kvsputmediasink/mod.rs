@@ -14,6 +14,9 @@
  * (what kvsaudiodemux and kvsdemux put on their buffers), else from the
  * pipeline clock.
  *
+ * Each pad's `track-name` names its track; set it from gst-launch as
+ * `kvsputmediasink audio_0::track-name=AUDIO_FROM_CUSTOMER`.
+ *
  * ```sh
  * gst-launch-1.0 audiotestsrc is-live=true ! audio/x-raw,format=S16LE,rate=8000,channels=1 ! \
  *     kvsputmediasink stream-name=my-stream aws-region=us-east-1
@@ -29,7 +32,8 @@ mod settings;
 mod tracks;
 
 glib::wrapper! {
-    pub struct KvsPutMediaSink(ObjectSubclass<imp::KvsPutMediaSink>) @extends gst::Element, gst::Object;
+    pub struct KvsPutMediaSink(ObjectSubclass<imp::KvsPutMediaSink>)
+        @extends gst::Element, gst::Object, @implements gst::ChildProxy;
 }
 
 glib::wrapper! {

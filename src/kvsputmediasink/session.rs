@@ -64,6 +64,8 @@ pub struct Store {
     pub resend: bool,
     /// The session has stopped for good.
     pub stopped: bool,
+    /// The fragment the sender is in the middle of: not to be dropped.
+    pub in_flight: Option<u64>,
 }
 
 /// Counts for the `stats` property.
@@ -112,6 +114,7 @@ impl Shared {
                 eos: false,
                 resend: false,
                 stopped: false,
+                in_flight: None,
             }),
             space: Condvar::new(),
             wake: Notify::new(),
@@ -197,12 +200,7 @@ impl Session {
             .connector_settings(settings)
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build();
-        let retry = Retry::new(
-            *CAT,
-            cfg.target.stream(),
-            cfg.max_retries,
-            cfg.max_backoff,
-        );
+        let retry = Retry::new(*CAT, cfg.target.stream(), cfg.max_retries, cfg.max_backoff);
         Session {
             shared,
             cfg,
@@ -352,9 +350,7 @@ impl Session {
                 other => return Err(other),
             },
         };
-        self.shared
-            .persisted
-            .store(retention > 0, Ordering::SeqCst);
+        self.shared.persisted.store(retention > 0, Ordering::SeqCst);
         Ok(())
     }
 
@@ -380,10 +376,11 @@ impl Session {
     /// and when the credentials expire.
     async fn connect(&mut self) -> Result<Connection, Failure> {
         let endpoint = self.endpoint.clone().unwrap_or_default();
-        let provider =
-            self.clients.config().credentials_provider().ok_or_else(|| {
-                Failure::NotAuthorized("no AWS credentials were found".into())
-            })?;
+        let provider = self
+            .clients
+            .config()
+            .credentials_provider()
+            .ok_or_else(|| Failure::NotAuthorized("no AWS credentials were found".into()))?;
         let creds = provider
             .provide_credentials()
             .await
@@ -403,7 +400,11 @@ impl Session {
         match (&target.stream_name, &target.stream_arn) {
             (Some(name), _) => headers.push(("x-amzn-stream-name", name.clone())),
             (None, Some(arn)) => headers.push(("x-amzn-stream-arn", arn.clone())),
-            _ => return Err(Failure::InvalidArgument("no stream-name or stream-arn".into())),
+            _ => {
+                return Err(Failure::InvalidArgument(
+                    "no stream-name or stream-arn".into(),
+                ));
+            }
         }
         let url = format!("{}/putMedia", endpoint.trim_end_matches('/'));
         let identity = Identity::from(creds);
@@ -482,7 +483,11 @@ impl Session {
             return Err(by_code(&code, text, false));
         }
         self.shared.stats.lock().unwrap().connections += 1;
-        gst::info!(CAT, "Stream {}: PutMedia connected to {endpoint}", self.stream());
+        gst::info!(
+            CAT,
+            "Stream {}: PutMedia connected to {endpoint}",
+            self.stream()
+        );
         let expires = expires.map(|t| {
             let left = t.duration_since(SystemTime::now()).unwrap_or_default();
             Instant::now() + left.saturating_sub(self.cfg.credentials_margin)
@@ -669,6 +674,7 @@ impl Sender<'_> {
         }
         bytes.extend_from_slice(&f.bytes[offset.min(f.bytes.len())..]);
         let found = Found::Data(Bytes::from(bytes), f.closed, f.bytes.len());
+        store.in_flight = (!f.closed).then_some(seq);
         drop(store);
         if let Some(again) = again {
             self.count_send(again);

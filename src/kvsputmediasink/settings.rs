@@ -51,7 +51,12 @@ impl Default for Settings {
 
 impl Settings {
     pub fn set(&mut self, name: &str, value: &glib::Value) {
-        let string = || value.get::<Option<String>>().unwrap().filter(|s| !s.is_empty());
+        let string = || {
+            value
+                .get::<Option<String>>()
+                .unwrap()
+                .filter(|s| !s.is_empty())
+        };
         let uint = || value.get::<u32>().unwrap();
         let boolean = || value.get::<bool>().unwrap();
         match name {
@@ -178,15 +183,30 @@ fn bool_prop(name: &'static str, blurb: &'static str, default: bool) -> glib::Pa
 
 pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
     vec![
-        string_prop("stream-name", "Name of the Kinesis video stream to put into (or set stream-arn)"),
-        string_prop("stream-arn", "ARN of the Kinesis video stream (or set stream-name)"),
-        string_prop("aws-region", "AWS region, e.g. us-east-1 (default: the SDK's region chain: AWS_REGION, profile)"),
+        string_prop(
+            "stream-name",
+            "Name of the Kinesis video stream to put into (or set stream-arn)",
+        ),
+        string_prop(
+            "stream-arn",
+            "ARN of the Kinesis video stream (or set stream-name)",
+        ),
+        string_prop(
+            "aws-region",
+            "AWS region, e.g. us-east-1 (default: the SDK's region chain: AWS_REGION, profile)",
+        ),
         string_prop(
             "access-key",
             "AWS access key id (default: the SDK's credential chain: environment, profile, SSO, ECS/IMDS)",
         ),
-        secret_prop("secret-key", "AWS secret access key; write-only, never logged"),
-        secret_prop("session-token", "AWS session token for temporary credentials; write-only, never logged"),
+        secret_prop(
+            "secret-key",
+            "AWS secret access key; write-only, never logged",
+        ),
+        secret_prop(
+            "session-token",
+            "AWS session token for temporary credentials; write-only, never logged",
+        ),
         string_prop(
             "endpoint-uri",
             "Control-plane endpoint to use instead of AWS's, e.g. http://127.0.0.1:4566 for a local KVS server",
@@ -230,8 +250,18 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             "Reconnect and send again after an error KVS says is temporary (else any ERROR ACK fails the element)",
             true,
         ),
-        uint_prop("max-retries", "Failed attempts in a row before the error is final", 0, 10),
-        uint_prop("max-backoff", "Longest wait between attempts, in milliseconds (with jitter)", 0, 5000),
+        uint_prop(
+            "max-retries",
+            "Failed attempts in a row before the error is final",
+            0,
+            10,
+        ),
+        uint_prop(
+            "max-backoff",
+            "Longest wait between attempts, in milliseconds (with jitter)",
+            0,
+            5000,
+        ),
         uint_prop(
             "connection-max-age",
             "Seconds after which the PutMedia connection is replaced at the next fragment boundary, \

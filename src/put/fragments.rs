@@ -101,7 +101,9 @@ pub fn header(tracks: &[TrackSpec], app: &str) -> Vec<u8> {
         element(i, id::MUXING_APP, app.as_bytes());
         element(i, id::WRITING_APP, app.as_bytes());
     });
-    master(&mut out, id::TRACKS, |t| tracks.iter().for_each(|tr| tr.write(t)));
+    master(&mut out, id::TRACKS, |t| {
+        tracks.iter().for_each(|tr| tr.write(t))
+    });
     out
 }
 
@@ -149,9 +151,7 @@ impl Fragments {
         }
         let due = frame.ms >= open.timecode + self.rules.fragment_ms;
         Ok(match video {
-            Some(v) => {
-                frame.track == v && frame.key && (self.rules.key_frame_fragmentation || due)
-            }
+            Some(v) => frame.track == v && frame.key && (self.rules.key_frame_fragmentation || due),
             None => due,
         })
     }
@@ -182,7 +182,9 @@ impl Fragments {
         let before = open.bytes.len();
         let relative = (frame.ms as i64 - open.timecode as i64) as i16;
         put_id(&mut open.bytes, id::SIMPLE_BLOCK);
-        let track_len = (1..=8).find(|&l| frame.track < (1 << (7 * l)) - 1).unwrap_or(8);
+        let track_len = (1..=8)
+            .find(|&l| frame.track < (1 << (7 * l)) - 1)
+            .unwrap_or(8);
         put_size(&mut open.bytes, (track_len + 3 + frame.data.len()) as u64);
         put_size(&mut open.bytes, frame.track);
         open.bytes.extend_from_slice(&relative.to_be_bytes());
@@ -190,7 +192,11 @@ impl Fragments {
         open.bytes.extend_from_slice(frame.data);
         open.last_ms = open.last_ms.max(frame.ms);
         self.bytes += open.bytes.len() - before;
-        if opens { Pushed::Opened } else { Pushed::Appended }
+        if opens {
+            Pushed::Opened
+        } else {
+            Pushed::Appended
+        }
     }
 
     /// Ends the open fragment, if any, with the per-fragment tags.
@@ -284,7 +290,14 @@ mod tests {
     use crate::mkv::{Event, Parser};
 
     fn audio() -> Vec<TrackSpec> {
-        vec![TrackSpec::audio(1, "AUDIO_FROM_CUSTOMER", "A_PCM/INT/LIT", 8000.0, 1, 16)]
+        vec![TrackSpec::audio(
+            1,
+            "AUDIO_FROM_CUSTOMER",
+            "A_PCM/INT/LIT",
+            8000.0,
+            1,
+            16,
+        )]
     }
 
     fn frame(track: u64, ms: u64, key: bool) -> Frame<'static> {
@@ -336,7 +349,10 @@ mod tests {
         assert_eq!(f.bytes(), total);
         // Releasing the second lets the first go too.
         let released = f.release(6000);
-        assert_eq!(released.iter().map(|r| r.timecode).collect::<Vec<_>>(), [5000, 6000]);
+        assert_eq!(
+            released.iter().map(|r| r.timecode).collect::<Vec<_>>(),
+            [5000, 6000]
+        );
         assert_eq!((f.first(), f.end()), (2, 3));
         assert!(f.release(123).is_empty());
     }

@@ -353,6 +353,9 @@ mod tests {
             ..Fragment::default()
         };
         assert_eq!(pieces(&four.to_bytes(), 64).unwrap_err().id, 4012);
-        assert_eq!(refusal(4004, "x").code, "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS");
+        assert_eq!(
+            refusal(4004, "x").code,
+            "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS"
+        );
     }
 }

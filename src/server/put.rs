@@ -73,7 +73,9 @@ pub(super) fn put_media(
         Some("RELATIVE") => {
             let start = header("x-amzn-producer-start-timestamp")
                 .and_then(|v| v.parse::<f64>().ok())
-                .ok_or_else(|| invalid("RELATIVE timecodes need x-amzn-producer-start-timestamp"))?;
+                .ok_or_else(|| {
+                    invalid("RELATIVE timecodes need x-amzn-producer-start-timestamp")
+                })?;
             Some((start * 1000.0) as u64)
         }
         Some(other) => return Err(invalid(format!("Unknown fragment timecode type {other}"))),
@@ -90,7 +92,8 @@ pub(super) fn put_media(
         }
         if calls.len() >= limit {
             state.counters.throttled.fetch_add(1, Ordering::SeqCst);
-            let msg = format!("Too many PutMedia calls for this stream (limit: {limit} per second)");
+            let msg =
+                format!("Too many PutMedia calls for this stream (limit: {limit} per second)");
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "ClientLimitExceededException",
@@ -131,8 +134,19 @@ async fn send_acks(
                 v
             }
             Ack::Cut => {
+                // Let the ACKs before the cut reach the client: hyper drops
+                // what it has not written when the body fails.
+                for _ in 0..1000 {
+                    if tx.capacity() == tx.max_capacity() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 state.counters.cut.fetch_add(1, Ordering::SeqCst);
-                let _ = tx.send(Err(io::Error::other("cut by fault injection"))).await;
+                let _ = tx
+                    .send(Err(io::Error::other("cut by fault injection")))
+                    .await;
                 return;
             }
         };
@@ -221,10 +235,10 @@ impl Receiver {
                 },
             };
             quiet = Instant::now();
-            if let Some(bodies) = &self.state.put_bodies {
-                if let Some(b) = bodies.lock().unwrap().last_mut() {
-                    b.extend_from_slice(&data);
-                }
+            if let Some(bodies) = &self.state.put_bodies
+                && let Some(b) = bodies.lock().unwrap().last_mut()
+            {
+                b.extend_from_slice(&data);
             }
             read += data.len() as u64;
             if let Err(e) = self.ingest.push(&data, &mut pieces) {

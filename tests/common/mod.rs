@@ -295,8 +295,13 @@ pub fn run_element(
 /// the source) and records the demuxer's output. Returns the run and the
 /// source element, for its stats.
 pub fn source_run(src: &str, limit: Duration) -> (Run, gst::Element) {
+    source_run_with(src, "kvsaudiodemux", limit)
+}
+
+/// As [`source_run`], through the demuxer `element`.
+pub fn source_run_with(src: &str, element: &str, limit: Duration) -> (Run, gst::Element) {
     init();
-    let pipeline = gst::parse::launch(&format!("{src} name=src ! kvsaudiodemux name=demux"))
+    let pipeline = gst::parse::launch(&format!("{src} name=src ! {element} name=demux"))
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
