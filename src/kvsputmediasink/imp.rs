@@ -28,8 +28,9 @@ pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 /// KVS takes at most this many tracks.
 const MAX_TRACKS: usize = 3;
-/// A pad that has sent nothing holds the others back at most this long.
-const MAX_WAIT_MS: u64 = 1000;
+/// A pad that sends nothing holds the others back at most this long (wall
+/// time); then it is passed over until it sends again.
+const MAX_WAIT: Duration = Duration::from_secs(1);
 const APP: &str = concat!("gst-plugin-kvs ", env!("CARGO_PKG_VERSION"));
 
 /// A buffer waiting for the other pads, so that blocks go out in time order.
@@ -47,6 +48,15 @@ struct Input {
     segment: gst::FormattedSegment<gst::ClockTime>,
     queue: VecDeque<Pending>,
     eos: bool,
+    /// Sent nothing for `MAX_WAIT` while others waited: passed over.
+    stalled: bool,
+}
+
+impl Input {
+    /// Not waited for: ended, or passed over.
+    fn gone(&self) -> bool {
+        self.eos || self.stalled
+    }
 }
 
 #[derive(Default)]
@@ -66,6 +76,8 @@ struct State {
 pub struct KvsPutMediaSink {
     settings: Mutex<Settings>,
     state: Mutex<State>,
+    /// Signalled when queued buffers went out, or an input changed.
+    moved: std::sync::Condvar,
     failed: std::sync::atomic::AtomicBool,
 }
 
@@ -108,22 +120,9 @@ impl State {
         (!list.is_empty()).then_some(list)
     }
 
-    /// True when one pad's queue has waited too long for the others.
-    fn overdue(&self) -> bool {
-        self.inputs.iter().any(|i| {
-            i.queue.len() > 256
-                || matches!((i.queue.front(), i.queue.back()), (Some(a), Some(b)) if b.ms - a.ms.min(b.ms) > MAX_WAIT_MS)
-        })
-    }
-
     /// The input whose next buffer is due, if it can go now.
     fn next(&self, all: bool) -> Option<usize> {
-        let ready = all
-            || self
-                .inputs
-                .iter()
-                .all(|i| i.eos || !i.queue.is_empty() || i.track.is_none())
-            || self.overdue();
+        let ready = all || self.inputs.iter().all(|i| i.gone() || !i.queue.is_empty());
         if !ready {
             return None;
         }
@@ -163,8 +162,7 @@ impl KvsPutMediaSink {
     /// session with the first headers. `all` at the end of input.
     fn drain(&self, state: &mut State, all: bool) -> Result<(), gst::FlowError> {
         if state.written.is_none() {
-            let force = all || state.overdue();
-            let Some(list) = state.tracks(force) else {
+            let Some(list) = state.tracks(all) else {
                 return Ok(());
             };
             self.start(state, list)?;
@@ -312,12 +310,60 @@ impl KvsPutMediaSink {
             let key =
                 !state.inputs[n].video || !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
             state.inputs[n].queue.push_back(Pending { ms, key, buffer });
+            state.inputs[n].stalled = false;
             self.drain(&mut state, false)?;
+            self.moved.notify_all();
+            let state = self.wait_for_others(state, pad)?;
             state.shared.clone()
         };
         match shared {
             Some(shared) => self.wait_for_room(&shared),
             None => Ok(gst::FlowSuccess::Ok),
+        }
+    }
+
+    /// Holds this pad while its buffers wait for the other pads' (so that
+    /// blocks go out in time order); after `MAX_WAIT` the silent pads are
+    /// passed over.
+    fn wait_for_others<'a>(
+        &'a self,
+        mut state: std::sync::MutexGuard<'a, State>,
+        pad: &super::KvsPutMediaSinkPad,
+    ) -> Result<std::sync::MutexGuard<'a, State>, gst::FlowError> {
+        let started = std::time::Instant::now();
+        loop {
+            let Some(n) = state.inputs.iter().position(|i| &i.pad == pad) else {
+                return Err(gst::FlowError::Flushing);
+            };
+            if state.inputs[n].queue.len() < 2 {
+                return Ok(state);
+            }
+            if state.flushing {
+                return Err(gst::FlowError::Flushing);
+            }
+            if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(gst::FlowError::Error);
+            }
+            if started.elapsed() >= MAX_WAIT {
+                for input in &mut state.inputs {
+                    if input.queue.is_empty() && !input.eos {
+                        gst::info!(
+                            CAT,
+                            imp = self,
+                            "{} sent nothing for {MAX_WAIT:?}: going on without it",
+                            input.pad.name()
+                        );
+                        input.stalled = true;
+                    }
+                }
+                self.drain(&mut state, false)?;
+                return Ok(state);
+            }
+            state = self
+                .moved
+                .wait_timeout(state, Duration::from_millis(50))
+                .unwrap()
+                .0;
         }
     }
 
@@ -372,6 +418,12 @@ impl KvsPutMediaSink {
     }
 
     fn sink_event(&self, pad: &super::KvsPutMediaSinkPad, event: gst::Event) -> bool {
+        let done = self.handle_event(pad, event);
+        self.moved.notify_all();
+        done
+    }
+
+    fn handle_event(&self, pad: &super::KvsPutMediaSinkPad, event: gst::Event) -> bool {
         use gst::EventView;
         let mut state = self.state.lock().unwrap();
         let Some(n) = state.inputs.iter().position(|i| &i.pad == pad) else {
@@ -454,7 +506,10 @@ impl KvsPutMediaSink {
         for input in &mut state.inputs {
             input.queue.clear();
             input.eos = false;
+            input.stalled = false;
         }
+        drop(state);
+        self.moved.notify_all();
         self.failed
             .store(false, std::sync::atomic::Ordering::SeqCst);
     }
@@ -693,6 +748,7 @@ impl ElementImpl for KvsPutMediaSink {
             segment: gst::FormattedSegment::new(),
             queue: VecDeque::new(),
             eos: false,
+            stalled: false,
         });
         drop(state);
         self.obj().add_pad(&pad).ok()?;
