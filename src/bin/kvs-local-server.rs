@@ -11,9 +11,10 @@ use gstkvs::synth::camera::Camera;
 const USAGE: &str = "\
 Usage: kvs-local-server [OPTIONS]
 
-Serves the KVS REST API (GetDataEndpoint, GetMedia, ListFragments,
-GetMediaForFragmentList) on 127.0.0.1 and prints
-the endpoint URL. Requests must be SigV4-signed. For the access keys it
+Serves the KVS REST API (CreateStream, DescribeStream, GetDataEndpoint,
+PutMedia, GetMedia, ListFragments, GetMediaForFragmentList) on 127.0.0.1
+and prints the endpoint URL. What producers put is served to readers at
+once, a reader waiting at NOW included. Requests must be SigV4-signed. For the access keys it
 knows (AKIDTEST, AKIDBENCH, AKIDDEMO and AKIDLOCAL, with the secrets
 test-secret, bench, demo and local, and any given with --key) it signs each
 request again and refuses a wrong signature with InvalidSignatureException;
@@ -31,6 +32,18 @@ Streams:
                            times from now (default: 600 s)
   --archive-camera NAME[=SECONDS]   the same, stored: all of it available at
                            once, from 2023-11-14T22:13:20Z (producer time)
+  --put-stream NAME        an empty stream for producers to put into (PutMedia);
+                           CreateStream makes more
+PutMedia:
+  --put-rate BYTES         bytes a second read from one connection
+                           (default: 12500000, as KVS; 0: no limit)
+  --put-calls N            PutMedia calls a second per stream (default: 5, as KVS)
+  --keep-fragments N       keep only the newest N fragments of each put stream
+                           (default: all)
+  --put-cuts K --put-cut-after N   cut K PutMedia connections when N
+                           fragments are whole and the next has a block
+  --put-errors K --put-error-id ID answer K fragments with an ERROR ACK
+                           of this ErrorId (default 5000)
 Options:
   --port N                 port to listen on (default: 0, any free port)
   --key KEY:SECRET         check the signatures of requests signed with KEY
@@ -107,9 +120,11 @@ fn main() {
                 });
                 streams.push(Stream::from_mkv(name, &data));
             }
+            "--put-stream" => streams.push(Stream::empty(&value(), 24)),
             "--cut-after" | "--cut-random" | "--cuts" | "--throttle" | "--invalid-endpoint"
             | "--stall-ms" | "--stall-after" | "--error-at" | "--end-after" | "--idle-end-ms"
-            | "--page-max" => {
+            | "--page-max" | "--put-rate" | "--put-calls" | "--keep-fragments" | "--put-cuts"
+            | "--put-cut-after" | "--put-errors" | "--put-error-id" => {
                 let v = number(value());
                 faults.push((arg, v));
             }
@@ -138,6 +153,14 @@ fn main() {
     }
     let mut state = State::new(streams);
     state.secrets.extend(keys);
+    for (name, v) in &faults {
+        match name.as_str() {
+            "--put-rate" => state.put.bytes_per_second = *v,
+            "--put-calls" => state.put.calls_per_second = *v as usize,
+            "--keep-fragments" => state.put.keep = Some(*v as usize),
+            _ => {}
+        }
+    }
     let f = &state.faults;
     for (name, v) in faults {
         match name.as_str() {
@@ -152,6 +175,11 @@ fn main() {
             "--end-after" => f.end_after.store(v as u32, Ordering::SeqCst),
             "--idle-end-ms" => f.idle_end_ms.store(v, Ordering::SeqCst),
             "--page-max" => f.page_max.store(v as u32, Ordering::SeqCst),
+            "--put-cuts" => f.put_cuts.store(v as u32, Ordering::SeqCst),
+            "--put-cut-after" => f.put_cut_after.store(v as u32, Ordering::SeqCst),
+            "--put-errors" => f.put_errors.store(v as u32, Ordering::SeqCst),
+            "--put-error-id" => f.put_error_id.store(v as u32, Ordering::SeqCst),
+            "--put-rate" | "--put-calls" | "--keep-fragments" => {}
             _ => unreachable!("every fault flag is handled"),
         }
         if matches!(name.as_str(), "--cut-after" | "--cut-random")

@@ -271,6 +271,7 @@ impl KvsPutMediaSink {
                     .field("timecode", timecode)
                     .field("fragment-number", number)
                     .field("latency-ms", latency.as_millis() as u64)
+                    .field("latency-us", latency.as_micros() as u64)
                     .field("sends", sends)
                     .build();
                 let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());

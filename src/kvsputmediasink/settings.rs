@@ -26,6 +26,7 @@ pub struct Settings {
     pub max_backoff_ms: u32,
     pub connection_max_age_s: u32,
     pub connection_staleness_s: u32,
+    pub max_rate: u32,
     pub fragment_tags: Option<gst::Structure>,
 }
 
@@ -44,6 +45,7 @@ impl Default for Settings {
             max_backoff_ms: 5000,
             connection_max_age_s: 3000,
             connection_staleness_s: 60,
+            max_rate: 12_500_000,
             fragment_tags: None,
         }
     }
@@ -78,6 +80,7 @@ impl Settings {
             "max-backoff" => self.max_backoff_ms = uint(),
             "connection-max-age" => self.connection_max_age_s = uint(),
             "connection-staleness" => self.connection_staleness_s = uint(),
+            "max-rate" => self.max_rate = uint(),
             "fragment-tags" => self.fragment_tags = value.get().unwrap(),
             _ => unreachable!("no writable property {name}"),
         }
@@ -101,6 +104,7 @@ impl Settings {
             "max-backoff" => self.max_backoff_ms.to_value(),
             "connection-max-age" => self.connection_max_age_s.to_value(),
             "connection-staleness" => self.connection_staleness_s.to_value(),
+            "max-rate" => self.max_rate.to_value(),
             "fragment-tags" => self.fragment_tags.to_value(),
             _ => unreachable!("no readable property {name}"),
         }
@@ -138,7 +142,7 @@ impl Settings {
             max_retries: self.max_retries,
             max_backoff: Duration::from_millis(u64::from(self.max_backoff_ms)),
             restart_on_error: self.restart_on_error,
-            rate: 12_500_000,
+            rate: u64::from(self.max_rate),
             staleness: Duration::from_secs(u64::from(self.connection_staleness_s.max(1))),
         }
     }
@@ -274,6 +278,13 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             "Seconds without an acknowledgement after which the connection is taken as dead and replaced",
             1,
             60,
+        ),
+        uint_prop(
+            "max-rate",
+            "Bytes a second sent at most (KVS reads up to 12.5 MB/s a stream; 0 = no limit, for \
+             other endpoints)",
+            0,
+            12_500_000,
         ),
         glib::ParamSpecBoxed::builder::<gst::Structure>("fragment-tags")
             .blurb(
