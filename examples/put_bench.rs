@@ -52,7 +52,9 @@ fn server(rate: u64) -> (Child, String) {
 }
 
 fn sink(endpoint: &str, stream: &str, extra: &str) -> gst::Element {
-    let sink = gst::ElementFactory::make("kvsputmediasink").build().unwrap();
+    let sink = gst::ElementFactory::make("kvsputmediasink")
+        .build()
+        .unwrap();
     for (k, v) in [
         ("stream-name", stream),
         ("endpoint-uri", endpoint),
@@ -78,9 +80,9 @@ fn feeder(sink: &gst::Element, template: &str, caps: &gst::Caps, name: &str) -> 
     pad.set_active(true).unwrap();
     pad.push_event(gst::event::StreamStart::new(name));
     pad.push_event(gst::event::Caps::new(caps));
-    pad.push_event(gst::event::Segment::new(
-        &gst::FormattedSegment::<gst::ClockTime>::new(),
-    ));
+    pad.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::ClockTime,
+    >::new()));
     pad
 }
 
@@ -90,7 +92,10 @@ fn wait_eos(p: &gst::Pipeline, limit: Duration) -> bool {
         gst::ClockTime::from_nseconds(limit.as_nanos() as u64),
         &[gst::MessageType::Eos, gst::MessageType::Error],
     );
-    matches!(msg.as_ref().map(|m| m.view()), Some(gst::MessageView::Eos(_)))
+    matches!(
+        msg.as_ref().map(|m| m.view()),
+        Some(gst::MessageView::Eos(_))
+    )
 }
 
 /// One stream, 1 MB H.264-labelled frames at 25 fps with a key frame a
@@ -108,7 +113,10 @@ fn throughput(mb: u64, limited: bool) {
         .field("width", 1920i32)
         .field("height", 1080i32)
         .field("framerate", gst::Fraction::new(25, 1))
-        .field("codec_data", gst::Buffer::from_slice([1u8, 0x64, 0, 0x28, 0xFF, 0xE0]))
+        .field(
+            "codec_data",
+            gst::Buffer::from_slice([1u8, 0x64, 0, 0x28, 0xFF, 0xE0]),
+        )
         .build();
     p.set_state(gst::State::Playing).unwrap();
     let pad = feeder(&s, "video_%u", &caps, "video");
@@ -125,14 +133,21 @@ fn throughput(mb: u64, limited: bool) {
         pad.push(b).unwrap();
     }
     pad.push_event(gst::event::Eos::new());
-    assert!(wait_eos(&p, Duration::from_secs(600)), "the put did not finish");
+    assert!(
+        wait_eos(&p, Duration::from_secs(600)),
+        "the put did not finish"
+    );
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     let stats = s.property::<gst::Structure>("stats");
     let sent = stats.get::<u64>("bytes-sent").unwrap() as f64 / 1e6;
     println!(
         "throughput ({}): {sent:.0} MB in {secs:.2} s = {:.1} MB/s, CPU {:.0}% of a core ({:.3} CPU s per MB), all {} fragments persisted",
-        if limited { "KVS's 12.5 MB/s limit" } else { "no limit" },
+        if limited {
+            "KVS's 12.5 MB/s limit"
+        } else {
+            "no limit"
+        },
         sent / secs,
         cpu / secs * 100.0,
         cpu / sent,

@@ -4,18 +4,18 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use super::session::{self, Report, Reporter, Shared, Stop};
+use super::inputs::{Input, Pending, State, now_ms, unix_meta_ms};
+use super::session::{self, Report, Reporter, Shared};
 use super::settings::{PROPERTIES, Settings};
-use super::tracks;
-use crate::aws::{Failure, RUNTIME};
+use super::{messages, tracks};
+use crate::aws::RUNTIME;
 use crate::mkv::writer::TrackSpec;
-use crate::put::ack;
 use crate::put::fragments::{Fragments, Frame, Pushed};
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -33,45 +33,6 @@ const MAX_TRACKS: usize = 3;
 const MAX_WAIT: Duration = Duration::from_secs(1);
 const APP: &str = concat!("gst-plugin-kvs ", env!("CARGO_PKG_VERSION"));
 
-/// A buffer waiting for the other pads, so that blocks go out in time order.
-struct Pending {
-    ms: u64,
-    key: bool,
-    buffer: gst::Buffer,
-}
-
-struct Input {
-    pad: super::KvsPutMediaSinkPad,
-    video: bool,
-    /// From the caps; its number is set when the tracks are written.
-    track: Option<TrackSpec>,
-    segment: gst::FormattedSegment<gst::ClockTime>,
-    queue: VecDeque<Pending>,
-    eos: bool,
-    /// Sent nothing for `MAX_WAIT` while others waited: passed over.
-    stalled: bool,
-}
-
-impl Input {
-    /// Not waited for: ended, or passed over.
-    fn gone(&self) -> bool {
-        self.eos || self.stalled
-    }
-}
-
-#[derive(Default)]
-struct State {
-    inputs: Vec<Input>,
-    /// The tracks of the headers being written, None before the first.
-    written: Option<Vec<TrackSpec>>,
-    /// Epoch ms at running time 0, for buffers without a producer time.
-    epoch_at_zero: Option<i128>,
-    shared: Option<Arc<Shared>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-    flushing: bool,
-    before_key_frame: u64,
-}
-
 #[derive(Default)]
 pub struct KvsPutMediaSink {
     settings: Mutex<Settings>,
@@ -79,60 +40,6 @@ pub struct KvsPutMediaSink {
     /// Signalled when queued buffers went out, or an input changed.
     moved: std::sync::Condvar,
     failed: std::sync::atomic::AtomicBool,
-}
-
-/// The producer time of a buffer from its `timestamp/x-unix` meta.
-fn unix_meta_ms(buffer: &gst::BufferRef) -> Option<u64> {
-    buffer
-        .iter_meta::<gst::ReferenceTimestampMeta>()
-        .find(|m| {
-            m.reference()
-                .structure(0)
-                .is_some_and(|s| s.name() == "timestamp/x-unix")
-        })
-        .map(|m| m.timestamp().mseconds())
-}
-
-fn now_ms() -> i128 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i128)
-}
-
-impl State {
-    /// Numbers the tracks, video first, and gives the list if every pad
-    /// has caps (or has ended), or if one has held the others back too long.
-    fn tracks(&mut self, force: bool) -> Option<Vec<TrackSpec>> {
-        let missing = self.inputs.iter().any(|i| i.track.is_none() && !i.eos);
-        if missing && !force {
-            return None;
-        }
-        let mut order: Vec<usize> = (0..self.inputs.len()).collect();
-        order.sort_by_key(|&i| !self.inputs[i].video);
-        let mut list = Vec::new();
-        for i in order {
-            if let Some(t) = &mut self.inputs[i].track {
-                t.number = list.len() as u64 + 1;
-                t.uid = Some(t.number);
-                list.push(t.clone());
-            }
-        }
-        (!list.is_empty()).then_some(list)
-    }
-
-    /// The input whose next buffer is due, if it can go now.
-    fn next(&self, all: bool) -> Option<usize> {
-        let ready = all || self.inputs.iter().all(|i| i.gone() || !i.queue.is_empty());
-        if !ready {
-            return None;
-        }
-        self.inputs
-            .iter()
-            .enumerate()
-            .filter_map(|(n, i)| Some((i.queue.front()?.ms, n)))
-            .min()
-            .map(|(_, n)| n)
-    }
 }
 
 impl KvsPutMediaSink {
@@ -284,7 +191,7 @@ impl KvsPutMediaSink {
             Report::Failed(stop) => {
                 self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
                 let stream = self.settings.lock().unwrap().target.stream().to_string();
-                obj.post_error_message(error_message(&stream, &stop));
+                obj.post_error_message(messages::error_message(&stream, &stop));
             }
         }
     }
@@ -517,100 +424,14 @@ impl KvsPutMediaSink {
 
     fn stats(&self) -> gst::Structure {
         let state = self.state.lock().unwrap();
-        let (stats, bytes, fragments) = match &state.shared {
+        match &state.shared {
             Some(shared) => {
                 let store = shared.store.lock().unwrap();
-                (
-                    shared.stats.lock().unwrap().clone(),
-                    store.fragments.bytes(),
-                    store.fragments.len(),
-                )
+                let stats = shared.stats.lock().unwrap();
+                messages::stats(&stats, store.fragments.bytes(), store.fragments.len())
             }
-            None => Default::default(),
-        };
-        let mean = stats
-            .total_latency_ms
-            .checked_div(stats.fragments_persisted)
-            .unwrap_or(0);
-        gst::Structure::builder("kvsputmediasink-stats")
-            .field("connections", stats.connections)
-            .field("fragments-sent", stats.fragments_sent)
-            .field("fragments-persisted", stats.fragments_persisted)
-            .field("fragments-resent", stats.fragments_resent)
-            .field("fragments-dropped", stats.fragments_dropped)
-            .field("bytes-sent", stats.bytes_sent)
-            .field("errors", stats.errors)
-            .field("throttles", stats.throttles)
-            .field("endpoint-refreshes", stats.endpoint_refreshes)
-            .field("buffered-bytes", bytes as u64)
-            .field("buffered-fragments", fragments as u64)
-            .field("last-latency-ms", stats.last_latency_ms)
-            .field("mean-latency-ms", mean)
-            .field("max-latency-ms", stats.max_latency_ms)
-            .build()
-    }
-}
-
-/// The bus error for a session that stopped: what happened, then the
-/// details and what to do.
-fn error_message(stream: &str, stop: &Stop) -> gst::ErrorMessage {
-    match stop {
-        Stop::Ack(id, timecode) => {
-            let (meaning, todo, _) = ack::explain(*id);
-            let at = timecode.map_or(String::new(), |t| format!(" at timecode {t}"));
-            gst::error_msg!(
-                gst::ResourceError::Write,
-                (
-                    "Kinesis Video Streams refused a fragment of stream {}: {}",
-                    stream,
-                    meaning
-                ),
-                [
-                    "ERROR acknowledgement{at}: ErrorId {id} ({}). What to do: {todo}.",
-                    ack::code(*id)
-                ]
-            )
+            None => messages::stats(&Default::default(), 0, 0),
         }
-        Stop::Failure(Failure::NotFound(detail)) => gst::error_msg!(
-            gst::ResourceError::NotFound,
-            ("Kinesis video stream {} does not exist", stream),
-            [
-                "{detail}. Check stream-name or stream-arn and aws-region, or set create-stream=true."
-            ]
-        ),
-        Stop::Failure(Failure::NotAuthorized(detail)) => gst::error_msg!(
-            gst::ResourceError::NotAuthorized,
-            (
-                "Not allowed to put media into Kinesis video stream {}",
-                stream
-            ),
-            [
-                "{detail}. Check access-key and secret-key (or the default AWS credential chain) and \
-                 that they allow kinesisvideo:PutMedia, kinesisvideo:GetDataEndpoint and \
-                 kinesisvideo:DescribeStream (with create-stream: kinesisvideo:CreateStream)."
-            ]
-        ),
-        Stop::Failure(Failure::InvalidArgument(detail)) => gst::error_msg!(
-            gst::ResourceError::Settings,
-            (
-                "Kinesis Video Streams refused the request for stream {}",
-                stream
-            ),
-            ["{detail}."]
-        ),
-        Stop::Failure(
-            Failure::Throttled(detail) | Failure::Endpoint(detail) | Failure::Transient(detail),
-        ) => {
-            gst::error_msg!(
-                gst::ResourceError::Write,
-                ("Could not put media into Kinesis video stream {}", stream),
-                [
-                    "{detail}. Check endpoint-uri (if set), the network and the region; the sink gave \
-                     up after max-retries attempts in a row."
-                ]
-            )
-        }
-        Stop::Failure(Failure::NoFragments) => unreachable!("PutMedia lists no fragments"),
     }
 }
 

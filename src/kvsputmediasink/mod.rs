@@ -25,11 +25,15 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod connection;
 mod imp;
+mod inputs;
+mod messages;
 mod pad;
 mod session;
 mod settings;
 mod tracks;
+mod transfer;
 
 glib::wrapper! {
     pub struct KvsPutMediaSink(ObjectSubclass<imp::KvsPutMediaSink>)

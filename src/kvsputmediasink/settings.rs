@@ -169,9 +169,19 @@ fn secret_prop(name: &'static str, blurb: &'static str) -> glib::ParamSpec {
 }
 
 fn uint_prop(name: &'static str, blurb: &'static str, min: u32, default: u32) -> glib::ParamSpec {
+    ranged_prop(name, blurb, min..=u32::MAX, default)
+}
+
+fn ranged_prop(
+    name: &'static str,
+    blurb: &'static str,
+    range: std::ops::RangeInclusive<u32>,
+    default: u32,
+) -> glib::ParamSpec {
     glib::ParamSpecUInt::builder(name)
         .blurb(blurb)
-        .minimum(min)
+        .minimum(*range.start())
+        .maximum(*range.end())
         .default_value(default)
         .mutable_ready()
         .build()
@@ -215,11 +225,11 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             "endpoint-uri",
             "Control-plane endpoint to use instead of AWS's, e.g. http://127.0.0.1:4566 for a local KVS server",
         ),
-        uint_prop(
+        ranged_prop(
             "fragment-duration",
             "Milliseconds per fragment for audio-only streams; with video, the shortest fragment \
              when key-frame-fragmentation is off (KVS takes at most 10 s)",
-            1,
+            1..=10_000,
             2000,
         ),
         bool_prop(
