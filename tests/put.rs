@@ -155,7 +155,24 @@ fn s16le_round_trip() {
     assert_eq!(input.len(), 100 * 320);
     let back = read_back(&server, "pcm");
     assert!(back.eos, "{:?}", back.errors);
-    assert_eq!(back.pad("audio_0").pcm(), input);
+    let log = back.pad("audio_0");
+    assert_eq!(log.pcm(), input);
+    // Producer times from the pipeline clock: now, then 20 ms a buffer.
+    let unix: Vec<u64> = log
+        .buffers
+        .iter()
+        .map(|b| b.unix.unwrap().mseconds())
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        now - unix[0] < 60_000,
+        "{} is not about now ({now})",
+        unix[0]
+    );
+    assert!(unix.windows(2).all(|w| w[1] - w[0] == 20), "{unix:?}");
 }
 
 /// The Connect tags every fragment of a copy carries.
@@ -754,4 +771,52 @@ fn kvs_put_puts_the_demo_call_and_files() {
     }
     let (ok, _, err) = kvs_put(&server, &["/no/such.mkv", "--stream", "file"]);
     assert!(!ok && err.contains("no such file"), "{err}");
+}
+
+#[test]
+fn a_reader_waiting_at_now_and_the_archive_get_what_is_put() {
+    let server = server(&["live"]);
+    let endpoint = server.endpoint();
+    // The reader starts first, on an empty stream, and waits at NOW.
+    let reader = std::thread::spawn(move || {
+        common::source_run(
+            &format!(
+                "kvsgetmediasrc stream-name=live region=us-east-1 access-key=AKIDTEST \
+                 secret-access-key=test-secret endpoint-uri={endpoint} start-selector=now idle-timeout=4000"
+            ),
+            Duration::from_secs(60),
+        )
+        .0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let run = put_pcm(&server, "live", 150, true, "");
+    assert!(run.eos, "{run:?}");
+    let live = reader.join().unwrap();
+    assert!(live.eos, "{:?}", live.errors);
+    assert!(
+        live.pad("audio_0").pcm() == input(&run),
+        "the live reader's samples differ"
+    );
+    // ListFragments and GetMediaForFragmentList see the same fragments.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (archive, _) = common::source_run(
+        &format!(
+            "kvsgetmediasrc stream-name=live region=us-east-1 access-key=AKIDTEST \
+             secret-access-key=test-secret endpoint-uri={} mode=archive \
+             start-timestamp={} end-timestamp={}",
+            server.endpoint(),
+            now - 120,
+            now + 60
+        ),
+        Duration::from_secs(60),
+    );
+    assert!(archive.eos, "{:?}", archive.errors);
+    assert!(
+        archive.pad("audio_0").pcm() == input(&run),
+        "the archive's samples differ"
+    );
+    assert_eq!(archive.fragments().len(), 6);
 }

@@ -335,6 +335,42 @@ mod tests {
     }
 
     #[test]
+    fn damaged_bodies_are_refused_or_read_never_a_panic() {
+        let (data, _) = body();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..500 {
+            let mut bad = data.clone();
+            for _ in 0..1 + next(4) {
+                let at = next(bad.len());
+                match next(3) {
+                    0 => bad[at] ^= 1 << next(8),
+                    1 => {
+                        let end = (at + next(40)).min(bad.len());
+                        bad.drain(at..end);
+                    }
+                    _ => bad.insert(at, next(256) as u8),
+                }
+            }
+            let step = 1 + next(300);
+            let mut ingest = Ingest::default();
+            let mut out = Vec::new();
+            let result = bad
+                .chunks(step)
+                .try_for_each(|c| ingest.push(c, &mut out))
+                .and_then(|()| ingest.finish(&mut out));
+            if let Err(e) = result {
+                assert!([4001, 4006, 4012].contains(&e.id), "{e:?}");
+            }
+        }
+    }
+
+    #[test]
     fn refuses_what_kvs_refuses() {
         let (data, first) = body();
         let err = pieces(&data[20..], 64).unwrap_err();

@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: MPL-2.0
+//! What `gst-inspect-1.0` shows of each element: it loads the plugin as
+//! built, with no warning, and every property and pad property says what it
+//! is for.
+
+mod common;
+
+use std::path::PathBuf;
+
+use gst::glib;
+use gst::prelude::*;
+
+const ELEMENTS: &[&str] = &[
+    "kvsaudiodemux",
+    "kvsdemux",
+    #[cfg(feature = "aws")]
+    "kvsgetmediasrc",
+    #[cfg(feature = "aws")]
+    "kvsputmediasink",
+];
+
+/// Properties every GstObject has, which the elements do not declare.
+const INHERITED: &[&str] = &["name", "parent"];
+
+fn blurbs_of(what: &str, specs: &[glib::ParamSpec]) {
+    for spec in specs {
+        if INHERITED.contains(&spec.name()) {
+            continue;
+        }
+        let blurb = spec.blurb().unwrap_or_default();
+        assert!(
+            blurb.len() > 20 && blurb != spec.name(),
+            "{what}::{} has no real blurb: {blurb:?}",
+            spec.name()
+        );
+    }
+}
+
+#[test]
+fn every_property_says_what_it_is_for() {
+    common::init();
+    for name in ELEMENTS {
+        let element = gst::ElementFactory::make(name).build().unwrap();
+        blurbs_of(name, &element.list_properties());
+        // Request pads may be of a type with properties of their own.
+        for template in element.pad_template_list() {
+            if template.presence() != gst::PadPresence::Request
+                || template.direction() != gst::PadDirection::Sink
+            {
+                continue;
+            }
+            let pad = element
+                .request_pad_simple(template.name_template())
+                .unwrap();
+            let props: Vec<glib::ParamSpec> = pad
+                .list_properties()
+                .into_iter()
+                .filter(|p| {
+                    p.owner_type() != gst::Pad::static_type()
+                        && p.owner_type() != gst::Object::static_type()
+                })
+                .collect();
+            blurbs_of(&format!("{name} {}", pad.name()), &props);
+        }
+    }
+}
+
+#[test]
+fn gst_inspect_loads_each_element_without_a_warning() {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let dir: PathBuf = std::env::temp_dir().join(format!("kvs-inspect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(target.join("deps/libgstkvs.so"), dir.join("libgstkvs.so")).unwrap();
+    for name in ELEMENTS {
+        let out = std::process::Command::new("gst-inspect-1.0")
+            .arg(name)
+            .env("GST_PLUGIN_PATH", &dir)
+            .env("GST_REGISTRY", dir.join("registry.bin"))
+            .output()
+            .expect("gst-inspect-1.0 (gstreamer1.0-tools)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {stderr}");
+        assert!(
+            !stderr.contains("WARNING") && !stderr.contains("CRITICAL"),
+            "{name}: {stderr}"
+        );
+        assert!(stdout.contains("Element Properties:"), "{name}: {stdout}");
+        assert!(stdout.contains("Pad Templates:"), "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
