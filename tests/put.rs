@@ -493,6 +493,23 @@ fn a_fatal_error_ack_names_the_error_and_what_to_do() {
     }
 }
 
+/// Polls the sink's stats until `done` says so (or panics after 60 s).
+fn until(sink: &gst::Element, done: impl Fn(&gst::Structure) -> bool) -> gst::Structure {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = sink.property::<gst::Structure>("stats");
+        if done(&stats) {
+            return stats;
+        }
+        assert!(std::time::Instant::now() < deadline, "never: {stats:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn field(s: &gst::Structure, f: &str) -> u64 {
+    s.get::<u64>(f).unwrap()
+}
+
 #[test]
 fn a_full_store_holds_upstream_until_kvs_catches_up() {
     let server = server(&["full"]);
@@ -517,27 +534,23 @@ fn a_full_store_holds_upstream_until_kvs_catches_up() {
         move |p| {
             let sink = p.by_name("sink").unwrap();
             std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(1500));
+                // The store fills, then stays full: upstream is held.
+                until(&sink, |s| {
+                    field(s, "buffered-bytes") >= 1024 * 1024 - 40_000
+                });
+                std::thread::sleep(Duration::from_millis(300));
                 *seen_in.lock().unwrap() = Some(sink.property::<gst::Structure>("stats"));
                 state.faults.put_hold_acks.store(false, Ordering::SeqCst);
             });
         },
     );
     let held = seen.lock().unwrap().clone().unwrap();
-    let buffered = held.get::<u64>("buffered-bytes").unwrap();
-    assert_eq!(
-        held.get::<u64>("fragments-persisted").unwrap(),
-        0,
-        "{held:?}"
-    );
+    assert_eq!(field(&held, "fragments-persisted"), 0, "{held:?}");
     assert!(
-        buffered <= 1024 * 1024 + 40_000,
+        field(&held, "buffered-bytes") <= 1024 * 1024 + 40_000,
         "upstream was held: {held:?}"
     );
-    assert!(
-        buffered >= 1024 * 1024 - 40_000,
-        "the store filled: {held:?}"
-    );
+    assert!(field(&held, "buffered-fragments") < 45, "{held:?}");
     assert_all_back_once(&server, "full", &run);
 }
 
@@ -564,15 +577,17 @@ fn drop_when_full_drops_the_oldest_with_a_warning() {
         move |p| {
             let sink = p.by_name("sink").unwrap();
             std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(1500));
-                *seen_in.lock().unwrap() = Some(sink.property::<gst::Structure>("stats"));
+                // Upstream is not held: all 45 fragments get written while
+                // KVS acknowledges none, and the oldest are let go.
+                let stats = until(&sink, |s| {
+                    field(s, "fragments-dropped") + field(s, "buffered-fragments") == 45
+                });
+                *seen_in.lock().unwrap() = Some(stats);
                 state.faults.put_hold_acks.store(false, Ordering::SeqCst);
             });
         },
     );
     assert!(run.eos, "{run:?}");
-    // Upstream was not held: all 45 fragments were written while KVS
-    // acknowledged none, and the oldest were let go.
     let held = seen.lock().unwrap().clone().unwrap();
     let get = |f: &str| held.get::<u64>(f).unwrap();
     assert_eq!(get("fragments-persisted"), 0, "{held:?}");
@@ -788,7 +803,15 @@ fn a_reader_waiting_at_now_and_the_archive_get_what_is_put() {
         )
         .0
     });
-    std::thread::sleep(Duration::from_millis(500));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while server.state.counters.get_media.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reader never called GetMedia"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
     let run = put_pcm(&server, "live", 150, true, "");
     assert!(run.eos, "{run:?}");
     let live = reader.join().unwrap();

@@ -415,7 +415,10 @@ impl Session {
                     let _ = acks.await;
                     Outcome::Resend
                 }
+                // ACKs that arrived before the break still count: a fragment
+                // they acknowledge must not go again.
                 Sent::Broken => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), &mut acks).await;
                     acks.abort();
                     Outcome::Broken(Failure::Transient("the PutMedia connection broke while sending".into()))
                 }
