@@ -56,8 +56,12 @@ impl KvsPutMediaSink {
             return now_ms() as u64;
         };
         let zero = *state.epoch_at_zero.get_or_insert_with(|| {
-            let now_running = match (obj.clock(), obj.base_time()) {
-                (Some(clock), Some(base)) => Some(clock.time().saturating_sub(base)),
+            // The base time is only set in PLAYING; before (a non-live
+            // source pushing at once) the first buffer is taken as now.
+            let now_running = match (obj.current_state(), obj.clock(), obj.base_time()) {
+                (gst::State::Playing, Some(clock), Some(base)) => {
+                    Some(clock.time().saturating_sub(base))
+                }
                 _ => None,
             };
             now_ms() - now_running.unwrap_or(running).mseconds() as i128
