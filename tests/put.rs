@@ -510,9 +510,15 @@ fn field(s: &gst::Structure, f: &str) -> u64 {
     s.get::<u64>(f).unwrap()
 }
 
-#[test]
-fn a_full_store_holds_upstream_until_kvs_catches_up() {
-    let server = server(&["full"]);
+/// Puts 90 s of PCM (1.4 MiB, more than `storage-size=1`) into `stream`
+/// while KVS holds back every PERSISTED, until the sink's stats satisfy
+/// `ready`; then lets them go. The server, the run, and those stats.
+fn put_while_held(
+    stream: &str,
+    extra: &str,
+    ready: impl Fn(&gst::Structure) -> bool + Send + 'static,
+) -> (common::Server, Put, gst::Structure) {
+    let server = server(&[stream]);
     server
         .state
         .faults
@@ -521,30 +527,35 @@ fn a_full_store_holds_upstream_until_kvs_catches_up() {
     let state = server.state.clone();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
     let seen_in = seen.clone();
-    // 16 KiB a second for 90 s: 1.4 MiB, more than storage-size=1.
     let run = put_with(
         &pcm_launch(
             &server,
-            "full",
+            stream,
             4500,
             false,
-            "storage-size=1 fragment-duration=2000",
+            &format!("storage-size=1 fragment-duration=2000 {extra}"),
         ),
         Duration::from_secs(60),
         move |p| {
             let sink = p.by_name("sink").unwrap();
             std::thread::spawn(move || {
-                // The store fills, then stays full: upstream is held.
-                until(&sink, |s| {
-                    field(s, "buffered-bytes") >= 1024 * 1024 - 40_000
-                });
+                until(&sink, ready);
                 std::thread::sleep(Duration::from_millis(300));
                 *seen_in.lock().unwrap() = Some(sink.property::<gst::Structure>("stats"));
                 state.faults.put_hold_acks.store(false, Ordering::SeqCst);
             });
         },
     );
-    let held = seen.lock().unwrap().clone().unwrap();
+    let held = seen.lock().unwrap().clone().expect("the store filled");
+    (server, run, held)
+}
+
+#[test]
+fn a_full_store_holds_upstream_until_kvs_catches_up() {
+    // The store fills, then stays full: upstream is held.
+    let (server, run, held) = put_while_held("full", "", |s| {
+        field(s, "buffered-bytes") >= 1024 * 1024 - 40_000
+    });
     assert_eq!(field(&held, "fragments-persisted"), 0, "{held:?}");
     assert!(
         field(&held, "buffered-bytes") <= 1024 * 1024 + 40_000,
@@ -556,39 +567,12 @@ fn a_full_store_holds_upstream_until_kvs_catches_up() {
 
 #[test]
 fn drop_when_full_drops_the_oldest_with_a_warning() {
-    let server = server(&["drop"]);
-    server
-        .state
-        .faults
-        .put_hold_acks
-        .store(true, Ordering::SeqCst);
-    let state = server.state.clone();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let seen_in = seen.clone();
-    let run = put_with(
-        &pcm_launch(
-            &server,
-            "drop",
-            4500,
-            false,
-            "storage-size=1 fragment-duration=2000 drop-when-full=true",
-        ),
-        Duration::from_secs(60),
-        move |p| {
-            let sink = p.by_name("sink").unwrap();
-            std::thread::spawn(move || {
-                // Upstream is not held: all 45 fragments get written while
-                // KVS acknowledges none, and the oldest are let go.
-                let stats = until(&sink, |s| {
-                    field(s, "fragments-dropped") + field(s, "buffered-fragments") == 45
-                });
-                *seen_in.lock().unwrap() = Some(stats);
-                state.faults.put_hold_acks.store(false, Ordering::SeqCst);
-            });
-        },
-    );
+    // Upstream is not held: all 45 fragments get written while KVS
+    // acknowledges none, and the oldest are let go.
+    let (server, run, held) = put_while_held("drop", "drop-when-full=true", |s| {
+        field(s, "fragments-dropped") + field(s, "buffered-fragments") == 45
+    });
     assert!(run.eos, "{run:?}");
-    let held = seen.lock().unwrap().clone().unwrap();
     let get = |f: &str| held.get::<u64>(f).unwrap();
     assert_eq!(get("fragments-persisted"), 0, "{held:?}");
     assert!(get("buffered-bytes") <= 1024 * 1024 + 40_000, "{held:?}");

@@ -2,6 +2,7 @@
 //! The AWS side shared by the elements: SDK clients, GetDataEndpoint,
 //! GetMedia calls, what errors mean, and the one retry policy.
 
+pub mod props;
 pub mod retry;
 
 use std::collections::VecDeque;

@@ -11,7 +11,7 @@ use gst::prelude::*;
 use super::archive::Range;
 use super::session::Policy;
 use super::{Mode, StartSelector, TimestampType};
-use crate::aws::{Start, Target};
+use crate::aws::{Start, Target, props};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -210,41 +210,22 @@ impl Settings {
     }
 }
 
-fn string_prop(name: &'static str, blurb: &'static str) -> glib::ParamSpec {
-    glib::ParamSpecString::builder(name)
-        .blurb(blurb)
-        .mutable_ready()
-        .build()
-}
-
-fn secret_prop(name: &'static str, blurb: &'static str) -> glib::ParamSpec {
-    glib::ParamSpecString::builder(name)
-        .blurb(blurb)
-        .write_only()
-        .mutable_ready()
-        .build()
-}
-
 fn uint_prop(name: &'static str, blurb: &'static str, default: u32) -> glib::ParamSpec {
-    glib::ParamSpecUInt::builder(name)
-        .blurb(blurb)
-        .default_value(default)
-        .mutable_ready()
-        .build()
+    props::uint(name, blurb, 0..=u32::MAX, default)
 }
 
 pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
     vec![
-        string_prop("stream-name", "Name of the Kinesis video stream (or set stream-arn)"),
-        string_prop("stream-arn", "ARN of the Kinesis video stream (or set stream-name)"),
-        string_prop("region", "AWS region, e.g. us-east-1 (default: the SDK's region chain: AWS_REGION, profile)"),
-        string_prop(
+        props::string("stream-name", "Name of the Kinesis video stream (or set stream-arn)"),
+        props::string("stream-arn", "ARN of the Kinesis video stream (or set stream-name)"),
+        props::string("region", "AWS region, e.g. us-east-1 (default: the SDK's region chain: AWS_REGION, profile)"),
+        props::string(
             "access-key",
             "AWS access key id (default: the SDK's credential chain: environment, profile, SSO, ECS/IMDS)",
         ),
-        secret_prop("secret-access-key", "AWS secret access key; write-only, never logged"),
-        secret_prop("session-token", "AWS session token for temporary credentials; write-only, never logged"),
-        string_prop(
+        props::secret("secret-access-key", "AWS secret access key; write-only, never logged"),
+        props::secret("session-token", "AWS session token for temporary credentials; write-only, never logged"),
+        props::string(
             "endpoint-uri",
             "Control-plane endpoint to use instead of AWS's, e.g. http://127.0.0.1:4566 for a local \
              KVS server or a VPC endpoint",
@@ -261,13 +242,13 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             .blurb("Where GetMedia starts; fragment-number, start-timestamp or continuation-token give the value")
             .mutable_ready()
             .build(),
-        string_prop("fragment-number", "With start-selector=fragment-number: start after this fragment"),
-        string_prop(
+        props::string("fragment-number", "With start-selector=fragment-number: start after this fragment"),
+        props::string(
             "start-timestamp",
             "With start-selector=server-timestamp or producer-timestamp, or in archive mode: RFC 3339 \
              (2024-05-01T12:00:00Z) or seconds since the Unix epoch",
         ),
-        string_prop(
+        props::string(
             "end-timestamp",
             "End of the range to record (archive mode; setting it selects archive mode when \
              mode=auto): RFC 3339 or seconds since the Unix epoch. Fragments whose start is from \
@@ -280,7 +261,7 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             )
             .mutable_ready()
             .build(),
-        string_prop("continuation-token", "With start-selector=continuation-token: the token to resume from"),
+        props::string("continuation-token", "With start-selector=continuation-token: the token to resume from"),
         uint_prop(
             "idle-timeout",
             "Live mode: send EOS after this many milliseconds without a new fragment, however many \

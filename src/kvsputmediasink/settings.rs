@@ -9,7 +9,7 @@ use gst::glib;
 use gst::prelude::*;
 
 use super::session::Config;
-use crate::aws::Target;
+use crate::aws::{Target, props};
 use crate::put::fragments::Rules;
 
 #[derive(Debug, Clone)]
@@ -153,147 +153,105 @@ impl Settings {
     }
 }
 
-fn string_prop(name: &'static str, blurb: &'static str) -> glib::ParamSpec {
-    glib::ParamSpecString::builder(name)
-        .blurb(blurb)
-        .mutable_ready()
-        .build()
-}
-
-fn secret_prop(name: &'static str, blurb: &'static str) -> glib::ParamSpec {
-    glib::ParamSpecString::builder(name)
-        .blurb(blurb)
-        .write_only()
-        .mutable_ready()
-        .build()
-}
-
-fn uint_prop(name: &'static str, blurb: &'static str, min: u32, default: u32) -> glib::ParamSpec {
-    ranged_prop(name, blurb, min..=u32::MAX, default)
-}
-
-fn ranged_prop(
-    name: &'static str,
-    blurb: &'static str,
-    range: std::ops::RangeInclusive<u32>,
-    default: u32,
-) -> glib::ParamSpec {
-    glib::ParamSpecUInt::builder(name)
-        .blurb(blurb)
-        .minimum(*range.start())
-        .maximum(*range.end())
-        .default_value(default)
-        .mutable_ready()
-        .build()
-}
-
-fn bool_prop(name: &'static str, blurb: &'static str, default: bool) -> glib::ParamSpec {
-    glib::ParamSpecBoolean::builder(name)
-        .blurb(blurb)
-        .default_value(default)
-        .mutable_ready()
-        .build()
-}
-
 pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
     vec![
-        string_prop(
+        props::string(
             "stream-name",
             "Name of the Kinesis video stream to put into (or set stream-arn)",
         ),
-        string_prop(
+        props::string(
             "stream-arn",
             "ARN of the Kinesis video stream (or set stream-name)",
         ),
-        string_prop(
+        props::string(
             "aws-region",
             "AWS region, e.g. us-east-1 (default: the SDK's region chain: AWS_REGION, profile)",
         ),
-        string_prop(
+        props::string(
             "access-key",
             "AWS access key id (default: the SDK's credential chain: environment, profile, SSO, ECS/IMDS)",
         ),
-        secret_prop(
+        props::secret(
             "secret-key",
             "AWS secret access key; write-only, never logged",
         ),
-        secret_prop(
+        props::secret(
             "session-token",
             "AWS session token for temporary credentials; write-only, never logged",
         ),
-        string_prop(
+        props::string(
             "endpoint-uri",
             "Control-plane endpoint to use instead of AWS's, e.g. http://127.0.0.1:4566 for a local KVS server",
         ),
-        ranged_prop(
+        props::uint(
             "fragment-duration",
             "Milliseconds per fragment for audio-only streams; with video, the shortest fragment \
              when key-frame-fragmentation is off (KVS takes at most 10 s)",
             1..=10_000,
             2000,
         ),
-        bool_prop(
+        props::boolean(
             "key-frame-fragmentation",
             "With video: start a fragment at every key frame (else at the first key frame after fragment-duration)",
             true,
         ),
-        uint_prop(
+        props::uint(
             "storage-size",
             "MiB of fragments kept until KVS acknowledges them; when full, upstream waits (or see drop-when-full)",
-            1,
+            1..=u32::MAX,
             128,
         ),
-        bool_prop(
+        props::boolean(
             "drop-when-full",
             "When storage-size is full, drop the oldest fragments with a warning instead of making upstream wait",
             false,
         ),
-        uint_prop(
+        props::uint(
             "retention-period",
             "Hours of data kept by a stream that create-stream creates (0 = none: KVS then sends no PERSISTED)",
-            0,
+            0..=u32::MAX,
             2,
         ),
-        bool_prop(
+        props::boolean(
             "create-stream",
             "Create the stream (with retention-period) if it does not exist, as kvssink does",
             false,
         ),
-        bool_prop(
+        props::boolean(
             "restart-on-error",
             "Reconnect and send again after an error KVS says is temporary (else any ERROR ACK fails the element)",
             true,
         ),
-        uint_prop(
+        props::uint(
             "max-retries",
             "Failed attempts in a row before the error is final",
-            0,
+            0..=u32::MAX,
             10,
         ),
-        uint_prop(
+        props::uint(
             "max-backoff",
             "Longest wait between attempts, in milliseconds (with jitter)",
-            0,
+            0..=u32::MAX,
             5000,
         ),
-        uint_prop(
+        props::uint(
             "connection-max-age",
             "Seconds after which the PutMedia connection is replaced at the next fragment boundary, \
              with no gap (it is also replaced 2 minutes before the credentials expire)",
-            1,
+            1..=u32::MAX,
             3000,
         ),
-        uint_prop(
+        props::uint(
             "connection-staleness",
             "Seconds without an acknowledgement after which the connection is taken as dead and replaced",
-            1,
+            1..=u32::MAX,
             60,
         ),
-        uint_prop(
+        props::uint(
             "max-rate",
             "Bytes a second sent at most (KVS reads up to 12.5 MB/s a stream; 0 = no limit, for \
              other endpoints)",
-            0,
+            0..=u32::MAX,
             12_500_000,
         ),
         glib::ParamSpecBoxed::builder::<gst::Structure>("fragment-tags")
