@@ -827,3 +827,35 @@ fn a_reader_waiting_at_now_and_the_archive_get_what_is_put() {
     );
     assert_eq!(archive.fragments().len(), 6);
 }
+
+#[test]
+fn shutdown_while_upstream_is_held_returns_at_once() {
+    let server = server(&["stop"]);
+    server
+        .state
+        .faults
+        .put_hold_acks
+        .store(true, Ordering::SeqCst);
+    common::init();
+    let pipeline = gst::parse::launch(&pcm_launch(&server, "stop", 4500, false, "storage-size=1"))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline.by_name("sink").unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    // The store is full and upstream waits in the sink's chain.
+    until(&sink, |s| {
+        field(s, "buffered-bytes") >= 1024 * 1024 - 40_000
+    });
+    // Without the sink waking its blocked chain, NULL would wait forever
+    // for the streaming lock.
+    let (done, stopped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        pipeline.set_state(gst::State::Null).unwrap();
+        let _ = done.send(());
+    });
+    assert!(
+        stopped.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "NULL never returned"
+    );
+}

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_kinesisvideo::config::ProvideCredentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -189,15 +189,31 @@ pub async fn open(
         }
         return Err(by_code(&code, text, false));
     }
-    let expires = expires.map(|t| {
-        let left = t.duration_since(SystemTime::now()).unwrap_or_default();
-        Instant::now() + left.saturating_sub(cfg.credentials_margin)
-    });
+    let left = expires.map(|t| t.duration_since(SystemTime::now()).unwrap_or_default());
     Ok(Connection {
         tx: BodyTx { tx, clean },
         acks: ByteStream::new(response.into_body()),
-        rotate_at: expires.map_or(Instant::now() + cfg.max_age, |e| {
-            e.min(Instant::now() + cfg.max_age)
-        }),
+        rotate_at: Instant::now() + lifetime(cfg.max_age, left, cfg.credentials_margin),
     })
+}
+
+/// How long a connection may serve: `max_age`, and less when credentials
+/// with `left` to live must be replaced `margin` before they expire.
+fn lifetime(max_age: Duration, left: Option<Duration>, margin: Duration) -> Duration {
+    left.map_or(max_age, |left| max_age.min(left.saturating_sub(margin)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_end_before_their_credentials() {
+        let s = Duration::from_secs;
+        assert_eq!(lifetime(s(3000), None, s(120)), s(3000));
+        assert_eq!(lifetime(s(3000), Some(s(900)), s(120)), s(780));
+        assert_eq!(lifetime(s(60), Some(s(900)), s(120)), s(60));
+        // Expiring within the margin: at the first fragment boundary.
+        assert_eq!(lifetime(s(3000), Some(s(30)), s(120)), s(0));
+    }
 }

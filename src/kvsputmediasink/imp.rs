@@ -3,6 +3,7 @@
 //! into the fragment store, and the PutMedia session on the shared runtime.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -39,7 +40,10 @@ pub struct KvsPutMediaSink {
     state: Mutex<State>,
     /// Signalled when queued buffers went out, or an input changed.
     moved: std::sync::Condvar,
-    failed: std::sync::atomic::AtomicBool,
+    failed: AtomicBool,
+    /// Flushing or stopping: blocked streaming threads return at once. An
+    /// atomic, read under the store's lock without taking the state's.
+    flushing: AtomicBool,
 }
 
 impl KvsPutMediaSink {
@@ -193,7 +197,7 @@ impl KvsPutMediaSink {
                 let _ = obj.post_message(gst::message::Eos::builder().src(&*obj).build());
             }
             Report::Failed(stop) => {
-                self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                self.failed.store(true, Ordering::SeqCst);
                 let stream = self.settings.lock().unwrap().target.stream().to_string();
                 obj.post_error_message(messages::error_message(&stream, &stop));
             }
@@ -207,7 +211,7 @@ impl KvsPutMediaSink {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let shared = {
             let mut state = self.state.lock().unwrap();
-            if state.flushing {
+            if self.flushing.load(Ordering::SeqCst) {
                 return Err(gst::FlowError::Flushing);
             }
             let n = state
@@ -250,10 +254,10 @@ impl KvsPutMediaSink {
             if state.inputs[n].queue.len() < 2 {
                 return Ok(state);
             }
-            if state.flushing {
+            if self.flushing.load(Ordering::SeqCst) {
                 return Err(gst::FlowError::Flushing);
             }
-            if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.failed.load(Ordering::SeqCst) {
                 return Err(gst::FlowError::Error);
             }
             if started.elapsed() >= MAX_WAIT {
@@ -288,7 +292,7 @@ impl KvsPutMediaSink {
         };
         let mut store = shared.store.lock().unwrap();
         loop {
-            if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.failed.load(Ordering::SeqCst) {
                 return Err(gst::FlowError::Error);
             }
             if store.stopped || store.fragments.bytes() <= limit || store.fragments.len() < 2 {
@@ -318,7 +322,7 @@ impl KvsPutMediaSink {
                 );
                 continue;
             }
-            if self.state.lock().unwrap().flushing {
+            if self.flushing.load(Ordering::SeqCst) {
                 return Err(gst::FlowError::Flushing);
             }
             store = shared
@@ -387,20 +391,30 @@ impl KvsPutMediaSink {
                 true
             }
             EventView::FlushStart(_) => {
-                state.flushing = true;
-                if let Some(shared) = &state.shared {
-                    shared.space.notify_all();
-                }
+                drop(state);
+                self.unblock();
                 true
             }
             EventView::FlushStop(_) => {
-                state.flushing = false;
+                self.flushing.store(false, Ordering::SeqCst);
                 state.inputs[n].eos = false;
                 state.inputs[n].queue.clear();
                 true
             }
             _ => true,
         }
+    }
+
+    /// Wakes streaming threads waiting for room or for other pads; they
+    /// return FLUSHING.
+    fn unblock(&self) {
+        self.flushing.store(true, Ordering::SeqCst);
+        if let Some(shared) = &self.state.lock().unwrap().shared {
+            // Under the store's lock, so that no waiter misses it.
+            let _store = shared.store.lock().unwrap();
+            shared.space.notify_all();
+        }
+        self.moved.notify_all();
     }
 
     fn stop(&self) {
@@ -422,8 +436,8 @@ impl KvsPutMediaSink {
         }
         drop(state);
         self.moved.notify_all();
-        self.failed
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.failed.store(false, Ordering::SeqCst);
+        self.flushing.store(false, Ordering::SeqCst);
     }
 
     fn stats(&self) -> gst::Structure {
@@ -607,6 +621,10 @@ impl ElementImpl for KvsPutMediaSink {
                 );
                 return Err(gst::StateChangeError);
             }
+        }
+        if transition == gst::StateChange::PausedToReady {
+            // Before the pads deactivate: they wait for the streaming lock.
+            self.unblock();
         }
         let result = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {

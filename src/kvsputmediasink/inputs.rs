@@ -44,7 +44,6 @@ pub(super) struct State {
     pub(super) epoch_at_zero: Option<i128>,
     pub(super) shared: Option<Arc<Shared>>,
     pub(super) task: Option<tokio::task::JoinHandle<()>>,
-    pub(super) flushing: bool,
     pub(super) before_key_frame: u64,
 }
 

@@ -258,6 +258,7 @@ impl Session {
                 from.take().filter(|&f| f >= first).unwrap_or(first)
             };
             let endpoint = self.endpoint.clone().unwrap_or_default();
+            let acked = self.shared.stats.lock().unwrap().fragments_persisted;
             let opened = connection::open(&self.http, &self.clients, &self.cfg, &endpoint).await;
             let outcome = match opened {
                 Ok(conn) => {
@@ -271,11 +272,12 @@ impl Session {
                 }
                 Err(failure) => Outcome::Broken(failure),
             };
+            // A connection that got fragments through ends a run of failures.
+            if self.shared.stats.lock().unwrap().fragments_persisted > acked {
+                self.retry.succeeded();
+            }
             match outcome {
-                Outcome::Rotate(next) => {
-                    self.retry.succeeded();
-                    from = Some(next);
-                }
+                Outcome::Rotate(next) => from = Some(next),
                 Outcome::Done => return Ok(()),
                 Outcome::Resend => {
                     gst::info!(
