@@ -6,7 +6,9 @@
 //! - scale: N Connect-like producers (two 8 kHz S16LE tracks each, 64 ms
 //!   blocks in real time) in this process: CPU and RSS per producer;
 //! - latency: send -> PERSISTED for every fragment of the scale run,
-//!   median and p99.
+//!   median and p99; and end to end, from a block's producer time (now, as
+//!   it is pushed into the sink) to its buffer leaving kvsaudiodemux behind
+//!   a kvsgetmediasrc reading at NOW.
 //!
 //! ```sh
 //! cargo run --release --example put_bench -- [--mb 200] [--producers 1000] [--seconds 30]
@@ -256,6 +258,101 @@ fn scale(producers: usize, seconds: u64) {
     let _ = child.wait();
 }
 
+/// One live producer and one live reader: how long a block takes from the
+/// sink to the demuxer's output.
+fn end_to_end(seconds: u64) {
+    let (mut child, endpoint) = server(12_500_000);
+    let p = gst::Pipeline::new();
+    let s = sink(&endpoint, "e2e", "fragment-duration=1000");
+    p.add(&s).unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let caps = gst::Caps::builder("audio/x-raw")
+        .field("format", "S16LE")
+        .field("layout", "interleaved")
+        .field("rate", 8000i32)
+        .field("channels", 1i32)
+        .build();
+    let pad = feeder(&s, "audio_%u", &caps, "caller");
+    let unix_caps = gst::Caps::new_empty_simple("timestamp/x-unix");
+    let now_ns = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    };
+    // The stream exists once the sink has created it.
+    let push = |i: u64| {
+        let mut b = gst::Buffer::from_slice(vec![0x11u8; 64 * 16]);
+        let r = b.get_mut().unwrap();
+        r.set_pts(gst::ClockTime::from_mseconds(i * 64));
+        gst::ReferenceTimestampMeta::add(
+            r,
+            &unix_caps,
+            gst::ClockTime::from_nseconds(now_ns()),
+            gst::ClockTime::NONE,
+        );
+        let _ = pad.push(b);
+    };
+    push(0);
+    std::thread::sleep(Duration::from_millis(500));
+    let reader = gst::parse::launch(&format!(
+        "kvsgetmediasrc stream-name=e2e region=us-east-1 access-key=AKIDBENCH secret-access-key=bench \
+         endpoint-uri={endpoint} start-selector=now idle-timeout=2000 ! kvsaudiodemux name=d d.audio_0 ! fakesink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let lat: Arc<Mutex<Vec<f64>>> = Default::default();
+    let l = lat.clone();
+    // Blocks pushed before the reader started are not measured.
+    let from = now_ns() + 600_000_000;
+    let demux = reader.by_name("d").unwrap();
+    demux.connect_pad_added(move |_, pad| {
+        let l = l.clone();
+        let unix_caps = gst::Caps::new_empty_simple("timestamp/x-unix");
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(b)) = &info.data
+                && let Some(m) = b
+                    .iter_meta::<gst::ReferenceTimestampMeta>()
+                    .find(|m| m.reference().is_subset(&unix_caps))
+            {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64;
+                let at = m.timestamp().nseconds();
+                if at >= from {
+                    l.lock().unwrap().push(now.saturating_sub(at) as f64 / 1e6);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    });
+    reader.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    for i in 1..seconds * 1000 / 64 {
+        let due = start + Duration::from_millis(i * 64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        push(i);
+    }
+    pad.push_event(gst::event::Eos::new());
+    wait_eos(&p, Duration::from_secs(30));
+    wait_eos(&reader, Duration::from_secs(30));
+    // Producer times are ms in Matroska: the time a block carries is
+    // rounded down, adding up to 1 ms here.
+    println!(
+        "end to end, block pushed into kvsputmediasink -> buffer out of kvsaudiodemux (GetMedia at NOW): {}",
+        percentiles(lat.lock().unwrap().clone(), "blocks")
+    );
+    p.set_state(gst::State::Null).unwrap();
+    reader.set_state(gst::State::Null).unwrap();
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
+
 fn main() {
     if let Some(rate) = arg("--serve") {
         serve(rate.parse().unwrap());
@@ -273,4 +370,5 @@ fn main() {
     if producers > 0 {
         scale(producers, seconds);
     }
+    end_to_end(seconds.min(20));
 }
