@@ -280,6 +280,22 @@ fn kvs_uri_archive_range_seeks_in_playbin() {
         f.lock().unwrap().push(buffer.pts().unwrap());
         None
     });
+    // The sink runs free in PLAYING: what it gets before the seek's flush
+    // is not the seek's.
+    let flushed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (f, fl) = (frames.clone(), flushed.clone());
+    video
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::EVENT_FLUSH, move |_, info| {
+            if let Some(gst::PadProbeData::Event(e)) = &info.data
+                && e.type_() == gst::EventType::FlushStop
+            {
+                f.lock().unwrap().clear();
+                fl.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            gst::PadProbeReturn::Ok
+        });
     let audio = gst::ElementFactory::make("fakesink")
         .property("sync", false)
         .build()
@@ -317,6 +333,10 @@ fn kvs_uri_archive_range_seeks_in_playbin() {
     wait(&[gst::MessageType::Eos, gst::MessageType::Error]);
     let position = playbin.query_position::<gst::ClockTime>();
     playbin.set_state(gst::State::Null).unwrap();
+    assert!(
+        flushed.load(std::sync::atomic::Ordering::SeqCst),
+        "the seek flushed"
+    );
     let frames = frames.lock().unwrap();
     // Fragment 4 (4 s) and 5: 50 pictures, from 4 s.
     let expected: Vec<gst::ClockTime> = (0..50)

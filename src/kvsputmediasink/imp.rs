@@ -286,7 +286,7 @@ impl KvsPutMediaSink {
     /// Holds upstream while the store is full (or drops the oldest
     /// fragments, with `drop-when-full`).
     fn wait_for_room(&self, shared: &Shared) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let (limit, drop) = {
+        let (limit, drop_oldest) = {
             let s = self.settings.lock().unwrap();
             (s.storage_bytes(), s.drop_when_full)
         };
@@ -298,7 +298,7 @@ impl KvsPutMediaSink {
             if store.stopped || store.fragments.bytes() <= limit || store.fragments.len() < 2 {
                 return Ok(gst::FlowSuccess::Ok);
             }
-            if drop {
+            if drop_oldest {
                 // Not the fragment being sent: KVS would keep its start.
                 if store.in_flight == Some(store.fragments.first()) {
                     return Ok(gst::FlowSuccess::Ok);
@@ -311,6 +311,8 @@ impl KvsPutMediaSink {
                     stats.fragments_dropped += 1;
                     stats.fragments_dropped
                 };
+                // Posted with no lock held: a bus handler may read the stats.
+                drop(store);
                 gst::element_imp_warning!(
                     self,
                     gst::ResourceError::Write,
@@ -320,6 +322,7 @@ impl KvsPutMediaSink {
                         f.timecode
                     ]
                 );
+                store = shared.store.lock().unwrap();
                 continue;
             }
             if self.flushing.load(Ordering::SeqCst) {
@@ -546,6 +549,7 @@ impl ElementImpl for KvsPutMediaSink {
     ) -> Option<gst::Pad> {
         let mut state = self.state.lock().unwrap();
         if state.inputs.len() >= MAX_TRACKS {
+            drop(state);
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Pad,
@@ -612,8 +616,8 @@ impl ElementImpl for KvsPutMediaSink {
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::NullToReady {
-            let s = self.settings.lock().unwrap();
-            if s.target.stream_name.is_none() && s.target.stream_arn.is_none() {
+            let target = self.settings.lock().unwrap().target.clone();
+            if target.stream_name.is_none() && target.stream_arn.is_none() {
                 gst::element_imp_error!(
                     self,
                     gst::ResourceError::Settings,

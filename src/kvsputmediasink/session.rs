@@ -94,6 +94,8 @@ pub struct Shared {
     pub stats: Mutex<Stats>,
     /// KVS sends PERSISTED (the stream keeps data); else RECEIVED is final.
     pub persisted: AtomicBool,
+    /// The sender has had nothing to send for a while.
+    pub idle: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -110,6 +112,7 @@ impl Shared {
             wake: Notify::new(),
             stats: Mutex::new(Stats::default()),
             persisted: AtomicBool::new(true),
+            idle: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -167,6 +170,8 @@ enum Outcome {
     /// the oldest fragment not acknowledged.
     Resend,
     Broken(Failure),
+    /// KVS closed a connection with nothing to send for a long while.
+    Idle,
     ErrorAck(u32, Option<u64>),
 }
 
@@ -178,6 +183,8 @@ struct Session {
     http: aws_smithy_http_client::Connector,
     endpoint: Option<String>,
     retry: Retry,
+    /// Numbers the connections, to tell whose ACK is whose.
+    conns: u64,
 }
 
 impl Session {
@@ -199,6 +206,7 @@ impl Session {
             http,
             endpoint: None,
             retry,
+            conns: 0,
         }
     }
 
@@ -253,9 +261,12 @@ impl Session {
             pace.call().await;
             let start = {
                 let mut store = self.shared.store.lock().unwrap();
-                store.resend = false;
                 let first = store.fragments.first();
-                from.take().filter(|&f| f >= first).unwrap_or(first)
+                let from = from.take().filter(|&f| f >= first && !store.resend);
+                store.resend = false;
+                store.in_flight = None;
+                self.shared.idle.store(false, Ordering::SeqCst);
+                from.unwrap_or(first)
             };
             let endpoint = self.endpoint.clone().unwrap_or_default();
             let acked = self.shared.stats.lock().unwrap().fragments_persisted;
@@ -287,6 +298,17 @@ impl Session {
                     );
                 }
                 Outcome::Broken(failure) => self.recover("PutMedia", failure).await?,
+                // KVS closed a connection that had nothing to send: wait
+                // for data, then go on (not a failure).
+                Outcome::Idle => {
+                    gst::debug!(
+                        CAT,
+                        "Stream {}: KVS closed the idle PutMedia connection",
+                        self.stream()
+                    );
+                    self.retry.succeeded();
+                    self.shared.wake.notified().await;
+                }
                 Outcome::ErrorAck(id, timecode) => {
                     let (meaning, _, remedy) = ack::explain(id);
                     if remedy == Remedy::Fatal || !self.cfg.restart_on_error {
@@ -375,20 +397,25 @@ impl Session {
     }
 
     /// Sends from fragment `start` while reading the ACKs.
-    async fn send(&self, conn: Connection, start: u64) -> Outcome {
+    async fn send(&mut self, conn: Connection, start: u64) -> Outcome {
         let Connection {
             tx,
             acks,
             rotate_at,
         } = conn;
+        self.conns += 1;
+        let conn = self.conns;
         let mut acks = tokio::spawn(read_acks(
             self.shared.clone(),
             acks,
             self.report.clone(),
             self.cfg.staleness,
+            conn,
         ));
+        let idle = self.shared.idle.clone();
         let sender = Sender {
             shared: &self.shared,
+            conn,
             tx,
             rotate_at,
             rate: self.cfg.rate,
@@ -397,7 +424,7 @@ impl Session {
             end = sender.run(start) => match end {
                 Sent::Rotate(next) => {
                     gst::debug!(CAT, "Stream {}: rotating the PutMedia connection", self.stream());
-                    tokio::spawn(finish_old(self.shared.clone(), acks, next));
+                    tokio::spawn(finish_old(self.shared.clone(), acks, conn));
                     Outcome::Rotate(next)
                 }
                 Sent::Finished => match acks.await {
@@ -428,6 +455,7 @@ impl Session {
             end = &mut acks => match end {
                 Ok(AcksEnd::ErrorAck(id, t)) => Outcome::ErrorAck(id, t),
                 Ok(AcksEnd::Broken(f)) => Outcome::Broken(f),
+                Ok(AcksEnd::Closed) if idle.load(Ordering::SeqCst) => Outcome::Idle,
                 Ok(AcksEnd::Closed) => Outcome::Broken(Failure::Transient("KVS closed the PutMedia connection".into())),
                 Err(e) => Outcome::Broken(Failure::Transient(e.to_string())),
             },

@@ -265,8 +265,8 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             .blurb(
                 "Counters: connections, fragments-sent, fragments-persisted, fragments-resent, \
                  fragments-dropped, bytes-sent, errors, throttles, endpoint-refreshes, \
-                 buffered-bytes, buffered-fragments, and the send to PERSISTED latency in ms \
-                 (last-latency-ms, mean-latency-ms, max-latency-ms)",
+                 buffered-bytes, buffered-fragments, and the latency from a fragment's end to its \
+                 acknowledgement in ms (last-latency-ms, mean-latency-ms, max-latency-ms)",
             )
             .read_only()
             .build(),

@@ -14,6 +14,9 @@ use super::session::{Report, Reporter, Shared};
 use crate::aws::Failure;
 use crate::put::ack::{self, Event};
 
+/// Nothing to send for this long: a close by KVS is then expected.
+const IDLE: Duration = Duration::from_secs(10);
+
 /// How sending on a connection ended.
 pub enum Sent {
     Rotate(u64),
@@ -34,6 +37,8 @@ enum Found {
 
 pub struct Sender<'a> {
     pub shared: &'a Shared,
+    /// This connection's number, marked on the fragments it sends.
+    pub conn: u64,
     pub tx: BodyTx,
     pub rotate_at: Instant,
     pub rate: u64,
@@ -71,7 +76,15 @@ impl Sender<'_> {
                     }
                 }
                 Found::Skip(first) => (seq, offset) = (first, 0),
-                Found::Wait => notified.await,
+                // Idle past this, KVS may close the connection (it does
+                // after 30 s): that is not a failure.
+                Found::Wait => {
+                    if tokio::time::timeout(IDLE, notified).await.is_err() {
+                        self.shared.idle.store(true, Ordering::SeqCst);
+                        self.shared.wake.notified().await;
+                    }
+                    self.shared.idle.store(false, Ordering::SeqCst);
+                }
                 Found::End(end) => {
                     self.tx.finish();
                     return end;
@@ -99,6 +112,10 @@ impl Sender<'_> {
         let mut bytes = Vec::new();
         let mut again = None;
         if offset == 0 {
+            // Acknowledged already (sent before a resend began).
+            if f.acked {
+                return Found::Skip(seq + 1);
+            }
             match header {
                 Some(h) if !Arc::ptr_eq(h, &f.header) || Instant::now() >= self.rotate_at => {
                     return Found::End(Sent::Rotate(seq));
@@ -110,6 +127,7 @@ impl Sender<'_> {
                 }
             }
             f.sends += 1;
+            f.conn = self.conn;
             again = Some(f.sends > 1);
         } else if offset >= f.bytes.len() && !f.closed {
             return Found::Wait;
@@ -148,6 +166,7 @@ pub async fn read_acks(
     mut body: ByteStream,
     report: Reporter,
     staleness: Duration,
+    conn: u64,
 ) -> AcksEnd {
     let mut reader = ack::Reader::default();
     loop {
@@ -166,10 +185,7 @@ pub async fn read_acks(
             }
             Ok(Some(Ok(chunk))) => chunk,
         };
-        let acks = match reader.push(&chunk) {
-            Ok(acks) => acks,
-            Err(e) => return AcksEnd::Broken(Failure::Transient(e)),
-        };
+        let (acks, broken) = reader.push(&chunk);
         for a in acks {
             let final_event = if shared.persisted.load(Ordering::SeqCst) {
                 Event::Persisted
@@ -179,43 +195,64 @@ pub async fn read_acks(
             match a.event {
                 Event::Error => return AcksEnd::ErrorAck(a.error_id.unwrap_or(5000), a.timecode),
                 e if e == final_event => {
-                    let Some(timecode) = a.timecode else {
-                        continue;
-                    };
-                    let released = shared.store.lock().unwrap().fragments.release(timecode);
-                    if released.is_empty() {
-                        continue;
-                    }
-                    shared.space.notify_all();
-                    let mut stats = shared.stats.lock().unwrap();
-                    for f in released {
-                        let latency = f.closed_at.map_or(Duration::ZERO, |t| t.elapsed());
-                        let ms = latency.as_millis() as u64;
-                        stats.fragments_persisted += 1;
-                        stats.last_latency_ms = ms;
-                        stats.max_latency_ms = stats.max_latency_ms.max(ms);
-                        stats.total_latency_ms += ms;
-                        report(Report::Acknowledged {
-                            timecode: f.timecode,
-                            number: a.number.clone().unwrap_or_default(),
-                            latency,
-                            sends: f.sends,
-                        });
+                    if let Some(timecode) = a.timecode {
+                        let number = a.number.unwrap_or_default();
+                        release(&shared, &report, timecode, conn, &number);
                     }
                 }
                 _ => {}
             }
         }
+        if let Some(e) = broken {
+            return AcksEnd::Broken(Failure::Transient(e));
+        }
     }
+}
+
+/// Lets go what an ACK on connection `conn` acknowledges, then reports it
+/// (with no lock held: a bus handler may read the stats).
+fn release(shared: &Shared, report: &Reporter, timecode: u64, conn: u64, number: &str) {
+    let released = shared
+        .store
+        .lock()
+        .unwrap()
+        .fragments
+        .acknowledge(timecode, conn);
+    if released.is_empty() {
+        return;
+    }
+    shared.space.notify_all();
+    let mut reports = Vec::with_capacity(released.len());
+    {
+        let mut stats = shared.stats.lock().unwrap();
+        for f in released {
+            let latency = f.closed_at.map_or(Duration::ZERO, |t| t.elapsed());
+            let ms = latency.as_millis() as u64;
+            stats.fragments_persisted += 1;
+            stats.last_latency_ms = ms;
+            stats.max_latency_ms = stats.max_latency_ms.max(ms);
+            stats.total_latency_ms += ms;
+            reports.push(Report::Acknowledged {
+                timecode: f.timecode,
+                number: if f.timecode == timecode {
+                    number.to_string()
+                } else {
+                    String::new()
+                },
+                latency,
+                sends: f.sends,
+            });
+        }
+    }
+    reports.into_iter().for_each(|r| report(r));
 }
 
 /// After a rotation: the old connection's last ACKs. If they do not all
 /// come, the fragments it carried are sent again.
-pub async fn finish_old(shared: Arc<Shared>, acks: tokio::task::JoinHandle<AcksEnd>, next: u64) {
+pub async fn finish_old(shared: Arc<Shared>, acks: tokio::task::JoinHandle<AcksEnd>, conn: u64) {
     let end = acks.await;
     let mut store = shared.store.lock().unwrap();
-    let missing = store.fragments.first() < next && !store.fragments.is_empty();
-    if !matches!(end, Ok(AcksEnd::Closed)) || missing {
+    if !matches!(end, Ok(AcksEnd::Closed)) || store.fragments.waiting_on(conn) {
         store.resend = true;
         drop(store);
         shared.wake.notify_one();

@@ -50,18 +50,20 @@ fn parse(value: &Value) -> Option<Ack> {
             Value::Number(n) => Some(n.to_string()),
             _ => None,
         },
-        error_id: number(&value["ErrorId"]).map(|n| n as u32),
+        error_id: number(&value["ErrorId"]).map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
     })
 }
 
 impl Reader {
-    /// Takes the next bytes; returns the acknowledgements they complete.
-    /// Objects KVS may add that are not acknowledgements are skipped.
-    pub fn push(&mut self, data: &[u8]) -> Result<Vec<Ack>, String> {
+    /// Takes the next bytes; returns the acknowledgements they complete,
+    /// and what was wrong if the stream stops being JSON (the ones before
+    /// still count). Objects that are not acknowledgements are skipped.
+    pub fn push(&mut self, data: &[u8]) -> (Vec<Ack>, Option<String>) {
         self.buf.extend_from_slice(data);
         let mut acks = Vec::new();
         let mut stream = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
         let mut used = 0;
+        let mut broken = None;
         loop {
             match stream.next() {
                 Some(Ok(value)) => {
@@ -69,7 +71,11 @@ impl Reader {
                     acks.extend(parse(&value));
                 }
                 Some(Err(e)) if e.is_eof() => break,
-                Some(Err(e)) => return Err(format!("An acknowledgement is not JSON: {e}")),
+                Some(Err(e)) => {
+                    broken = Some(format!("an acknowledgement is not JSON: {e}"));
+                    used = self.buf.len();
+                    break;
+                }
                 None => {
                     used = self.buf.len();
                     break;
@@ -77,7 +83,7 @@ impl Reader {
             }
         }
         self.buf.drain(..used);
-        Ok(acks)
+        (acks, broken)
     }
 }
 
@@ -222,7 +228,11 @@ mod tests {
             let acks: Vec<Ack> = text
                 .as_bytes()
                 .chunks(step)
-                .flat_map(|c| reader.push(c).unwrap())
+                .flat_map(|c| {
+                    let (acks, broken) = reader.push(c);
+                    assert!(broken.is_none());
+                    acks
+                })
                 .collect();
             assert_eq!(acks.len(), 4, "step {step}");
             assert_eq!(acks[1].event, Event::Persisted);
@@ -231,7 +241,11 @@ mod tests {
             assert_eq!(acks[3].error_id, Some(4004));
             assert_eq!(acks[3].timecode, Some(1_700_000_002_000));
         }
-        assert!(Reader::default().push(b"{\"EventType\": nope}").is_err());
+        // Broken JSON after a good line: the good one still counts.
+        let (acks, broken) =
+            Reader::default().push(b"{\"EventType\":\"IDLE\"}\n{\"EventType\": nope}");
+        assert_eq!(acks.len(), 1);
+        assert!(broken.is_some());
         assert_eq!(explain(4002).2, Remedy::Fatal);
         assert_eq!(explain(5000).2, Remedy::Resend);
     }

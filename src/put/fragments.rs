@@ -58,6 +58,10 @@ pub struct Fragment {
     pub header: Arc<Vec<u8>>,
     /// How many times sending it began.
     pub sends: u32,
+    /// The connection that last began sending it.
+    pub conn: u64,
+    /// KVS has it: it goes once the fragments before it have gone too.
+    pub acked: bool,
     /// Latest frame time, to find fragments that grow too long.
     pub last_ms: u64,
 }
@@ -175,6 +179,8 @@ impl Fragments {
                 closed_at: None,
                 header: self.header.clone(),
                 sends: 0,
+                conn: 0,
+                acked: false,
                 last_ms: frame.ms,
             });
         }
@@ -245,26 +251,29 @@ impl Fragments {
         self.list.is_empty()
     }
 
-    /// The sequence number of the closed fragment with this timecode.
-    pub fn find(&self, timecode: u64) -> Option<u64> {
-        let i = self.list.iter().position(|f| f.timecode == timecode)?;
-        Some(self.first + i as u64)
-    }
-
-    /// KVS has what it needs of the fragment with this timecode: it and
-    /// the closed fragments before it are let go, oldest first.
-    pub fn release(&mut self, timecode: u64) -> Vec<Fragment> {
-        let mut out = Vec::new();
-        if self.find(timecode).is_none() {
-            return out;
-        }
-        while let Some(f) = self.list.front() {
-            if f.timecode > timecode || !f.closed {
-                break;
+    /// KVS has what it needs of the fragment with this timecode, sent on
+    /// connection `conn`, and of those that connection sent before it (KVS
+    /// stores a connection's fragments in order). What another connection
+    /// sent is not its to acknowledge. Returns the fragments that can go:
+    /// acknowledged, with none before them still waiting.
+    pub fn acknowledge(&mut self, timecode: u64, conn: u64) -> Vec<Fragment> {
+        for f in self.list.iter_mut() {
+            if f.closed && f.conn == conn && f.timecode <= timecode {
+                f.acked = true;
             }
-            out.push(self.pop_front().unwrap());
+        }
+        let mut out = Vec::new();
+        while self.list.front().is_some_and(|f| f.acked) {
+            out.extend(self.pop_front());
         }
         out
+    }
+
+    /// True if a fragment connection `conn` sent is still unacknowledged.
+    pub fn waiting_on(&self, conn: u64) -> bool {
+        self.list
+            .iter()
+            .any(|f| f.conn == conn && f.sends > 0 && !f.acked)
     }
 
     /// Lets the oldest closed fragment go unacknowledged (storage full).
@@ -347,14 +356,23 @@ mod tests {
         assert_eq!(order[11], "tags");
         let total: usize = (0..3).map(|i| f.get(i).unwrap().bytes.len()).sum();
         assert_eq!(f.bytes(), total);
-        // Releasing the second lets the first go too.
-        let released = f.release(6000);
+        // Sent on connection 1, then the third on connection 2.
+        for seq in 0..3 {
+            let frag = f.get_mut(seq).unwrap();
+            frag.sends = 1;
+            frag.conn = if seq < 2 { 1 } else { 2 };
+        }
+        // Connection 2's ACK does not let go what connection 1 sent.
+        assert!(f.acknowledge(7000, 2).is_empty());
+        assert!(f.waiting_on(1) && !f.waiting_on(2));
+        // The second's ACK lets the first go too, and then the third.
+        let released = f.acknowledge(6000, 1);
         assert_eq!(
             released.iter().map(|r| r.timecode).collect::<Vec<_>>(),
-            [5000, 6000]
+            [5000, 6000, 7000]
         );
-        assert_eq!((f.first(), f.end()), (2, 3));
-        assert!(f.release(123).is_empty());
+        assert_eq!((f.first(), f.end()), (3, 3));
+        assert!(f.acknowledge(123, 1).is_empty());
     }
 
     #[test]

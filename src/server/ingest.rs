@@ -90,7 +90,14 @@ impl Default for Ingest {
 fn is_level1(id: u32) -> bool {
     matches!(
         id,
-        id::CLUSTER | id::TAGS | id::INFO | id::TRACKS | id::SEEK_HEAD | id::EBML | 0x1C53_BB6B
+        id::CLUSTER
+            | id::TAGS
+            | id::INFO
+            | id::TRACKS
+            | id::SEEK_HEAD
+            | id::EBML
+            | id::SEGMENT
+            | 0x1C53_BB6B
     ) || id == 0x1043_A770
         || id == 0x1941_A469
 }
@@ -161,9 +168,16 @@ impl Ingest {
                 format!("Element {:#x} has an unknown size", h.id),
             ));
         }
-        if let Level::Cluster(None) = self.level
+        if let Level::Cluster(end) = self.level
             && is_level1(h.id)
         {
+            // It ends a Cluster of unknown size; a known size was a lie.
+            if end.is_some() {
+                return Err(refusal(
+                    4006,
+                    format!("Element {:#x} inside a Cluster", h.id),
+                ));
+            }
             self.level = Level::Segment;
             out.push(Piece::ClusterEnd);
             return Ok(Some(0));
@@ -234,6 +248,7 @@ impl Ingest {
             (Level::Segment, _) => Ok(Some(whole)),
             (Level::Cluster(_), id::TIMECODE) => {
                 let timecode = crate::mkv::ebml::uint(&data[h.len..whole])
+                    .filter(|&t| t < 1 << 62)
                     .ok_or_else(|| refusal(4006, "A Cluster Timecode is not a number"))?;
                 self.cluster_timecode = Some(timecode);
                 let mut head = Vec::new();
@@ -393,5 +408,16 @@ mod tests {
             refusal(4004, "x").code,
             "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS"
         );
+        // A Cluster of unknown size inside one of known size.
+        let mut nested = data[..first].to_vec();
+        let at = nested
+            .windows(4)
+            .position(|w| w == [0x1F, 0x43, 0xB6, 0x75])
+            .unwrap();
+        nested.truncate(at);
+        let mut inner = Vec::new();
+        unknown_size_header(&mut inner, id::CLUSTER);
+        element(&mut nested, id::CLUSTER, &inner);
+        assert_eq!(pieces(&nested, 64).unwrap_err().id, 4006);
     }
 }

@@ -76,6 +76,9 @@ pub(super) fn put_media(
                 .ok_or_else(|| {
                     invalid("RELATIVE timecodes need x-amzn-producer-start-timestamp")
                 })?;
+            if !(0.0..1e12).contains(&start) {
+                return Err(invalid(format!("Invalid producer start timestamp {start}")));
+            }
             Some((start * 1000.0) as u64)
         }
         Some(other) => return Err(invalid(format!("Unknown fragment timecode type {other}"))),
@@ -218,7 +221,8 @@ impl Receiver {
         let mut pieces = Vec::new();
         let result = loop {
             let frame = match tokio::time::timeout(limits.idle_ack, body.frame()).await {
-                Err(_) if quiet.elapsed() >= IDLE_END => break Ok(()),
+                // KVS closes a quiet connection; a fragment it left open is lost.
+                Err(_) if quiet.elapsed() >= IDLE_END => break Err(None),
                 Err(_) => {
                     self.ack(Ack::Event(json!({ "EventType": "IDLE" })));
                     continue;
@@ -325,42 +329,49 @@ impl Receiver {
             )));
         }
         self.last_timecode = Some(timecode);
-        let place = self.stream.len();
-        let number = format!("91343852333181432392682062607743920147{place:09}");
         let server_ms = now_ms();
-        let producer_ms = self.start_ms.unwrap_or(0) + self.ticks_ms(timecode);
+        let producer_ms = self
+            .start_ms
+            .unwrap_or(0)
+            .saturating_add(self.ticks_ms(timecode));
         let header = self.ingest.header();
-        let tags = |archive: bool| {
-            let (server, producer) = if archive {
-                (kvs::SERVER_SIDE_TIMESTAMP, kvs::PRODUCER_SIDE_TIMESTAMP)
-            } else {
-                (kvs::SERVER_TIMESTAMP, kvs::PRODUCER_TIMESTAMP)
+        let pending = &self.pending_tags;
+        // The number comes from the place, taken under the stream's lock:
+        // two producers on one stream never share one.
+        let place = self.stream.open(|place| {
+            let number = format!("91343852333181432392682062607743920147{place:09}");
+            let tags = |archive: bool| {
+                let (server, producer) = if archive {
+                    (kvs::SERVER_SIDE_TIMESTAMP, kvs::PRODUCER_SIDE_TIMESTAMP)
+                } else {
+                    (kvs::SERVER_TIMESTAMP, kvs::PRODUCER_TIMESTAMP)
+                };
+                let mut out = header.to_vec();
+                out.extend_from_slice(pending);
+                write_tags(
+                    &mut out,
+                    &[
+                        (kvs::FRAGMENT_NUMBER.into(), number.clone()),
+                        (server.into(), seconds(server_ms)),
+                        (producer.into(), seconds(producer_ms)),
+                    ],
+                );
+                out
             };
-            let mut out = header.to_vec();
-            out.extend_from_slice(&self.pending_tags);
-            write_tags(
-                &mut out,
-                &[
-                    (kvs::FRAGMENT_NUMBER.into(), number.clone()),
-                    (server.into(), seconds(server_ms)),
-                    (producer.into(), seconds(producer_ms)),
-                ],
-            );
-            out
-        };
-        let mut bytes = tags(false);
-        let cluster_from = bytes.len();
-        bytes.extend_from_slice(head);
-        let open = Open {
-            number: number.clone(),
-            producer_ms,
-            server_ms,
-            bytes,
-            archive_head: tags(true),
-            cluster_from,
-        };
+            let mut bytes = tags(false);
+            let cluster_from = bytes.len();
+            bytes.extend_from_slice(head);
+            Open {
+                archive_head: tags(true),
+                number,
+                producer_ms,
+                server_ms,
+                bytes,
+                cluster_from,
+            }
+        });
+        let number = self.stream.number(place);
         self.pending_tags.clear();
-        let place = self.stream.open(open);
         self.ack(Ack::Event(event("BUFFERING", timecode, &number)));
         self.current = Some(Current {
             place,
@@ -391,7 +402,7 @@ impl Receiver {
         };
         c.last_block = c.last_block.max(timecode);
         c.bytes += bytes.len() as u64;
-        let span = (c.last_block - c.timecode as i64).max(0) as u64;
+        let span = c.last_block.saturating_sub(c.timecode as i64).max(0) as u64;
         if span.saturating_mul(self.ingest.timestamp_scale) / 1_000_000 > max_ms {
             return Err(Some(refusal(
                 4002,
@@ -416,7 +427,8 @@ impl Receiver {
             let id = faults.put_error_id.load(Ordering::SeqCst);
             return Err(Some(refusal(id, "Fault injection: an error ACK")));
         }
-        let duration_ms = self.ticks_ms((c.last_block - c.timecode as i64).max(0) as u64);
+        let span = c.last_block.saturating_sub(c.timecode as i64).max(0);
+        let duration_ms = self.ticks_ms(span as u64);
         let behind = now_ms().saturating_sub(c.server_ms + duration_ms);
         let mut trailer = Vec::new();
         write_tags(

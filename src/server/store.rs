@@ -326,15 +326,25 @@ impl Stream {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    /// Opens a fragment for a producer: its place.
-    pub fn open(&self, open: Open) -> usize {
+    /// Opens a fragment for a producer, made by `make` for its place;
+    /// returns the place.
+    pub fn open(&self, make: impl FnOnce(usize) -> Open) -> usize {
         self.put.store(true, Ordering::SeqCst);
         let mut slots = self.slots.write().unwrap();
-        slots.push(Slot::Open(open));
-        let i = slots.len() - 1;
+        let i = slots.len();
+        slots.push(Slot::Open(make(i)));
         drop(slots);
         self.changed();
         i
+    }
+
+    /// The number of the fragment at place `i`, open or whole.
+    pub fn number(&self, i: usize) -> String {
+        match self.slots.read().unwrap().get(i) {
+            Some(Slot::Open(o)) => o.number.clone(),
+            Some(Slot::Done(f)) => f.number.clone(),
+            _ => String::new(),
+        }
     }
 
     /// Appends bytes to the open fragment at place `i`.
