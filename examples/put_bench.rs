@@ -74,6 +74,16 @@ fn sink(endpoint: &str, stream: &str, extra: &str) -> gst::Element {
     sink
 }
 
+/// One side of a Connect call: 8 kHz mono S16LE.
+fn connect_caps() -> gst::Caps {
+    gst::Caps::builder("audio/x-raw")
+        .field("format", "S16LE")
+        .field("layout", "interleaved")
+        .field("rate", 8000i32)
+        .field("channels", 1i32)
+        .build()
+}
+
 /// A source pad of our own, linked to a new request pad of `sink`.
 fn feeder(sink: &gst::Element, template: &str, caps: &gst::Caps, name: &str) -> gst::Pad {
     let pad = gst::Pad::builder(gst::PadDirection::Src).name(name).build();
@@ -164,12 +174,7 @@ fn throughput(mb: u64, limited: bool) {
 /// thread in 64 ms blocks.
 fn scale(producers: usize, seconds: u64) {
     let (mut child, endpoint) = server(12_500_000);
-    let caps = gst::Caps::builder("audio/x-raw")
-        .field("format", "S16LE")
-        .field("layout", "interleaved")
-        .field("rate", 8000i32)
-        .field("channels", 1i32)
-        .build();
+    let caps = connect_caps();
     let latencies: Arc<Mutex<Vec<f64>>> = Default::default();
     let rss0 = rss_mb();
     let mut all = Vec::new();
@@ -266,12 +271,7 @@ fn end_to_end(seconds: u64) {
     let s = sink(&endpoint, "e2e", "fragment-duration=1000");
     p.add(&s).unwrap();
     p.set_state(gst::State::Playing).unwrap();
-    let caps = gst::Caps::builder("audio/x-raw")
-        .field("format", "S16LE")
-        .field("layout", "interleaved")
-        .field("rate", 8000i32)
-        .field("channels", 1i32)
-        .build();
+    let caps = connect_caps();
     let pad = feeder(&s, "audio_%u", &caps, "caller");
     let unix_caps = gst::Caps::new_empty_simple("timestamp/x-unix");
     let now_ns = || {

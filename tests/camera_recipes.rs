@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use gst::prelude::*;
 use gstkvs::server::{State, Stream};
 use gstkvs::synth::camera::Camera;
@@ -74,13 +72,7 @@ fn readme_camera_recipes_work() {
         Stream::from_camera("camera", &live, &enc, true),
     ]);
     let server = common::serve(state);
-    let dir = std::env::temp_dir().join(format!("kvs-camera-recipes-{}", std::process::id()));
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let lib: PathBuf = exe.parent().unwrap().join("libgstkvs.so");
-    std::fs::copy(&lib, plugins.join("libgstkvs.so"))
-        .unwrap_or_else(|e| panic!("{}: {e}", lib.display()));
+    let (dir, plugins) = common::recipe_dir("camera-recipes");
     let mut outputs = Vec::new();
     for recipe in &recipes {
         let mut command = recipe.clone();

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use gstkvs::server::State;
 
 #[test]
@@ -18,13 +16,7 @@ fn readme_put_recipes_work() {
     let recipes = common::readme_section_commands("Into a stream");
     assert_eq!(recipes.len(), 3, "{recipes:#?}");
     let server = common::serve(State::new(Vec::new()));
-    let dir = std::env::temp_dir().join(format!("kvs-put-recipes-{}", std::process::id()));
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let lib: PathBuf = exe.parent().unwrap().join("libgstkvs.so");
-    std::fs::copy(&lib, plugins.join("libgstkvs.so"))
-        .unwrap_or_else(|e| panic!("{}: {e}", lib.display()));
+    let (dir, plugins) = common::recipe_dir("put-recipes");
     for recipe in &recipes {
         common::run_readme_command(recipe, &server.endpoint(), &dir, &plugins);
     }

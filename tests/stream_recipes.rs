@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use gstkvs::server::{State, Stream};
@@ -37,13 +37,7 @@ fn readme_stream_recipes_work() {
     let stored = Stream::from_call("archive-call", &archive, false);
     let state = State::new(vec![stored, Stream::from_call("demo-call", &live, true)]);
     let server = common::serve(state);
-    let dir = std::env::temp_dir().join(format!("kvs-stream-recipes-{}", std::process::id()));
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let lib: PathBuf = exe.parent().unwrap().join("libgstkvs.so");
-    std::fs::copy(&lib, plugins.join("libgstkvs.so"))
-        .unwrap_or_else(|e| panic!("{}: {e}", lib.display()));
+    let (dir, plugins) = common::recipe_dir("stream-recipes");
     let has_gst_play = Command::new("gst-play-1.0")
         .arg("--version")
         .output()

@@ -589,6 +589,19 @@ pub fn readme_section_commands(title: &str) -> Vec<String> {
         .collect()
 }
 
+/// A fresh folder for a recipe test, with the plugin as this test build
+/// made it alone in `plugins/`: (folder, plugins folder).
+pub fn recipe_dir(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("kvs-{name}-{}", std::process::id()));
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let lib = exe.parent().unwrap().join("libgstkvs.so");
+    std::fs::copy(&lib, plugins.join("libgstkvs.so"))
+        .unwrap_or_else(|e| panic!("{}: {e}", lib.display()));
+    (dir, plugins)
+}
+
 /// Runs a README command with `sh` in `dir`, against the local server at
 /// `endpoint` (for http://127.0.0.1:4566) with the plugin in `plugins` and
 /// the README's credentials; at most 120 s, so that a hung recipe fails the
