@@ -148,6 +148,20 @@ pub fn link(
         }
         gst::PadProbeReturn::Ok
     });
+    // After a failed negotiation the queues and interleave send EOS with no
+    // stream before it, and the encoder would write a bare header in a
+    // stream that never started. End the run on the bus instead.
+    let bus = pipeline.bus();
+    pad(&first, "sink")?.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
+        let eos = matches!(&info.data, Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::Eos);
+        if !eos || pad.sticky_event::<gst::event::StreamStart>(0).is_some() {
+            return gst::PadProbeReturn::Ok;
+        }
+        if let Some(bus) = &bus {
+            let _ = bus.post(gst::message::Eos::new());
+        }
+        gst::PadProbeReturn::Drop
+    });
     // Two channels meet in interleave (stereo) or audiomixer (--mono-mix).
     let join = match used.len() {
         1 => None,
