@@ -25,3 +25,11 @@ if ! command -v cargo >/dev/null; then
     echo "cargo is missing: install Rust 1.95 or newer (https://rustup.rs), then run this again" >&2
     exit 1
 fi
+# moto's server mode stands in for SQS and S3 in the `kvs-record serve`
+# tests (5.2.5 or newer: older ones answer CompleteMultipartUpload with a
+# root element the Rust SDK refuses).
+moto="moto[server]==5.2.5"
+if ! python3 -c 'import moto, sys; sys.exit(moto.__version__ != "5.2.5")' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check "$moto" 2>/dev/null ||
+        python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "$moto"
+fi

@@ -167,6 +167,12 @@ impl Stream {
     /// A synthetic Connect call. Live: fragment 0 starts now and the bytes of
     /// each block appear when the block has been spoken.
     pub fn from_call(name: &str, call: &Call, live: bool) -> Stream {
+        Self::from_call_at(name, call, live.then(Instant::now))
+    }
+
+    /// A live call whose fragment 0 started at `started` (earlier
+    /// fragments are already stored), or a stored one with `None`.
+    pub fn from_call_at(name: &str, call: &Call, started: Option<Instant>) -> Stream {
         let fragments = (0..call.fragments)
             .map(|i| {
                 let bytes = call.fragment(i).to_bytes();
@@ -183,11 +189,7 @@ impl Stream {
                 }
             })
             .collect();
-        Stream::new(
-            name,
-            fragments,
-            live.then(|| (Instant::now(), call.fragment_ms())),
-        )
+        Stream::new(name, fragments, started.map(|at| (at, call.fragment_ms())))
     }
 
     /// A synthetic camera. Live: fragment 0 starts now and each frame's

@@ -7,6 +7,8 @@ mod args;
 mod event;
 mod output;
 mod pieces;
+#[cfg(feature = "serve")]
+mod serve;
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +22,10 @@ use gstkvs::synth::Call;
 use args::{Args, Input};
 
 fn main() {
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.first().map(String::as_str) == Some("serve") {
+        std::process::exit(serve(&all[1..]));
+    }
     let args = match args::parse(std::env::args().skip(1)) {
         Ok(Some(args)) => args,
         Ok(None) => {
@@ -29,6 +35,30 @@ fn main() {
         Err(e) => fail(2, &format!("{e}\nTry 'kvs-record --help'.")),
     };
     std::process::exit(Recording::run(args));
+}
+
+/// `kvs-record serve`, the queue-fed worker.
+#[cfg(feature = "serve")]
+fn serve(args: &[String]) -> i32 {
+    if let Err(e) = gst::init()
+        .map_err(|e| e.to_string())
+        .and_then(|_| gstkvs::plugin_register_static().map_err(|e| e.to_string()))
+    {
+        fail(
+            1,
+            &format!("cannot start GStreamer and the kvs elements: {e}"),
+        );
+    }
+    serve::main(args)
+}
+
+#[cfg(not(feature = "serve"))]
+fn serve(_: &[String]) -> i32 {
+    fail(
+        2,
+        "this kvs-record was built without the worker: build it with \
+         cargo build --release --features serve",
+    )
 }
 
 fn fail(code: i32, message: &str) -> ! {

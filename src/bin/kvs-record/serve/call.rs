@@ -1,0 +1,484 @@
+// SPDX-License-Identifier: MPL-2.0
+//! One contact: kvsgetmediasrc and kvsaudiodemux in a pipeline of its own,
+//! its audio mixed by producer time and stored in S3 as it comes.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use gst::prelude::*;
+use gstkvs::tags;
+use tokio::sync::{mpsc, watch};
+
+use super::mix::Mixer;
+use super::ops::{self, Metrics};
+use super::store::{Checkpoint, Meta, Resume, Store};
+use crate::event::Contact;
+
+/// How a call ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The recording is complete in S3: `bytes` of audio.
+    Done { bytes: u64 },
+    /// Not recorded; the message may come back. `fatal` says retrying
+    /// will not help (a stream that does not exist, access denied).
+    Failed { reason: String, fatal: bool },
+    /// The worker is stopping: the call goes back to the queue.
+    Released,
+}
+
+/// Per call settings of the worker.
+#[derive(Clone)]
+pub struct Setup {
+    pub endpoint_uri: Option<String>,
+    pub idle_timeout_ms: u64,
+    pub part_size: u64,
+}
+
+enum Msg {
+    Audio(Vec<u8>),
+    /// A fragment boundary after at least a piece's worth of audio.
+    Cut(Resume, Mixer),
+    Eos,
+    Error(String, bool),
+}
+
+/// What the pad probes share, in the streaming thread.
+struct Feed {
+    mixer: Option<Mixer>,
+    /// Demuxer pad name to channel.
+    channels: Vec<(String, usize)>,
+    fragment: Option<String>,
+    since_cut: u64,
+    part_size: u64,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Feed {
+    fn buffer(&mut self, pad: &gst::Pad, buffer: &gst::BufferRef) {
+        let Some(&(_, channel)) = self.channels.iter().find(|(n, _)| *n == pad.name()) else {
+            return;
+        };
+        let Some(mixer) = &mut self.mixer else {
+            return;
+        };
+        let ms = buffer
+            .iter_meta::<gst::ReferenceTimestampMeta>()
+            .find(|m| {
+                m.reference()
+                    .structure(0)
+                    .is_some_and(|s| s.name() == "timestamp/x-unix")
+            })
+            .map(|m| m.timestamp().mseconds());
+        let (Some(ms), Ok(map)) = (ms, buffer.map_readable()) else {
+            return;
+        };
+        mixer.push(channel, ms, &map);
+        let ready = mixer.take_ready();
+        if !ready.is_empty() {
+            self.since_cut += ready.len() as u64;
+            let _ = self.tx.send(Msg::Audio(ready));
+        }
+    }
+
+    fn tags(&mut self, list: &gst::TagListRef, stats: &ops::Call) {
+        if let Some(ms) = list.get::<tags::MillisBehindNow>() {
+            stats.behind_ms.store(ms.get(), Ordering::Relaxed);
+        }
+        let Some(number) = list.get::<tags::FragmentNumber>() else {
+            return;
+        };
+        let number = number.get().to_string();
+        if self.fragment.as_ref() == Some(&number) {
+            return;
+        }
+        let boundary = self.fragment.replace(number).is_some();
+        if !boundary || self.since_cut < self.part_size {
+            return;
+        }
+        let Some(mixer) = &self.mixer else { return };
+        let resume = Resume {
+            token: list
+                .get::<tags::ContinuationToken>()
+                .map(|t| t.get().to_string()),
+            producer_ms: list
+                .get::<tags::ProducerTimestamp>()
+                .map(|t| t.get() / 1_000_000),
+        };
+        self.since_cut = 0;
+        let _ = self.tx.send(Msg::Cut(resume, mixer.clone()));
+    }
+}
+
+/// kvsgetmediasrc settings for the contact, from the checkpoint if any.
+fn source_props(
+    c: &Contact,
+    resume: Option<&Resume>,
+    setup: &Setup,
+) -> Vec<(&'static str, String)> {
+    let mut p = vec![
+        ("stream-arn", c.stream_arn.clone()),
+        ("region", c.region.clone()),
+        ("idle-timeout", setup.idle_timeout_ms.to_string()),
+    ];
+    if let Some(uri) = &setup.endpoint_uri {
+        p.push(("endpoint-uri", uri.clone()));
+    }
+    let from_ms = resume.and_then(|r| r.producer_ms);
+    match (c.start, c.stop) {
+        (Some(start), Some(stop)) => {
+            let from = from_ms.map_or(start, |ms| ms as f64 / 1000.0);
+            p.push(("start-timestamp", from.to_string()));
+            p.push(("end-timestamp", stop.to_string()));
+            p.push(("timestamp-type", "producer".into()));
+        }
+        _ => match (resume.and_then(|r| r.token.clone()), from_ms, c.start) {
+            (Some(token), _, _) => {
+                p.push(("start-selector", "continuation-token".into()));
+                p.push(("continuation-token", token));
+            }
+            (None, Some(ms), _) => {
+                p.push(("start-selector", "producer-timestamp".into()));
+                p.push(("start-timestamp", (ms as f64 / 1000.0).to_string()));
+            }
+            (None, None, Some(start)) => {
+                p.push(("start-selector", "producer-timestamp".into()));
+                p.push(("start-timestamp", start.to_string()));
+            }
+            (None, None, None) => {
+                let fragment = c.start_fragment.clone().unwrap_or_default();
+                p.push(("start-selector", "fragment-number".into()));
+                p.push(("fragment-number", fragment));
+            }
+        },
+    }
+    p
+}
+
+/// Errors that will not go away on a retry.
+fn is_fatal(err: &gst::glib::Error) -> bool {
+    let text = err.to_string();
+    err.matches(gst::ResourceError::NotFound)
+        || err.matches(gst::ResourceError::NotAuthorized)
+        || text.contains("not found")
+        || text.contains("Not authorized")
+}
+
+pub struct Job {
+    pub contact: Contact,
+    pub contact_id: String,
+    pub store: Store,
+    pub setup: Setup,
+    pub metrics: Arc<Metrics>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Job {
+    pub async fn run(mut self) -> Outcome {
+        let checkpoint = match self.store.load().await {
+            Ok(cp) => cp,
+            Err(reason) => {
+                return Outcome::Failed {
+                    reason,
+                    fatal: false,
+                };
+            }
+        };
+        if checkpoint.is_none() {
+            match self.store.exists().await {
+                Ok(true) => return Outcome::Done { bytes: 0 },
+                Ok(false) => {}
+                Err(reason) => {
+                    return Outcome::Failed {
+                        reason,
+                        fatal: false,
+                    };
+                }
+            }
+        }
+        if let Some(cp) = &checkpoint {
+            ops::log(
+                "info",
+                Some(&self.contact_id),
+                "resuming from a checkpoint",
+                &[("pieces", cp.pieces.len().to_string())],
+            );
+        }
+        let stats = self.metrics.start_call(&self.contact_id);
+        let outcome = self.record(checkpoint, &stats).await;
+        self.metrics.end_call(&self.contact_id);
+        outcome
+    }
+
+    async fn record(&mut self, checkpoint: Option<Checkpoint>, stats: &Arc<ops::Call>) -> Outcome {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let resume = checkpoint.as_ref().map(|c| c.resume.clone());
+        let (pipeline, src, feed) = match self.pipeline(
+            resume.as_ref(),
+            tx.clone(),
+            checkpoint.as_ref().map(|c| c.mixer.clone()),
+            stats,
+        ) {
+            Ok(p) => p,
+            Err(reason) => {
+                return Outcome::Failed {
+                    reason,
+                    fatal: false,
+                };
+            }
+        };
+        *stats.src.lock().unwrap() = Some(src.downgrade());
+        let mut pieces = checkpoint.map(|c| c.pieces).unwrap_or_default();
+        let mut buffer = Vec::new();
+        if set_state(&pipeline, gst::State::Playing).await.is_err() {
+            let _ = set_state(&pipeline, gst::State::Null).await;
+            return Outcome::Failed {
+                reason: "the pipeline did not start".into(),
+                fatal: false,
+            };
+        }
+        let outcome = loop {
+            let msg = tokio::select! {
+                msg = rx.recv() => msg,
+                _ = self.stop.changed() => break Outcome::Released,
+            };
+            match msg {
+                Some(Msg::Audio(bytes)) => {
+                    stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    buffer.extend(bytes);
+                }
+                Some(Msg::Cut(resume, mixer)) => {
+                    pieces.push(buffer.len() as u64);
+                    let cp = Checkpoint {
+                        pieces: pieces.clone(),
+                        resume,
+                        mixer,
+                    };
+                    if let Err(reason) = self.store.save(std::mem::take(&mut buffer), &cp).await {
+                        break Outcome::Failed {
+                            reason,
+                            fatal: false,
+                        };
+                    }
+                    ops::log(
+                        "info",
+                        Some(&self.contact_id),
+                        "checkpoint written",
+                        &[
+                            ("pieces", pieces.len().to_string()),
+                            ("audio_bytes", pieces.iter().sum::<u64>().to_string()),
+                        ],
+                    );
+                }
+                Some(Msg::Eos) => break self.finish(&pieces, buffer, &feed).await,
+                Some(Msg::Error(reason, fatal)) => break Outcome::Failed { reason, fatal },
+                None => {
+                    break Outcome::Failed {
+                        reason: "the pipeline went away".into(),
+                        fatal: false,
+                    };
+                }
+            }
+        };
+        *stats.counts.lock().unwrap() = source_stats(&src);
+        let _ = set_state(&pipeline, gst::State::Null).await;
+        outcome
+    }
+
+    async fn finish(
+        &self,
+        pieces: &[u64],
+        mut buffer: Vec<u8>,
+        feed: &Arc<Mutex<Feed>>,
+    ) -> Outcome {
+        let (tail, mixer, tracks) = {
+            let mut feed = feed.lock().unwrap();
+            let tracks = feed
+                .channels
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect::<Vec<_>>()
+                .join(",");
+            match feed.mixer.as_mut() {
+                Some(m) => (m.finish(), m.clone(), tracks),
+                None => {
+                    return Outcome::Failed {
+                        reason: "the stream had no audio track".into(),
+                        fatal: true,
+                    };
+                }
+            }
+        };
+        buffer.extend(tail);
+        let meta = Meta {
+            contact_id: self.contact_id.clone(),
+            tracks,
+        };
+        match self.store.finish(pieces, buffer, &mixer, &meta).await {
+            Ok(bytes) => Outcome::Done { bytes },
+            Err(reason) => Outcome::Failed {
+                reason,
+                fatal: false,
+            },
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn pipeline(
+        &self,
+        resume: Option<&Resume>,
+        tx: mpsc::UnboundedSender<Msg>,
+        restored: Option<Mixer>,
+        stats: &Arc<ops::Call>,
+    ) -> Result<(gst::Pipeline, gst::Element, Arc<Mutex<Feed>>), String> {
+        let make = |f: &str| {
+            gst::ElementFactory::make(f)
+                .build()
+                .map_err(|_| format!("the GStreamer element {f} is missing"))
+        };
+        let pipeline = gst::Pipeline::new();
+        let src = make("kvsgetmediasrc")?;
+        let demux = make("kvsaudiodemux")?;
+        for (k, v) in source_props(&self.contact, resume, &self.setup) {
+            src.set_property_from_str(k, &v);
+        }
+        demux.set_property("stop-at-contact-end", true);
+        pipeline
+            .add_many([&src, &demux])
+            .map_err(|e| e.to_string())?;
+        src.link(&demux).map_err(|e| e.to_string())?;
+        let feed = Arc::new(Mutex::new(Feed {
+            mixer: None,
+            channels: Vec::new(),
+            fragment: None,
+            since_cut: 0,
+            part_size: self.setup.part_size,
+            tx: tx.clone(),
+        }));
+        let pads: Arc<Mutex<Vec<(String, String, u32)>>> = Arc::default();
+        let weak = pipeline.downgrade();
+        let (f, p, s) = (feed.clone(), pads.clone(), stats.clone());
+        demux.connect_pad_added(move |_, pad| {
+            let title = pad
+                .sticky_event::<gst::event::Tag>(0)
+                .and_then(|t| {
+                    t.tag()
+                        .get::<gst::tags::Title>()
+                        .map(|t| t.get().to_string())
+                })
+                .unwrap_or_default();
+            let rate = pad
+                .sticky_event::<gst::event::Caps>(0)
+                .and_then(|c| {
+                    c.caps()
+                        .structure(0)
+                        .and_then(|s| s.get::<i32>("rate").ok())
+                })
+                .unwrap_or(8000);
+            p.lock()
+                .unwrap()
+                .push((pad.name().to_string(), title, rate as u32));
+            let (f, s) = (f.clone(), s.clone());
+            pad.add_probe(
+                gst::PadProbeType::BUFFER
+                    | gst::PadProbeType::BUFFER_LIST
+                    | gst::PadProbeType::EVENT_DOWNSTREAM,
+                move |pad, info| {
+                    let mut feed = f.lock().unwrap();
+                    match &info.data {
+                        Some(gst::PadProbeData::Buffer(b)) => feed.buffer(pad, b),
+                        Some(gst::PadProbeData::BufferList(l)) => {
+                            for b in l.iter() {
+                                feed.buffer(pad, b);
+                            }
+                        }
+                        Some(gst::PadProbeData::Event(e)) => {
+                            if let gst::EventView::Tag(t) = e.view() {
+                                feed.tags(t.tag(), &s);
+                            }
+                        }
+                        _ => {}
+                    }
+                    gst::PadProbeReturn::Ok
+                },
+            );
+            if let Some(pipeline) = weak.upgrade() {
+                let sink = gst::ElementFactory::make("fakesink")
+                    .property("sync", false)
+                    .property("async", false)
+                    .build()
+                    .unwrap();
+                let _ = pipeline.add(&sink);
+                let _ = sink.sync_state_with_parent();
+                let _ = pad.link(&sink.static_pad("sink").unwrap());
+            }
+        });
+        let (f, tx_pads) = (feed.clone(), tx.clone());
+        demux.connect_no_more_pads(move |_| {
+            let pads = pads.lock().unwrap();
+            let titles: Vec<String> = pads.iter().map(|(_, t, _)| t.clone()).collect();
+            let used = crate::output::channels(&titles);
+            let mut feed = f.lock().unwrap();
+            feed.channels = used
+                .iter()
+                .enumerate()
+                .map(|(c, &i)| (pads[i].0.clone(), c))
+                .collect();
+            let rate = used.first().map_or(8000, |&i| pads[i].2);
+            match &restored {
+                Some(m) if m.channels() != used.len() || m.rate() != rate => {
+                    let _ = tx_pads.send(Msg::Error(
+                        format!(
+                            "the stream now has {} tracks at {rate} Hz, the checkpoint {} at {} Hz",
+                            used.len(),
+                            m.channels(),
+                            m.rate()
+                        ),
+                        true,
+                    ));
+                }
+                Some(m) => feed.mixer = Some(m.clone()),
+                None if used.is_empty() => {}
+                None => feed.mixer = Some(Mixer::new(rate, used.len())),
+            }
+        });
+        let bus = pipeline.bus().unwrap();
+        bus.set_sync_handler(move |_, msg| {
+            match msg.view() {
+                gst::MessageView::Eos(_) => {
+                    let _ = tx.send(Msg::Eos);
+                }
+                gst::MessageView::Error(e) => {
+                    let reason = match e.debug() {
+                        Some(d) => format!("{}: {}", e.error(), d.lines().last().unwrap_or("")),
+                        None => e.error().to_string(),
+                    };
+                    let _ = tx.send(Msg::Error(reason, is_fatal(&e.error())));
+                }
+                _ => {}
+            }
+            gst::BusSyncReply::Drop
+        });
+        Ok((pipeline, src, feed))
+    }
+}
+
+/// State changes block (the source starts its session on the shared
+/// runtime), so they run off the async threads.
+async fn set_state(
+    pipeline: &gst::Pipeline,
+    state: gst::State,
+) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    let pipeline = pipeline.clone();
+    tokio::task::spawn_blocking(move || pipeline.set_state(state))
+        .await
+        .unwrap_or(Err(gst::StateChangeError))
+}
+
+/// Reads a source's counters for /metrics.
+pub fn source_stats(src: &gst::Element) -> (u64, u64) {
+    let stats = src.property::<gst::Structure>("stats");
+    (
+        stats.get::<u64>("reconnects").unwrap_or(0),
+        stats.get::<u64>("throttles").unwrap_or(0),
+    )
+}

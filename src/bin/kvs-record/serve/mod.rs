@@ -1,0 +1,387 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `kvs-record serve`: takes Amazon Connect contact events from an SQS
+//! queue and records each contact to a WAV object in S3, many at once, with
+//! checkpoints so that another worker can finish a call this one could not.
+
+mod call;
+mod mix;
+mod ops;
+mod queue;
+mod store;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use call::{Job, Outcome, Setup};
+use ops::{Metrics, log};
+use queue::{Message, Queue};
+use store::Store;
+
+pub const USAGE: &str = "\
+Usage: kvs-record serve --queue-url URL --bucket NAME [OPTIONS]
+
+Takes Amazon Connect contact events (the contact flow's event, or its
+Details.ContactData) from an SQS queue and records each contact's two
+tracks to s3://BUCKET/PREFIX{ContactId}.wav, caller left, agent right.
+Every option can also be set with the environment variable in brackets.
+
+  --queue-url URL         the SQS queue of contact events [KVS_RECORD_QUEUE_URL]
+  --bucket NAME           the S3 bucket for recordings [KVS_RECORD_BUCKET]
+  --prefix TEXT           key prefix, as in calls/ [KVS_RECORD_PREFIX] (none)
+  --max-calls N           calls recorded at once [KVS_RECORD_MAX_CALLS] (100)
+  --visibility S          seconds a running call's message stays hidden; it is
+                          renewed every third of that [KVS_RECORD_VISIBILITY] (60)
+  --retry-delay S         seconds before a failed call's message comes back; the
+                          queue's redrive policy dead-letters it after its
+                          maxReceiveCount [KVS_RECORD_RETRY_DELAY] (30)
+  --port N                port of /metrics, /healthz, /readyz [KVS_RECORD_PORT] (9090)
+  --idle-timeout S        a call ends after S seconds without new audio
+                          [KVS_RECORD_IDLE_TIMEOUT] (5)
+  --piece-mib N           MiB of audio per checkpoint, at least 5
+                          [KVS_RECORD_PIECE_MIB] (5)
+  --region REGION         AWS region of the queue and bucket [AWS_REGION]
+  --endpoint-uri URL      KVS endpoint, as for a local server [KVS_RECORD_ENDPOINT_URI]
+  --sqs-endpoint URL      SQS endpoint [AWS_ENDPOINT_URL_SQS]
+  --s3-endpoint URL       S3 endpoint (path-style) [AWS_ENDPOINT_URL_S3]
+
+SIGTERM or Ctrl-C: stop taking messages and give running calls back to the
+queue at once; their checkpoints let the next worker continue them.
+";
+
+#[derive(Debug, Clone)]
+struct Config {
+    queue_url: String,
+    bucket: String,
+    prefix: String,
+    max_calls: usize,
+    visibility: u64,
+    retry_delay: u64,
+    port: u16,
+    idle_timeout: u64,
+    piece_mib: u64,
+    region: Option<String>,
+    endpoint_uri: Option<String>,
+    sqs_endpoint: Option<String>,
+    s3_endpoint: Option<String>,
+}
+
+const OPTIONS: &[(&str, &str)] = &[
+    ("--queue-url", "KVS_RECORD_QUEUE_URL"),
+    ("--bucket", "KVS_RECORD_BUCKET"),
+    ("--prefix", "KVS_RECORD_PREFIX"),
+    ("--max-calls", "KVS_RECORD_MAX_CALLS"),
+    ("--visibility", "KVS_RECORD_VISIBILITY"),
+    ("--retry-delay", "KVS_RECORD_RETRY_DELAY"),
+    ("--port", "KVS_RECORD_PORT"),
+    ("--idle-timeout", "KVS_RECORD_IDLE_TIMEOUT"),
+    ("--piece-mib", "KVS_RECORD_PIECE_MIB"),
+    ("--region", "AWS_REGION"),
+    ("--endpoint-uri", "KVS_RECORD_ENDPOINT_URI"),
+    ("--sqs-endpoint", "AWS_ENDPOINT_URL_SQS"),
+    ("--s3-endpoint", "AWS_ENDPOINT_URL_S3"),
+];
+
+/// Flags first, then the environment, then defaults.
+fn parse(args: &[String]) -> Result<Option<Config>, String> {
+    let mut given = std::collections::HashMap::new();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            return Ok(None);
+        }
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (flag.as_str(), None),
+        };
+        if !OPTIONS.iter().any(|(f, _)| *f == name) {
+            return Err(format!("unknown option {flag}"));
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it.next().ok_or(format!("{name} needs a value"))?.clone(),
+        };
+        given.insert(name.to_string(), value);
+    }
+    let get = |flag: &str| -> Option<String> {
+        let env = OPTIONS.iter().find(|(f, _)| *f == flag).map(|(_, e)| *e)?;
+        given
+            .get(flag)
+            .cloned()
+            .or_else(|| std::env::var(env).ok())
+            .filter(|v| !v.is_empty())
+    };
+    let need = |flag: &str| get(flag).ok_or(format!("{flag} is required"));
+    let num = |flag: &str, default: u64| -> Result<u64, String> {
+        get(flag).map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| format!("{flag} {v:?}: give a whole number"))
+        })
+    };
+    let config = Config {
+        queue_url: need("--queue-url")?,
+        bucket: need("--bucket")?,
+        prefix: get("--prefix").unwrap_or_default(),
+        max_calls: num("--max-calls", 100)?.max(1) as usize,
+        visibility: num("--visibility", 60)?.max(3),
+        retry_delay: num("--retry-delay", 30)?,
+        port: u16::try_from(num("--port", 9090)?).map_err(|_| "--port: at most 65535")?,
+        idle_timeout: num("--idle-timeout", 5)?.max(1),
+        piece_mib: num("--piece-mib", 5)?,
+        region: get("--region").or_else(|| std::env::var("AWS_DEFAULT_REGION").ok()),
+        endpoint_uri: get("--endpoint-uri"),
+        sqs_endpoint: get("--sqs-endpoint").or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()),
+        s3_endpoint: get("--s3-endpoint").or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()),
+    };
+    if config.piece_mib * 1024 * 1024 < store::MIN_PART {
+        return Err("--piece-mib: S3 parts other than the last are at least 5 MiB".into());
+    }
+    Ok(Some(config))
+}
+
+/// Runs the worker; returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let config = match parse(args) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            print!("{USAGE}");
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("kvs-record serve: {e}\nTry 'kvs-record serve --help'.");
+            return 2;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kvs-record serve: cannot start: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(Worker::run(config))
+}
+
+struct Worker {
+    config: Config,
+    queue: Arc<Queue>,
+    s3: aws_sdk_s3::Client,
+    metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+}
+
+async fn sdk_config(region: &Option<String>) -> aws_types::SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+    if let Some(r) = region {
+        loader = loader.region(aws_types::region::Region::new(r.clone()));
+    }
+    loader.load().await
+}
+
+impl Worker {
+    async fn run(config: Config) -> i32 {
+        let sdk = sdk_config(&config.region).await;
+        let mut sqs = aws_sdk_sqs::config::Builder::from(&sdk);
+        if let Some(url) = &config.sqs_endpoint {
+            sqs = sqs.endpoint_url(url);
+        }
+        let mut s3 = aws_sdk_s3::config::Builder::from(&sdk);
+        if let Some(url) = &config.s3_endpoint {
+            s3 = s3.endpoint_url(url).force_path_style(true);
+        }
+        let metrics = Arc::new(Metrics::default());
+        let addr = match ops::serve(config.port, metrics.clone()).await {
+            Ok(a) => a,
+            Err(e) => {
+                log(
+                    "error",
+                    None,
+                    &format!("cannot listen on port {}: {e}", config.port),
+                    &[],
+                );
+                return 1;
+            }
+        };
+        let worker = Worker {
+            queue: Arc::new(Queue {
+                sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
+                url: config.queue_url.clone(),
+            }),
+            s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            metrics,
+            stop: watch::channel(false).0,
+            config,
+        };
+        log(
+            "info",
+            None,
+            "worker started",
+            &[
+                ("metrics", format!("http://{addr}/metrics")),
+                ("queue", worker.config.queue_url.clone()),
+                ("max_calls", worker.config.max_calls.to_string()),
+            ],
+        );
+        worker.metrics.ready.store(true, Ordering::Relaxed);
+        worker.work().await
+    }
+
+    async fn work(self) -> i32 {
+        let mut calls = JoinSet::new();
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    log("error", None, &format!("cannot watch SIGTERM: {e}"), &[]);
+                    return 1;
+                }
+            };
+        let stopping = async {
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            }
+        };
+        tokio::pin!(stopping);
+        let why = loop {
+            while calls.try_join_next().is_some() {}
+            let free = self.config.max_calls.saturating_sub(calls.len());
+            if free == 0 {
+                tokio::select! {
+                    why = &mut stopping => break why,
+                    _ = calls.join_next() => continue,
+                }
+            }
+            let visibility = self.config.visibility as i32;
+            let received = tokio::select! {
+                why = &mut stopping => break why,
+                r = self.queue.receive(free, 10, visibility) => r,
+            };
+            match received {
+                Ok(messages) => {
+                    for m in messages {
+                        calls.spawn(self.handle(m));
+                    }
+                }
+                Err(e) => {
+                    self.metrics.receive_errors.fetch_add(1, Ordering::Relaxed);
+                    log("warn", None, &e, &[]);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        self.metrics.ready.store(false, Ordering::Relaxed);
+        log(
+            "info",
+            None,
+            "draining: no new calls; running calls go back to the queue",
+            &[("signal", why.into()), ("calls", calls.len().to_string())],
+        );
+        let _ = self.stop.send(true);
+        while calls.join_next().await.is_some() {}
+        log("info", None, "worker stopped", &[]);
+        0
+    }
+
+    /// Records one message's contact and settles the message.
+    fn handle(&self, m: Message) -> impl Future<Output = ()> + use<> {
+        let queue = self.queue.clone();
+        let metrics = self.metrics.clone();
+        let config = self.config.clone();
+        let s3 = self.s3.clone();
+        let stop = self.stop.subscribe();
+        async move {
+            let receives = m.receives.to_string();
+            let contact = match crate::event::parse(&m.body) {
+                Ok(c) => c,
+                Err(e) => {
+                    metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    log(
+                        "error",
+                        None,
+                        &format!("message {} is not a contact event: {e}", m.id),
+                        &[("receives", receives)],
+                    );
+                    let _ = queue.hide(&m, config.retry_delay as i32).await;
+                    return;
+                }
+            };
+            let id = contact.contact_id.clone().unwrap_or_else(|| m.id.clone());
+            log(
+                "info",
+                Some(&id),
+                "call started",
+                &[
+                    ("stream", contact.stream_arn.clone()),
+                    ("receives", receives.clone()),
+                ],
+            );
+            let job = Job {
+                contact,
+                contact_id: id.clone(),
+                store: Store {
+                    s3,
+                    bucket: config.bucket.clone(),
+                    key: format!("{}{id}.wav", config.prefix),
+                },
+                setup: Setup {
+                    endpoint_uri: config.endpoint_uri.clone(),
+                    idle_timeout_ms: config.idle_timeout * 1000,
+                    part_size: config.piece_mib * 1024 * 1024,
+                },
+                metrics: metrics.clone(),
+                stop,
+            };
+            let keep_hidden = async {
+                let every = Duration::from_millis(config.visibility * 1000 / 3);
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(e) = queue.hide(&m, config.visibility as i32).await {
+                        log("warn", Some(&id), &e, &[]);
+                    }
+                }
+            };
+            let outcome = tokio::select! {
+                o = job.run() => o,
+                _ = keep_hidden => unreachable!(),
+            };
+            match outcome {
+                Outcome::Done { bytes } => {
+                    metrics.done.fetch_add(1, Ordering::Relaxed);
+                    let settled = queue.delete(&m).await;
+                    let mut fields = vec![("audio_bytes", bytes.to_string())];
+                    if let Err(e) = settled {
+                        fields.push(("warning", e));
+                    }
+                    log("info", Some(&id), "call recorded", &fields);
+                }
+                Outcome::Failed { reason, fatal } => {
+                    metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    log(
+                        "error",
+                        Some(&id),
+                        &format!("call failed: {reason}"),
+                        &[
+                            ("receives", receives),
+                            ("retry_helps", (!fatal).to_string()),
+                        ],
+                    );
+                    let _ = queue.hide(&m, config.retry_delay as i32).await;
+                }
+                Outcome::Released => {
+                    metrics.released.fetch_add(1, Ordering::Relaxed);
+                    let _ = queue.hide(&m, 0).await;
+                    log("info", Some(&id), "call handed back to the queue", &[]);
+                }
+            }
+        }
+    }
+}

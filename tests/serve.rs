@@ -1,0 +1,686 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `kvs-record serve` against real parts: SQS and S3 from moto's server
+//! mode, KVS from the local server, all through the real AWS SDK clients,
+//! and the worker as its own process (so it can be killed).
+
+#![cfg(feature = "serve")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gstkvs::server::{State, Stream};
+use gstkvs::synth::{Call, Side};
+
+/// moto in server mode on a free port; killed when dropped.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 is missing: run scripts/setup.sh, which installs moto[server]");
+        let mut moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!(
+                    "moto's server exited ({status}): is moto[server] installed? \
+                     scripts/setup.sh installs it (python3 -m pip install 'moto[server]')"
+                );
+            }
+            assert!(Instant::now() < deadline, "moto's server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        moto
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test's own SQS and S3 clients, on moto.
+struct Aws {
+    rt: tokio::runtime::Runtime,
+    sqs: aws_sdk_sqs::Client,
+    s3: aws_sdk_s3::Client,
+    queue: String,
+    dlq: String,
+    _moto: Moto,
+}
+
+const BUCKET: &str = "recordings";
+
+impl Aws {
+    fn start(max_receives: u32) -> Aws {
+        let moto = Moto::start();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let creds =
+            aws_sdk_s3::config::Credentials::new("AKIDTEST", "test-secret", None, None, "test");
+        let region = aws_sdk_s3::config::Region::new("us-east-1");
+        let http = aws_smithy_http_client::Builder::new().build_http();
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::new()
+                .behavior_version_latest()
+                .region(region.clone())
+                .http_client(http.clone())
+                .credentials_provider(creds.clone())
+                .endpoint_url(&moto.endpoint)
+                .force_path_style(true)
+                .build(),
+        );
+        let sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::new()
+                .behavior_version_latest()
+                .region(region)
+                .http_client(http)
+                .credentials_provider(creds)
+                .endpoint_url(&moto.endpoint)
+                .build(),
+        );
+        let (queue, dlq) = rt.block_on(async {
+            s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+            let dlq = sqs
+                .create_queue()
+                .queue_name("calls-dead")
+                .send()
+                .await
+                .unwrap()
+                .queue_url
+                .unwrap();
+            let arn = sqs
+                .get_queue_attributes()
+                .queue_url(&dlq)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .unwrap()
+                .attributes
+                .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+                .clone();
+            let redrive =
+                format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receives}"}}"#);
+            let queue = sqs
+                .create_queue()
+                .queue_name("calls")
+                .attributes(
+                    aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+                    redrive,
+                )
+                .attributes(
+                    aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                    "3",
+                )
+                .send()
+                .await
+                .unwrap()
+                .queue_url
+                .unwrap();
+            (queue, dlq)
+        });
+        Aws {
+            rt,
+            sqs,
+            s3,
+            queue,
+            dlq,
+            _moto: moto,
+        }
+    }
+
+    fn send(&self, body: &str) {
+        self.rt
+            .block_on(
+                self.sqs
+                    .send_message()
+                    .queue_url(&self.queue)
+                    .message_body(body)
+                    .send(),
+            )
+            .unwrap();
+    }
+
+    /// The WAV object's bytes and its metadata, if it is there.
+    fn object(&self, key: &str) -> Option<(Vec<u8>, std::collections::HashMap<String, String>)> {
+        self.rt.block_on(async {
+            let out = self
+                .s3
+                .get_object()
+                .bucket(BUCKET)
+                .key(key)
+                .send()
+                .await
+                .ok()?;
+            let meta = out.metadata.clone().unwrap_or_default();
+            Some((
+                out.body.collect().await.unwrap().into_bytes().to_vec(),
+                meta,
+            ))
+        })
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.rt.block_on(async {
+            let out = self
+                .s3
+                .list_objects_v2()
+                .bucket(BUCKET)
+                .send()
+                .await
+                .unwrap();
+            out.contents
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|o| o.key)
+                .collect()
+        })
+    }
+
+    /// Messages in a queue, visible or not.
+    fn depth(&self, url: &str) -> u64 {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        self.rt.block_on(async {
+            let attrs = self
+                .sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(A::ApproximateNumberOfMessages)
+                .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                .send()
+                .await
+                .unwrap()
+                .attributes
+                .unwrap();
+            let n = |a: A| {
+                attrs
+                    .get(&a)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible)
+        })
+    }
+}
+
+/// A worker process and the JSON lines it logged.
+struct Worker {
+    child: Child,
+    lines: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Worker {
+    fn start(aws: &Aws, kvs: &str, extra: &[&str]) -> Worker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kvs-record"))
+            .args(["serve", "--queue-url", &aws.queue, "--bucket", BUCKET])
+            .args([
+                "--sqs-endpoint",
+                &aws._moto.endpoint,
+                "--s3-endpoint",
+                &aws._moto.endpoint,
+            ])
+            .args([
+                "--endpoint-uri",
+                kvs,
+                "--region",
+                "us-east-1",
+                "--port",
+                "0",
+            ])
+            .args([
+                "--visibility",
+                "3",
+                "--retry-delay",
+                "1",
+                "--idle-timeout",
+                "1",
+            ])
+            .args(extra)
+            .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+            .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let lines: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let (out, keep) = (child.stdout.take().unwrap(), lines.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| panic!("a log line that is not JSON: {line}"));
+                keep.lock().unwrap().push(v);
+            }
+        });
+        Worker { child, lines }
+    }
+
+    /// Log lines whose msg starts with `msg`.
+    fn said(&self, msg: &str) -> Vec<serde_json::Value> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l["msg"].as_str().is_some_and(|m| m.starts_with(msg)))
+            .cloned()
+            .collect()
+    }
+
+    fn log(&self) -> String {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().map(|l| l.to_string() + "\n").collect()
+    }
+
+    fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Stops with SIGTERM; returns the exit code and how long it took.
+    fn stop(&mut self) -> (Option<i32>, Duration) {
+        let asked = Instant::now();
+        self.signal(libc::SIGTERM);
+        let deadline = asked + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), asked.elapsed());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the worker did not stop after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let started = self.said("worker started");
+        let url = started[0]["metrics"].as_str().unwrap().to_string();
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics");
+        let port = addr.rsplit(':').next().unwrap();
+        let mut tcp =
+            std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        tcp.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    fn wait_started(&self) {
+        wait(
+            || !self.said("worker started").is_empty(),
+            "the worker to start",
+            self,
+        );
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait(mut done: impl FnMut() -> bool, what: &str, worker: &Worker) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "waited 120 s for {what}:\n{}",
+            worker.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+fn contact_event(call: &Call, stream: &str) -> String {
+    format!(
+        r#"{{"Name": "ContactFlowEvent", "Details": {{"ContactData": {{
+            "ContactId": "{}",
+            "MediaStreams": {{"Customer": {{"Audio": {{
+                "StreamARN": "arn:aws:kinesisvideo:us-east-1:000000000000:stream/{stream}/1700000000000",
+                "StartTimestamp": "{}"}}}}}}}}}}}}"#,
+        call.contact_id, call.start_ms
+    )
+}
+
+/// Call `i`: its own contact id, start and length; some have the agent on
+/// track 1 or a silent stretch.
+fn call(i: u64, fragments: u64) -> Call {
+    Call {
+        fragments: fragments + i % 3,
+        contact_id: format!("contact-{i:02}"),
+        start_ms: 1_700_000_000_000 + i * 3_600_000,
+        swapped: i % 2 == 1,
+        silence: if i % 5 == 2 {
+            vec![(Side::Agent, 2000..4000)]
+        } else {
+            Vec::new()
+        },
+        ..Call::default()
+    }
+}
+
+/// Asserts the object holds the call: caller left, agent right, every
+/// sample once; and its metadata.
+fn assert_recorded(aws: &Aws, call: &Call) {
+    let key = format!("{}.wav", call.contact_id);
+    let (wav, meta) = aws
+        .object(&key)
+        .unwrap_or_else(|| panic!("no {key} in s3 (objects: {:?})", aws.keys()));
+    assert_eq!(&wav[..4], b"RIFF", "{key}");
+    assert_eq!(
+        u32::from_le_bytes(wav[4..8].try_into().unwrap()) as usize,
+        wav.len() - 8,
+        "{key}: RIFF size"
+    );
+    let (left, right) = common::deinterleave(&common::wav_data(&wav));
+    let caller = call.pcm_with_silence(Side::Caller);
+    let agent = call.pcm_with_silence(Side::Agent);
+    assert_eq!(left.len(), caller.len(), "{key}: caller samples");
+    assert!(left == caller, "{key}: the caller's PCM, bit-exact");
+    assert!(right == agent, "{key}: the agent's PCM, bit-exact");
+    assert_eq!(meta.get("contact-id"), Some(&call.contact_id), "{key}");
+    let seconds: f64 = meta["duration-seconds"].parse().unwrap();
+    let expected = caller.len() as f64 / 2.0 / 8000.0;
+    assert!(
+        (seconds - expected).abs() < 0.001,
+        "{key}: duration {seconds} s, not {expected} s"
+    );
+    assert!(meta["tracks"].contains("audio_"), "{key}: {meta:?}");
+}
+
+fn kvs_with(calls: &[Call], started: Instant) -> common::Server {
+    common::init();
+    let streams = calls
+        .iter()
+        .map(|c| Stream::from_call_at(&c.contact_id, c, Some(started)))
+        .collect();
+    common::serve(State::new(streams))
+}
+
+#[test]
+fn twenty_live_calls_two_workers() {
+    let aws = Aws::start(3);
+    let calls: Vec<Call> = (0..20).map(|i| call(i, 8)).collect();
+    let kvs = kvs_with(&calls, Instant::now());
+    for c in &calls {
+        aws.send(&contact_event(c, &c.contact_id));
+    }
+    let endpoint = kvs.endpoint();
+    let mut a = Worker::start(&aws, &endpoint, &["--max-calls", "8"]);
+    let mut b = Worker::start(&aws, &endpoint, &["--max-calls", "8"]);
+    wait(
+        || a.said("call recorded").len() + b.said("call recorded").len() == 20,
+        "20 calls",
+        &a,
+    );
+    for c in &calls {
+        assert_recorded(&aws, c);
+    }
+    // No work objects are left, and the queue is empty.
+    let keys = aws.keys();
+    assert_eq!(keys.len(), 20, "{keys:?}");
+    wait(|| aws.depth(&aws.queue) == 0, "an empty queue", &a);
+    for w in [&a, &b] {
+        let most = w.said("call started").len();
+        assert!(most >= 1, "both workers took calls:\n{}", w.log());
+        for line in w.said("call") {
+            assert!(
+                line["contact_id"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("contact-")),
+                "{line}"
+            );
+        }
+    }
+    let done = metric(&a.metrics(), "kvs_record_calls_done_total")
+        + metric(&b.metrics(), "kvs_record_calls_done_total");
+    assert_eq!(done, 20);
+    assert!(metric(&a.metrics(), "kvs_record_audio_bytes_total") > 0);
+    for w in [&mut a, &mut b] {
+        assert_eq!(w.stop().0, Some(0), "{}", w.log());
+    }
+}
+
+#[test]
+fn a_killed_workers_calls_are_finished_by_another_from_its_checkpoints() {
+    let aws = Aws::start(5);
+    // 220 s calls: 200 s are stored already, the rest comes live. The
+    // first piece (5 MiB, 164 s) is checkpointed within a second.
+    let calls: Vec<Call> = (0..2).map(|i| call(i * 3, 215)).collect();
+    let kvs = kvs_with(&calls, Instant::now() - Duration::from_secs(200));
+    for c in &calls {
+        aws.send(&contact_event(c, &c.contact_id));
+    }
+    let endpoint = kvs.endpoint();
+    let a = Worker::start(&aws, &endpoint, &["--max-calls", "2"]);
+    wait(
+        || a.said("checkpoint written").len() == 2,
+        "two checkpoints",
+        &a,
+    );
+    a.signal(libc::SIGKILL);
+    let keys = aws.keys();
+    assert!(
+        keys.iter()
+            .filter(|k| k.ends_with(".work/checkpoint"))
+            .count()
+            == 2,
+        "{keys:?}"
+    );
+    let b = Worker::start(&aws, &endpoint, &["--max-calls", "2"]);
+    wait(
+        || b.said("call recorded").len() == 2,
+        "the second worker to finish both calls",
+        &b,
+    );
+    assert_eq!(b.said("resuming from a checkpoint").len(), 2, "{}", b.log());
+    for c in &calls {
+        assert_recorded(&aws, c);
+    }
+    assert_eq!(aws.keys().len(), 2, "work objects left: {:?}", aws.keys());
+}
+
+#[test]
+fn sigterm_hands_running_calls_back_and_loses_nothing() {
+    let aws = Aws::start(5);
+    let calls: Vec<Call> = (0..3).map(|i| call(i + 10, 10)).collect();
+    let kvs = kvs_with(&calls, Instant::now());
+    for c in &calls {
+        aws.send(&contact_event(c, &c.contact_id));
+    }
+    let endpoint = kvs.endpoint();
+    let mut a = Worker::start(&aws, &endpoint, &["--max-calls", "3"]);
+    wait(|| a.said("call started").len() == 3, "three calls", &a);
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, _took) = a.stop();
+    assert_eq!(code, Some(0), "{}", a.log());
+    assert_eq!(a.said("call handed back").len(), 3, "{}", a.log());
+    assert!(a.said("call recorded").is_empty());
+    // Handed back at once: another worker takes them without waiting for
+    // the visibility timeout.
+    let b = Worker::start(&aws, &endpoint, &["--max-calls", "3", "--visibility", "60"]);
+    wait(
+        || b.said("call recorded").len() == 3,
+        "the calls on another worker",
+        &b,
+    );
+    for c in &calls {
+        assert_recorded(&aws, c);
+    }
+}
+
+#[test]
+fn poison_and_missing_streams_are_dead_lettered_and_throttles_retried() {
+    let aws = Aws::start(2);
+    let good = call(7, 4);
+    let kvs = kvs_with(std::slice::from_ref(&good), Instant::now());
+    kvs.state
+        .faults
+        .throttle
+        .store(3, std::sync::atomic::Ordering::SeqCst);
+    aws.send("{\"Details\": {");
+    aws.send(&contact_event(&call(8, 4), "no-such-stream"));
+    forward(&aws, &contact_event(&good, &good.contact_id));
+    let endpoint = kvs.endpoint();
+    let w = Worker::start(&aws, &endpoint, &["--max-calls", "4"]);
+    w.wait_started();
+    wait(|| aws.depth(&aws.dlq) == 2, "two dead letters", &w);
+    wait(|| w.said("call recorded").len() == 1, "the good call", &w);
+    assert_recorded(&aws, &good);
+    let failures = w.said("call failed");
+    assert!(
+        failures
+            .iter()
+            .any(|l| l["msg"].as_str().unwrap().contains("no-such-stream")),
+        "the missing stream is named:\n{}",
+        w.log()
+    );
+    assert!(
+        failures.iter().all(|l| l["contact_id"] == "contact-08"),
+        "{}",
+        w.log()
+    );
+    assert!(
+        !w.said("message").is_empty(),
+        "the bad JSON is logged:\n{}",
+        w.log()
+    );
+    let m = w.metrics();
+    assert_eq!(metric(&m, "kvs_record_calls_done_total"), 1);
+    assert!(metric(&m, "kvs_record_calls_failed_total") >= 4, "{m}");
+    assert!(metric(&m, "kvs_record_throttles_total") >= 1, "{m}");
+    assert!(
+        kvs.state
+            .counters
+            .throttled
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1
+    );
+    wait(|| aws.depth(&aws.queue) == 0, "an empty queue", &w);
+}
+
+/// Puts an event on the queue with deploy/forwarder/forwarder.py, as the
+/// contact flow's Lambda would.
+fn forward(aws: &Aws, event: &str) {
+    let mut child = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/forwarder/forwarder.py"
+        ))
+        .env("QUEUE_URL", &aws.queue)
+        .env("AWS_ENDPOINT_URL", &aws._moto.endpoint)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(event.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the forwarder failed");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"queued": true}"#
+    );
+}
+
+/// The deployment files parse, and every setting they give the worker is
+/// one it knows.
+#[test]
+fn deploy_files_name_only_known_settings() {
+    let help = Command::new(env!("CARGO_BIN_EXE_kvs-record"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    assert!(help.contains("KVS_RECORD_QUEUE_URL"), "{help}");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let files = [
+        "kubernetes/deployment.yaml",
+        "kubernetes/serviceaccount.yaml",
+        "kubernetes/keda-scaledobject.yaml",
+        "ecs/task-definition.json",
+        "ecs/service.json",
+        "ecs/autoscaling.json",
+        "iam-policy.json",
+    ];
+    let mut names = 0;
+    for f in files {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap();
+        if f.ends_with(".json") {
+            serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| panic!("{f}: {e}"));
+        } else {
+            let check = Command::new("python3")
+                .args([
+                    "-c",
+                    "import sys, yaml; list(yaml.safe_load_all(sys.stdin))",
+                ])
+                .stdin(Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    c.stdin.take().unwrap().write_all(text.as_bytes())?;
+                    c.wait()
+                })
+                .unwrap();
+            assert!(check.success(), "{f} is not valid YAML");
+        }
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("KVS_RECORD_") {
+                names += 1;
+                assert!(
+                    help.contains(word),
+                    "{f} sets {word}, which kvs-record serve does not read"
+                );
+            }
+        }
+    }
+    assert!(names >= 10, "{names} settings");
+    let docker = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+    assert!(docker.contains("--features serve --bin kvs-record"));
+    assert!(docker.contains("ENTRYPOINT [\"kvs-record\", \"serve\"]"));
+}
