@@ -91,3 +91,28 @@ fn gst_inspect_loads_each_element_without_a_warning() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The worker's SQS and S3 clients stay in kvs-record: the plugin GStreamer
+/// loads has none of their code, whatever features were built.
+#[test]
+fn the_plugin_holds_no_worker_code() {
+    let exe = std::env::current_exe().unwrap();
+    let lib = exe.parent().unwrap().join("libgstkvs.so");
+    let bytes = std::fs::read(&lib).unwrap();
+    for name in [
+        &b"aws_sdk_s3"[..],
+        b"aws_sdk_sqs",
+        b"aws-sdk-s3",
+        b"aws-sdk-sqs",
+    ] {
+        assert!(
+            memchr::memmem::find(&bytes, name).is_none(),
+            "{} holds {}",
+            lib.display(),
+            String::from_utf8_lossy(name)
+        );
+    }
+    // The check can see crates: the SDK the plugin does use is there.
+    let kvs = b"aws_sdk_kinesisvideomedia";
+    assert!(memchr::memmem::find(&bytes, kvs).is_some());
+}

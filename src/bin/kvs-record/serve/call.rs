@@ -231,6 +231,12 @@ impl Job {
         let mut buffer = Vec::new();
         if set_state(&pipeline, gst::State::Playing).await.is_err() {
             let _ = set_state(&pipeline, gst::State::Null).await;
+            // The bus said why, if anything did.
+            while let Ok(msg) = rx.try_recv() {
+                if let Msg::Error(reason, fatal) = msg {
+                    return Outcome::Failed { reason, fatal };
+                }
+            }
             return Outcome::Failed {
                 reason: "the pipeline did not start".into(),
                 fatal: false,

@@ -92,6 +92,7 @@ impl Metrics {
             .collect();
         let (mut bytes, mut reconnects, mut throttles) = *self.ended.lock().unwrap();
         let mut behind = String::new();
+        let mut recorded = String::new();
         for (contact, call) in &calls {
             bytes += call.bytes.load(Ordering::Relaxed);
             let (r, t) = counters(call);
@@ -100,6 +101,10 @@ impl Metrics {
             behind += &format!(
                 "kvs_record_call_millis_behind_live{{contact_id=\"{contact}\"}} {}\n",
                 call.behind_ms.load(Ordering::Relaxed)
+            );
+            recorded += &format!(
+                "kvs_record_call_audio_bytes{{contact_id=\"{contact}\"}} {}\n",
+                call.bytes.load(Ordering::Relaxed)
             );
         }
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -163,7 +168,10 @@ impl Metrics {
         );
         out += "# HELP kvs_record_call_millis_behind_live How far behind live each call is, in milliseconds.\n";
         out += "# TYPE kvs_record_call_millis_behind_live gauge\n";
-        out + &behind
+        out += &behind;
+        out += "# HELP kvs_record_call_audio_bytes PCM bytes recorded of each running call.\n";
+        out += "# TYPE kvs_record_call_audio_bytes gauge\n";
+        out + &recorded
     }
 }
 
