@@ -293,6 +293,14 @@ impl Worker {
             .collect()
     }
 
+    /// Contacts whose recording this worker completed.
+    fn recorded(&self) -> std::collections::BTreeSet<String> {
+        self.said("call recorded")
+            .iter()
+            .filter_map(|l| l["contact_id"].as_str().map(String::from))
+            .collect()
+    }
+
     fn log(&self) -> String {
         let lines = self.lines.lock().unwrap();
         lines.iter().map(|l| l.to_string() + "\n").collect()
@@ -448,7 +456,7 @@ fn twenty_live_calls_two_workers() {
     let mut a = Worker::start(&aws, &endpoint, &["--max-calls", "8"]);
     let mut b = Worker::start(&aws, &endpoint, &["--max-calls", "8"]);
     wait(
-        || a.said("call recorded").len() + b.said("call recorded").len() == 20,
+        || a.recorded().union(&b.recorded()).count() == 20,
         "20 calls",
         &a,
     );
@@ -508,7 +516,7 @@ fn a_killed_workers_calls_are_finished_by_another_from_its_checkpoints() {
     );
     let b = Worker::start(&aws, &endpoint, &["--max-calls", "2"]);
     wait(
-        || b.said("call recorded").len() == 2,
+        || b.recorded().len() == 2,
         "the second worker to finish both calls",
         &b,
     );
@@ -539,7 +547,7 @@ fn sigterm_hands_running_calls_back_and_loses_nothing() {
     // the visibility timeout.
     let b = Worker::start(&aws, &endpoint, &["--max-calls", "3", "--visibility", "60"]);
     wait(
-        || b.said("call recorded").len() == 3,
+        || b.recorded().len() == 3,
         "the calls on another worker",
         &b,
     );
@@ -559,12 +567,15 @@ fn poison_and_missing_streams_are_dead_lettered_and_throttles_retried() {
         .store(3, std::sync::atomic::Ordering::SeqCst);
     aws.send("{\"Details\": {");
     aws.send(&contact_event(&call(8, 4), "no-such-stream"));
+    // A stream that exists but never gets audio: no 44-byte WAV for it.
+    kvs.state.add_stream(Stream::empty("quiet", 24));
+    aws.send(&contact_event(&call(9, 4), "quiet"));
     forward(&aws, &contact_event(&good, &good.contact_id));
     let endpoint = kvs.endpoint();
     let w = Worker::start(&aws, &endpoint, &["--max-calls", "4"]);
     w.wait_started();
-    wait(|| aws.depth(&aws.dlq) == 2, "two dead letters", &w);
-    wait(|| w.said("call recorded").len() == 1, "the good call", &w);
+    wait(|| aws.depth(&aws.dlq) == 3, "three dead letters", &w);
+    wait(|| w.recorded().len() == 1, "the good call", &w);
     assert_recorded(&aws, &good);
     let failures = w.said("call failed");
     assert!(
@@ -575,9 +586,21 @@ fn poison_and_missing_streams_are_dead_lettered_and_throttles_retried() {
         w.log()
     );
     assert!(
-        failures.iter().all(|l| l["contact_id"] == "contact-08"),
+        failures
+            .iter()
+            .all(|l| l["contact_id"] == "contact-08" || l["contact_id"] == "contact-09"),
         "{}",
         w.log()
+    );
+    assert!(
+        failures.iter().any(|l| l["contact_id"] == "contact-09"),
+        "the quiet stream failed:\n{}",
+        w.log()
+    );
+    assert_eq!(
+        aws.keys(),
+        ["contact-07.wav"],
+        "only the good call is stored"
     );
     assert!(
         !w.said("message").is_empty(),
@@ -586,7 +609,7 @@ fn poison_and_missing_streams_are_dead_lettered_and_throttles_retried() {
     );
     let m = w.metrics();
     assert_eq!(metric(&m, "kvs_record_calls_done_total"), 1);
-    assert!(metric(&m, "kvs_record_calls_failed_total") >= 4, "{m}");
+    assert!(metric(&m, "kvs_record_calls_failed_total") >= 6, "{m}");
     assert!(metric(&m, "kvs_record_throttles_total") >= 1, "{m}");
     assert!(
         kvs.state

@@ -17,7 +17,8 @@ use crate::event::Contact;
 /// How a call ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The recording is complete in S3: `bytes` of audio.
+    /// The recording is complete in S3: `bytes` of audio, or none when an
+    /// earlier worker had finished it.
     Done { bytes: u64 },
     /// Not recorded; the message may come back. `fatal` says retrying
     /// will not help (a stream that does not exist, access denied).
@@ -315,6 +316,15 @@ impl Job {
             }
         };
         buffer.extend(tail);
+        if pieces.is_empty() && buffer.is_empty() {
+            // No 44-byte WAV for a call that never had audio.
+            return Outcome::Failed {
+                reason: "no audio arrived before the stream ended (or went quiet for the idle \
+                         timeout); nothing was written"
+                    .into(),
+                fatal: false,
+            };
+        }
         let meta = Meta {
             contact_id: self.contact_id.clone(),
             tracks,

@@ -361,7 +361,11 @@ impl Worker {
                     if let Err(e) = settled {
                         fields.push(("warning", e));
                     }
-                    log("info", Some(&id), "call recorded", &fields);
+                    let msg = match bytes {
+                        0 => "call recorded already (the object is there, with no checkpoint)",
+                        _ => "call recorded",
+                    };
+                    log("info", Some(&id), msg, &fields);
                 }
                 Outcome::Failed { reason, fatal } => {
                     metrics.failed.fetch_add(1, Ordering::Relaxed);
