@@ -539,7 +539,8 @@ fn sigterm_hands_running_calls_back_and_loses_nothing() {
     let mut a = Worker::start(&aws, &endpoint, &["--max-calls", "3"]);
     wait(|| a.said("call started").len() == 3, "three calls", &a);
     std::thread::sleep(Duration::from_secs(2));
-    let (code, _took) = a.stop();
+    let (code, took) = a.stop();
+    eprintln!("SIGTERM to exit: {took:?}");
     assert_eq!(code, Some(0), "{}", a.log());
     assert_eq!(a.said("call handed back").len(), 3, "{}", a.log());
     assert!(a.said("call recorded").is_empty());
