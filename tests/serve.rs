@@ -708,3 +708,48 @@ fn deploy_files_name_only_known_settings() {
     assert!(docker.contains("--features serve --bin kvs-record"));
     assert!(docker.contains("ENTRYPOINT [\"kvs-record\", \"serve\"]"));
 }
+
+/// Bad flags: exit code 2 and a message that says what to give.
+#[test]
+fn usage_errors_say_what_to_do() {
+    let cases: &[(&[&str], &str)] = &[
+        (&[], "--queue-url is required"),
+        (&["--queue-url", "http://q"], "--bucket is required"),
+        (
+            &[
+                "--queue-url",
+                "http://q",
+                "--bucket",
+                "b",
+                "--piece-mib",
+                "1",
+            ],
+            "at least 5 MiB",
+        ),
+        (
+            &[
+                "--queue-url",
+                "http://q",
+                "--bucket",
+                "b",
+                "--max-calls",
+                "many",
+            ],
+            "give a whole number",
+        ),
+        (&["--no-such-flag"], "unknown option --no-such-flag"),
+    ];
+    for (args, says) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_kvs-record"))
+            .arg("serve")
+            .args(*args)
+            .env_remove("KVS_RECORD_QUEUE_URL")
+            .env_remove("KVS_RECORD_BUCKET")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: no {says:?} in {stderr}");
+        assert!(stderr.contains("kvs-record serve --help"), "{stderr}");
+    }
+}

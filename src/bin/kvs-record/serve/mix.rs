@@ -170,26 +170,6 @@ impl Mixer {
     }
 }
 
-/// The 44-byte header of a PCM WAV file holding `data` bytes.
-pub fn wav_header(rate: u32, channels: u16, data: u64) -> Vec<u8> {
-    let data = u32::try_from(data).unwrap_or(u32::MAX - 36);
-    let block = channels * 2;
-    let mut h = Vec::with_capacity(44);
-    h.extend_from_slice(b"RIFF");
-    h.extend_from_slice(&(36 + data).to_le_bytes());
-    h.extend_from_slice(b"WAVEfmt ");
-    h.extend_from_slice(&16u32.to_le_bytes());
-    h.extend_from_slice(&1u16.to_le_bytes());
-    h.extend_from_slice(&channels.to_le_bytes());
-    h.extend_from_slice(&rate.to_le_bytes());
-    h.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
-    h.extend_from_slice(&block.to_le_bytes());
-    h.extend_from_slice(&16u16.to_le_bytes());
-    h.extend_from_slice(b"data");
-    h.extend_from_slice(&data.to_le_bytes());
-    h
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,16 +269,5 @@ mod tests {
             got.extend(second.finish());
             assert!(got == expected, "cut at block {cut}");
         }
-    }
-
-    #[test]
-    fn header_describes_the_data() {
-        let h = wav_header(8000, 2, 32000);
-        assert_eq!(h.len(), 44);
-        assert_eq!(&h[..4], b"RIFF");
-        assert_eq!(u32::from_le_bytes(h[4..8].try_into().unwrap()), 32036);
-        assert_eq!(u16::from_le_bytes(h[22..24].try_into().unwrap()), 2);
-        assert_eq!(u32::from_le_bytes(h[28..32].try_into().unwrap()), 32000);
-        assert_eq!(u32::from_le_bytes(h[40..44].try_into().unwrap()), 32000);
     }
 }

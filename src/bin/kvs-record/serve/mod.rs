@@ -54,6 +54,14 @@ SIGTERM or Ctrl-C: stop taking messages and give running calls back to the
 queue at once; their checkpoints let the next worker continue them.
 ";
 
+/// An SDK error with all its causes, after `what` failed.
+fn explain(what: &str, e: impl std::error::Error) -> String {
+    format!(
+        "{what}: {}",
+        aws_smithy_types::error::display::DisplayErrorContext(&e)
+    )
+}
+
 #[derive(Debug, Clone)]
 struct Config {
     queue_url: String,

@@ -6,6 +6,8 @@
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 
+use super::explain as err;
+
 pub struct Queue {
     pub sqs: Client,
     pub url: String,
@@ -16,16 +18,6 @@ pub struct Message {
     pub body: String,
     pub handle: String,
     pub receives: u32,
-}
-
-fn err(what: &str, e: impl std::error::Error) -> String {
-    let mut text = format!("{what}: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        text += &format!(": {s}");
-        source = s.source();
-    }
-    text
 }
 
 impl Queue {

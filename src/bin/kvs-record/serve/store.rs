@@ -14,7 +14,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use serde_json::{Value, json};
 
-use super::mix::{Mixer, wav_header};
+use super::explain as err;
+use super::mix::Mixer;
+use crate::pieces::wav_header;
 
 const ASSEMBLE: &str = "cannot assemble the recording";
 
@@ -90,16 +92,6 @@ pub static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 
 fn count() {
     REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-}
-
-fn err(what: &str, e: impl std::error::Error) -> String {
-    let mut text = format!("{what}: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        text += &format!(": {s}");
-        source = s.source();
-    }
-    text
 }
 
 pub struct Store {
@@ -188,7 +180,12 @@ impl Store {
         meta: &Meta,
     ) -> Result<u64, String> {
         let data = pieces.iter().sum::<u64>() + tail.len() as u64;
-        let header = wav_header(mixer.rate(), mixer.channels() as u16, data);
+        // A WAV cannot say more than 4 GiB (37 hours of a call).
+        let header = wav_header(
+            mixer.rate(),
+            mixer.channels() as u16,
+            u32::try_from(data).unwrap_or(u32::MAX - 36),
+        );
         let frames = data / (mixer.channels() as u64 * 2).max(1);
         let seconds = format!("{:.3}", frames as f64 / f64::from(mixer.rate()));
         let metadata = [
