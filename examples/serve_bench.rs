@@ -18,9 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
+#[path = "../tests/common/moto.rs"]
+mod moto;
 use common::{arg, percentiles, process_cpu_seconds, process_mb};
 use gstkvs::server::{LocalKvs, State, Stream};
 use gstkvs::synth::Call;
+use moto::Moto;
 
 fn epoch_ms() -> u64 {
     SystemTime::now()
@@ -73,51 +76,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn moto() -> (Killed, String) {
-    let port = free_port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with moto[server] (scripts/setup.sh installs it)");
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (Killed(child), format!("http://127.0.0.1:{port}"))
-}
-
 /// Creates the bucket and the queue and sends the events; the queue URL.
-fn fill_queue(rt: &tokio::runtime::Runtime, endpoint: &str, events: Vec<String>) -> String {
-    let creds = aws_sdk_sqs::config::Credentials::new("AKIDBENCH", "bench", None, None, "bench");
-    let region = aws_sdk_sqs::config::Region::new("us-east-1");
-    let http = aws_smithy_http_client::Builder::new().build_http();
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::new()
-            .behavior_version_latest()
-            .region(region.clone())
-            .http_client(http.clone())
-            .credentials_provider(creds.clone())
-            .endpoint_url(endpoint)
-            .force_path_style(true)
-            .build(),
-    );
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::new()
-            .behavior_version_latest()
-            .region(region)
-            .http_client(http)
-            .credentials_provider(creds)
-            .endpoint_url(endpoint)
-            .build(),
-    );
+fn fill_queue(rt: &tokio::runtime::Runtime, moto: &Moto, events: Vec<String>) -> String {
+    let (sqs, s3) = moto.clients("AKIDBENCH", "bench");
     rt.block_on(async {
         s3.create_bucket().bucket("bench").send().await.unwrap();
         let url = sqs
@@ -188,9 +149,10 @@ fn recorded(port: u16) -> Vec<(String, f64)> {
 
 fn run(n: usize, seconds: u64, worker_exe: &std::path::Path) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (_moto, moto_url) = moto();
+    let moto = Moto::start();
+    let moto_url = moto.endpoint.clone();
     let calls: Vec<Call> = (0..n).map(|i| call(i, seconds)).collect();
-    let queue = fill_queue(&rt, &moto_url, calls.iter().map(event).collect());
+    let queue = fill_queue(&rt, &moto, calls.iter().map(event).collect());
     // The calls start once the worker has taken every message (moto hands
     // out about a hundred a second), so that the figures are the worker's.
     let delay = 10 + n as u64 / 15;

@@ -9,63 +9,13 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
+
+use common::moto::Moto;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gstkvs::server::{State, Stream};
 use gstkvs::synth::{Call, Side};
-
-/// moto in server mode on a free port; killed when dropped.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 is missing: run scripts/setup.sh, which installs moto[server]");
-        let mut moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!(
-                    "moto's server exited ({status}): is moto[server] installed? \
-                     scripts/setup.sh installs it (python3 -m pip install 'moto[server]')"
-                );
-            }
-            assert!(Instant::now() < deadline, "moto's server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The test's own SQS and S3 clients, on moto.
 struct Aws {
@@ -74,7 +24,7 @@ struct Aws {
     s3: aws_sdk_s3::Client,
     queue: String,
     dlq: String,
-    _moto: Moto,
+    moto: Moto,
 }
 
 const BUCKET: &str = "recordings";
@@ -83,29 +33,7 @@ impl Aws {
     fn start(max_receives: u32) -> Aws {
         let moto = Moto::start();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let creds =
-            aws_sdk_s3::config::Credentials::new("AKIDTEST", "test-secret", None, None, "test");
-        let region = aws_sdk_s3::config::Region::new("us-east-1");
-        let http = aws_smithy_http_client::Builder::new().build_http();
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::new()
-                .behavior_version_latest()
-                .region(region.clone())
-                .http_client(http.clone())
-                .credentials_provider(creds.clone())
-                .endpoint_url(&moto.endpoint)
-                .force_path_style(true)
-                .build(),
-        );
-        let sqs = aws_sdk_sqs::Client::from_conf(
-            aws_sdk_sqs::config::Builder::new()
-                .behavior_version_latest()
-                .region(region)
-                .http_client(http)
-                .credentials_provider(creds)
-                .endpoint_url(&moto.endpoint)
-                .build(),
-        );
+        let (sqs, s3) = moto.clients("AKIDTEST", "test-secret");
         let (queue, dlq) = rt.block_on(async {
             s3.create_bucket().bucket(BUCKET).send().await.unwrap();
             let dlq = sqs
@@ -152,7 +80,7 @@ impl Aws {
             s3,
             queue,
             dlq,
-            _moto: moto,
+            moto,
         }
     }
 
@@ -242,9 +170,9 @@ impl Worker {
             .args(["serve", "--queue-url", &aws.queue, "--bucket", BUCKET])
             .args([
                 "--sqs-endpoint",
-                &aws._moto.endpoint,
+                &aws.moto.endpoint,
                 "--s3-endpoint",
-                &aws._moto.endpoint,
+                &aws.moto.endpoint,
             ])
             .args([
                 "--endpoint-uri",
@@ -631,7 +559,7 @@ fn forward(aws: &Aws, event: &str) {
             "/deploy/forwarder/forwarder.py"
         ))
         .env("QUEUE_URL", &aws.queue)
-        .env("AWS_ENDPOINT_URL", &aws._moto.endpoint)
+        .env("AWS_ENDPOINT_URL", &aws.moto.endpoint)
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
         .env("AWS_SECRET_ACCESS_KEY", "test-secret")

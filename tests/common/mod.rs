@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use gst::prelude::*;
 
+#[cfg(feature = "serve")]
+pub mod moto;
+
 pub fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

@@ -274,14 +274,7 @@ impl Recording {
         let pads: Arc<Mutex<Vec<(gst::Pad, String)>>> = Arc::default();
         let added = pads.clone();
         self.demux.connect_pad_added(move |_, pad| {
-            let name = pad
-                .sticky_event::<gst::event::Tag>(0)
-                .and_then(|t| {
-                    t.tag()
-                        .get::<gst::tags::Title>()
-                        .map(|t| t.get().to_string())
-                })
-                .unwrap_or_default();
+            let name = output::track_title(pad);
             added.lock().unwrap().push((pad.clone(), name));
         });
         let weak = self.pipeline.downgrade();

@@ -20,6 +20,17 @@ pub fn channels(names: &[String]) -> Vec<usize> {
     }
 }
 
+/// The track name the demuxer put in the pad's sticky tags (its title).
+pub fn track_title(pad: &gst::Pad) -> String {
+    pad.sticky_event::<gst::event::Tag>(0)
+        .and_then(|t| {
+            t.tag()
+                .get::<gst::tags::Title>()
+                .map(|t| t.get().to_string())
+        })
+        .unwrap_or_default()
+}
+
 fn make(factory: &str) -> Result<gst::Element, String> {
     gst::ElementFactory::make(factory).build().map_err(|_| {
         format!("the GStreamer element {factory} is missing: install gstreamer1.0-plugins-base and -good")

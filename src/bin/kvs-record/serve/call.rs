@@ -374,14 +374,7 @@ impl Job {
         let weak = pipeline.downgrade();
         let (f, p, s) = (feed.clone(), pads.clone(), stats.clone());
         demux.connect_pad_added(move |_, pad| {
-            let title = pad
-                .sticky_event::<gst::event::Tag>(0)
-                .and_then(|t| {
-                    t.tag()
-                        .get::<gst::tags::Title>()
-                        .map(|t| t.get().to_string())
-                })
-                .unwrap_or_default();
+            let title = crate::output::track_title(pad);
             let rate = pad
                 .sticky_event::<gst::event::Caps>(0)
                 .and_then(|c| {

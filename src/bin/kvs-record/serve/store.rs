@@ -290,20 +290,7 @@ impl Store {
         first: Vec<u8>,
         tail: Vec<u8>,
     ) -> Result<Vec<CompletedPart>, String> {
-        let mut parts = Vec::new();
-        count();
-        let out = self
-            .s3
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(id)
-            .part_number(1)
-            .body(ByteStream::from(first))
-            .send()
-            .await
-            .map_err(|e| err(ASSEMBLE, e))?;
-        parts.push(part(1, out.e_tag));
+        let mut parts = vec![self.upload_part(id, 1, first).await?];
         for n in 1..pieces {
             count();
             let out = self
@@ -323,22 +310,25 @@ impl Store {
             ));
         }
         if !tail.is_empty() {
-            count();
-            let n = pieces as i32 + 1;
-            let out = self
-                .s3
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(&self.key)
-                .upload_id(id)
-                .part_number(n)
-                .body(ByteStream::from(tail))
-                .send()
-                .await
-                .map_err(|e| err(ASSEMBLE, e))?;
-            parts.push(part(n, out.e_tag));
+            parts.push(self.upload_part(id, pieces as i32 + 1, tail).await?);
         }
         Ok(parts)
+    }
+
+    async fn upload_part(&self, id: &str, n: i32, body: Vec<u8>) -> Result<CompletedPart, String> {
+        count();
+        let out = self
+            .s3
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(id)
+            .part_number(n)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| err(ASSEMBLE, e))?;
+        Ok(part(n, out.e_tag))
     }
 
     /// Removes the checkpoint first: a worker that finds pieces but no
