@@ -138,6 +138,24 @@ pub fn discard(pipeline: &gst::Pipeline, from: &gst::Pad) -> Result<(), String> 
     Ok(())
 }
 
+/// After a failed negotiation the queues and interleave send EOS with no
+/// stream before it, and the encoder would write a bare header in a stream
+/// that never started. This ends the run on the bus instead. The probe
+/// consumes the event (Handled): gstreamer-rs 0.25 frees it itself, so Drop
+/// would leave GStreamer a null event to free (a CRITICAL).
+fn end_on_bare_eos(sink: &gst::Pad, bus: Option<gst::Bus>) {
+    sink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
+        let eos = matches!(&info.data, Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::Eos);
+        if !eos || pad.sticky_event::<gst::event::StreamStart>(0).is_some() {
+            return gst::PadProbeReturn::Ok;
+        }
+        if let Some(bus) = &bus {
+            let _ = bus.post(gst::message::Eos::new());
+        }
+        gst::PadProbeReturn::Handled
+    });
+}
+
 /// Links the demuxer's pads to the output and says how. `recorded` counts
 /// the nanoseconds of audio that reach the encoder.
 pub fn link(
@@ -159,20 +177,7 @@ pub fn link(
         }
         gst::PadProbeReturn::Ok
     });
-    // After a failed negotiation the queues and interleave send EOS with no
-    // stream before it, and the encoder would write a bare header in a
-    // stream that never started. End the run on the bus instead.
-    let bus = pipeline.bus();
-    pad(&first, "sink")?.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
-        let eos = matches!(&info.data, Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::Eos);
-        if !eos || pad.sticky_event::<gst::event::StreamStart>(0).is_some() {
-            return gst::PadProbeReturn::Ok;
-        }
-        if let Some(bus) = &bus {
-            let _ = bus.post(gst::message::Eos::new());
-        }
-        gst::PadProbeReturn::Drop
-    });
+    end_on_bare_eos(&pad(&first, "sink")?, pipeline.bus());
     // Two channels meet in interleave (stereo) or audiomixer (--mono-mix).
     let join = match used.len() {
         1 => None,
@@ -254,5 +259,45 @@ mod tests {
         assert_eq!(channels(&names(&["a", "b", "c"])), [0, 1]);
         assert_eq!(channels(&names(&["only"])), [0]);
         assert!(channels(&[]).is_empty());
+    }
+
+    /// An EOS with no stream before it ends the run on the bus, never
+    /// reaches the encoder, and GStreamer has nothing to complain about.
+    #[test]
+    fn bare_eos_ends_the_run_without_reaching_the_encoder() {
+        gst::init().unwrap();
+        let criticals = Arc::new(AtomicU64::new(0));
+        let count = criticals.clone();
+        let levels = gst::glib::LogLevels::LEVEL_CRITICAL | gst::glib::LogLevels::LEVEL_WARNING;
+        let handler =
+            gst::glib::log_set_handler(Some("GStreamer"), levels, false, false, move |_, _, _| {
+                count.fetch_add(1, Ordering::Relaxed);
+            });
+        let pipeline = gst::Pipeline::new();
+        let convert = add(&pipeline, "audioconvert").unwrap();
+        let sink = add(&pipeline, "fakesink").unwrap();
+        convert.link(&sink).unwrap();
+        let events = Arc::new(AtomicU64::new(0));
+        let seen = events.clone();
+        pad(&sink, "sink")
+            .unwrap()
+            .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, _| {
+                seen.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        let into = pad(&convert, "sink").unwrap();
+        end_on_bare_eos(&into, pipeline.bus());
+        pipeline.set_state(gst::State::Playing).unwrap();
+        // What the queues send after not-negotiated: EOS, and nothing before it.
+        assert!(into.send_event(gst::event::Eos::new()));
+        let bus = pipeline.bus().unwrap();
+        let msg = bus
+            .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Eos])
+            .expect("no EOS on the bus");
+        assert!(msg.src().is_none(), "{msg:?}");
+        pipeline.set_state(gst::State::Null).unwrap();
+        gst::glib::log_remove_handler(Some("GStreamer"), handler);
+        assert_eq!(events.load(Ordering::Relaxed), 0, "the EOS went on");
+        assert_eq!(criticals.load(Ordering::Relaxed), 0, "GStreamer complained");
     }
 }
