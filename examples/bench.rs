@@ -64,14 +64,14 @@ fn cpu_and_rss() -> (f64, f64) {
 
 /// Child: records the whole archived call to a stereo WAV, prints
 /// "wall cpu rss data-bytes".
-fn archive_child(endpoint: &str, start: &str, end: &str, out: &str) {
+fn archive_child(endpoint: &str, start: &str, end: &str, out: &str, demux: &str) {
     gst::init().unwrap();
     gstkvs::plugin_register_static().unwrap();
     let (cpu0, _) = cpu_and_rss();
     let pipeline = gst::parse::launch(&format!(
         "kvsgetmediasrc stream-name=call region=us-east-1 access-key=AKIDBENCH \
          secret-access-key=bench endpoint-uri={endpoint} start-timestamp={start} end-timestamp={end} \
-         ! kvsaudiodemux name=d interleave name=i ! wavenc ! filesink location={out} \
+         ! {demux} name=d interleave name=i ! wavenc ! filesink location={out} \
          d.audio_0 ! queue ! i.sink_0  d.audio_1 ! queue ! i.sink_1"
     ))
     .unwrap();
@@ -124,34 +124,41 @@ fn archive(call: &Call, dir: &Path, minutes: u64) {
     let first = call.start_ms + 450;
     let last = first + (call.fragments - 1) * call.fragment_ms();
     let out = dir.join("archive.wav");
-    let v = child_figures(
-        &[
-            "--archive-child",
-            &server.endpoint(),
-            &secs(first),
-            &secs(last),
-            out.to_str().unwrap(),
-        ],
-        4,
-    );
     let expected = call.pcm(gstkvs::synth::Side::Caller).len() as f64 * 2.0;
     println!(
         "archive recording, {minutes} min call ({:.0} MB over GetMediaForFragmentList) to a stereo WAV:",
         bytes as f64 / 1e6
     );
-    println!(
-        "  wall {:.2} s, {:.1} MB/s, CPU {:.2} s, peak RSS {:.1} MB, WAV data {} bytes ({})",
-        v[0],
-        bytes as f64 / 1e6 / v[0],
-        v[1],
-        v[2],
-        v[3],
-        if v[3] == expected {
-            "complete"
-        } else {
-            "WRONG SIZE"
-        }
-    );
+    let runs = [
+        ("kvsaudiodemux", "a buffer per block"),
+        ("kvsaudiodemux merge-raw-audio=true", "merge-raw-audio=true"),
+    ];
+    for (demux, label) in runs {
+        let v = child_figures(
+            &[
+                "--archive-child",
+                &server.endpoint(),
+                &secs(first),
+                &secs(last),
+                out.to_str().unwrap(),
+                demux,
+            ],
+            4,
+        );
+        println!(
+            "  {label:<22} wall {:.2} s, {:.1} MB/s, CPU {:.2} s, peak RSS {:.1} MB, WAV data {} bytes ({})",
+            v[0],
+            bytes as f64 / 1e6 / v[0],
+            v[1],
+            v[2],
+            v[3],
+            if v[3] == expected {
+                "complete"
+            } else {
+                "WRONG SIZE"
+            }
+        );
+    }
     std::fs::remove_file(out).ok();
 }
 
@@ -238,7 +245,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("--child") => return child(&args[2], &args[3]),
-        Some("--archive-child") => return archive_child(&args[2], &args[3], &args[4], &args[5]),
+        Some("--archive-child") => {
+            return archive_child(&args[2], &args[3], &args[4], &args[5], &args[6]);
+        }
         _ => {}
     }
     let (mut minutes, mut archive_only) = (60, false);

@@ -1124,3 +1124,71 @@ fn max_latency_skips_stale_fragments_and_says_so() {
     assert!(run.named("kvs-skipped").is_empty());
     assert_eq!(speaker(&run, CALLER).pcm(), call.pcm(Side::Caller));
 }
+
+/// merge-raw-audio joins the blocks of each input chunk that follow one
+/// another: the same bytes and times as a buffer per block, in fewer
+/// buffers, each with its first block's time, producer time and flags. A
+/// silent stretch (made-up GAP buffers) is never joined to real audio.
+#[test]
+fn merge_raw_audio_joins_blocks_that_follow_one_another() {
+    let call = Call {
+        silence: vec![(Side::Agent, 1500..3100)],
+        ..Call::of_seconds(6)
+    };
+    each_layout_and_feeding(&call, &[], |call, plain, label| {
+        let data = call.bytes();
+        let whole = label.ends_with("whole");
+        let size = if whole { usize::MAX } else { 1 };
+        let merged = demux_with(&data, || size, &[("merge-raw-audio", "true")]);
+        assert_speakers(&merged, call, label);
+        for (name, pad) in &plain.pads {
+            let (blocks, joined) = (&pad.buffers, &merged.pad(name).buffers);
+            let bytes =
+                |b: &[common::Buf]| b.iter().flat_map(|b| b.data.clone()).collect::<Vec<_>>();
+            assert_eq!(bytes(blocks), bytes(joined), "{label} {name}");
+            if whole {
+                assert!(
+                    joined.len() * 3 < blocks.len(),
+                    "{label} {name}: {} of {}",
+                    joined.len(),
+                    blocks.len()
+                );
+            } else {
+                // A byte at a time, no chunk holds two blocks.
+                assert_eq!(joined.len(), blocks.len(), "{label} {name}");
+            }
+            let mut next = blocks.iter();
+            for j in joined {
+                let first = next.next().unwrap();
+                assert_eq!(
+                    (j.pts, j.unix, j.discont, j.gap),
+                    (first.pts, first.unix, first.discont, first.gap),
+                    "{label} {name}"
+                );
+                let (mut len, mut duration) = (first.data.len(), first.duration.unwrap());
+                while len < j.data.len() {
+                    let b = next.next().unwrap();
+                    assert_eq!(
+                        b.pts,
+                        Some(first.pts.unwrap() + duration),
+                        "{label} {name}: a hole joined"
+                    );
+                    assert!(!b.discont && b.gap == first.gap, "{label} {name}");
+                    len += b.data.len();
+                    duration += b.duration.unwrap();
+                }
+                assert_eq!(
+                    (len, j.duration),
+                    (j.data.len(), Some(duration)),
+                    "{label} {name}"
+                );
+            }
+            assert!(next.next().is_none(), "{label} {name}");
+        }
+        let agent = speaker(&merged, AGENT);
+        assert!(
+            agent.buffers.iter().any(|b| b.gap),
+            "{label}: no silence made up"
+        );
+    });
+}

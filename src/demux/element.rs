@@ -285,6 +285,7 @@ impl Core {
             "max-gap" => settings.max_gap = value.get().unwrap(),
             "max-latency" => settings.max_latency = value.get().unwrap(),
             "buffer-lists" => settings.buffer_lists = value.get().unwrap(),
+            "merge-raw-audio" => settings.merge_raw_audio = value.get().unwrap(),
             _ => unreachable!(),
         }
     }
@@ -298,6 +299,7 @@ impl Core {
             "max-gap" => settings.max_gap.to_value(),
             "max-latency" => settings.max_latency.to_value(),
             "buffer-lists" => settings.buffer_lists.to_value(),
+            "merge-raw-audio" => settings.merge_raw_audio.to_value(),
             _ => unreachable!(),
         }
     }
@@ -363,6 +365,19 @@ pub fn properties() -> Vec<glib::ParamSpec> {
                 "Push the blocks of each input chunk as one buffer list per pad: less \
                  overhead for archive and file input. Off by default because some \
                  elements, such as splitmuxsink in GStreamer 1.22, do not handle lists",
+            )
+            .default_value(false)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("merge-raw-audio")
+            .nick("Merge raw audio")
+            .blurb(
+                "Raw audio: join the blocks of each input chunk that follow one another \
+                 into one buffer per pad (about 200 ms at most), carrying the first \
+                 block's PTS and producer time. Far fewer buffers, and far less thread \
+                 switching behind queues and interleave, for archive and file input; a live \
+                 chunk mostly holds one block. Off by default: each buffer is one block \
+                 with its own producer time",
             )
             .default_value(false)
             .mutable_ready()

@@ -44,6 +44,7 @@ pub struct Settings {
     /// Longest jump of the whole stream, in ms, that is filled rather than skipped.
     pub max_gap: u32,
     pub buffer_lists: bool,
+    pub merge_raw_audio: bool,
     /// Fragments that start further behind live than this, in ms, are
     /// skipped (0: never).
     pub max_latency: u32,
@@ -59,6 +60,7 @@ impl Default for Settings {
             max_element_size: crate::mkv::parser::DEFAULT_MAX_ELEMENT_SIZE as u32,
             max_gap: DEFAULT_MAX_GAP_MS,
             buffer_lists: false,
+            merge_raw_audio: false,
             max_latency: 0,
             video: false,
         }
@@ -103,8 +105,9 @@ pub struct Demux {
     warned: Vec<u64>,
     bytes: u64,
     stopped: bool,
-    /// The buffer-lists setting, taken when the first pad is made.
+    /// The buffer-lists and merge-raw-audio settings, taken with the first bytes.
     lists: bool,
+    merge: bool,
     /// Fragments being skipped for max-latency.
     skipped: Option<report::Skipped>,
     /// A seek on its way upstream, until its flush.
@@ -136,6 +139,7 @@ impl Demux {
         if self.bytes == 0 {
             self.parser = Parser::new(u64::from(settings.max_element_size));
             self.lists = settings.buffer_lists;
+            self.merge = settings.merge_raw_audio;
         }
         self.bytes += buffer.size() as u64;
         self.adapter.push(buffer);
@@ -677,6 +681,7 @@ impl Demux {
             discont: true,
             pending: Vec::new(),
             lists: self.lists,
+            merge: self.merge,
             refused: false,
         }
     }

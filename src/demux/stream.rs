@@ -48,12 +48,64 @@ pub(super) struct Stream {
     pub pending: Vec<gst::Buffer>,
     /// Push `pending` as one buffer list rather than buffer by buffer.
     pub lists: bool,
+    /// Join raw audio buffers that follow one another before pushing.
+    pub merge: bool,
     /// Downstream refused the caps (reported once).
     pub refused: bool,
 }
 
 fn samples_to_ns(samples: u64, rate: u32) -> u64 {
     samples * 1_000_000_000 / u64::from(rate)
+}
+
+/// Whether `b` goes on where `a` ends: same flags, no DISCONT, no hole.
+fn follows(a: &gst::Buffer, b: &gst::Buffer) -> bool {
+    let end = a.pts().zip(a.duration()).map(|(p, d)| p + d);
+    end.is_some() && end == b.pts() && a.flags() - gst::BufferFlags::DISCONT == b.flags()
+}
+
+/// One buffer holding a run's bytes, with the first buffer's timestamps,
+/// flags and metas (its producer time) and the run's whole duration.
+fn join(run: Vec<gst::Buffer>) -> gst::Buffer {
+    if run.len() == 1 {
+        return run.into_iter().next().unwrap();
+    }
+    let mut data = Vec::with_capacity(run.iter().map(|b| b.size()).sum());
+    for b in &run {
+        if let Ok(map) = b.map_readable() {
+            data.extend_from_slice(&map);
+        }
+    }
+    let duration = run
+        .iter()
+        .filter_map(|b| b.duration())
+        .sum::<gst::ClockTime>();
+    let mut joined = gst::Buffer::from_mut_slice(data);
+    {
+        let j = joined.get_mut().unwrap();
+        let what = gst::BufferCopyFlags::FLAGS
+            | gst::BufferCopyFlags::TIMESTAMPS
+            | gst::BufferCopyFlags::META;
+        let _ = run[0].copy_into(j, what, ..);
+        j.set_duration(duration);
+    }
+    joined
+}
+
+/// Joins each run of buffers that follow one another into one buffer.
+fn merge_runs(buffers: Vec<gst::Buffer>) -> Vec<gst::Buffer> {
+    let mut out = Vec::new();
+    let mut run: Vec<gst::Buffer> = Vec::new();
+    for b in buffers {
+        if run.last().is_some_and(|last| !follows(last, &b)) {
+            out.push(join(std::mem::take(&mut run)));
+        }
+        run.push(b);
+    }
+    if !run.is_empty() {
+        out.push(join(run));
+    }
+    out
 }
 
 impl Stream {
@@ -112,6 +164,9 @@ impl Stream {
     pub fn flush(&mut self, out: &mut Vec<Action>) {
         if self.pending.is_empty() {
             return;
+        }
+        if self.merge && matches!(self.output.payload, Payload::Raw { .. }) {
+            self.pending = merge_runs(std::mem::take(&mut self.pending));
         }
         if self.lists {
             let mut list = gst::BufferList::new_sized(self.pending.len());

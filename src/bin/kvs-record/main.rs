@@ -131,6 +131,9 @@ impl Source {
         if let Some(mode) = &args.connect_pcm {
             s.demux.push(("connect-pcm", mode.clone()));
         }
+        // A buffer per block makes interleave switch threads per block: half
+        // the time of an archive download.
+        s.demux.push(("merge-raw-audio", "true".into()));
         if args.input != Input::Demo {
             s.src
                 .push(("idle-timeout", (args.idle_timeout * 1000).to_string()));
