@@ -257,6 +257,11 @@ impl Worker {
     }
 
     fn metrics(&self) -> String {
+        self.get("/metrics")
+    }
+
+    /// The whole HTTP answer to a GET of `path` on the worker's port.
+    fn get(&self, path: &str) -> String {
         let started = self.said("worker started");
         let url = started[0]["metrics"].as_str().unwrap().to_string();
         let addr = url
@@ -265,8 +270,8 @@ impl Worker {
         let port = addr.rsplit(':').next().unwrap();
         let mut tcp =
             std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
-        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).unwrap();
         let mut text = String::new();
         tcp.read_to_string(&mut text).unwrap();
         text
@@ -548,6 +553,47 @@ fn poison_and_missing_streams_are_dead_lettered_and_throttles_retried() {
             >= 1
     );
     wait(|| aws.depth(&aws.queue) == 0, "an empty queue", &w);
+}
+
+/// A queue the worker cannot read makes /readyz say so, with the reason;
+/// it is ready again once a receive works.
+#[test]
+fn readyz_says_when_the_queue_cannot_be_read() {
+    let mut aws = Aws::start(5);
+    // The worker starts on a queue that is not there yet.
+    let (base, _) = aws.queue.rsplit_once('/').unwrap();
+    aws.queue = format!("{base}/calls-later");
+    let w = Worker::start(&aws, "http://127.0.0.1:9", &[]);
+    w.wait_started();
+    wait(
+        || w.get("/readyz").starts_with("HTTP/1.1 503"),
+        "/readyz to turn 503",
+        &w,
+    );
+    let why = w.get("/readyz");
+    assert!(
+        why.contains("the queue cannot be read: the last ") && why.contains(" receives failed"),
+        "{why}"
+    );
+    assert!(metric(&w.metrics(), "kvs_record_queue_receive_errors_total") >= 3);
+    assert!(
+        w.get("/healthz").starts_with("HTTP/1.1 200"),
+        "alive all along"
+    );
+    aws.rt.block_on(async {
+        let made = aws
+            .sqs
+            .create_queue()
+            .queue_name("calls-later")
+            .send()
+            .await;
+        assert_eq!(made.unwrap().queue_url.as_deref(), Some(aws.queue.as_str()));
+    });
+    wait(
+        || w.get("/readyz").starts_with("HTTP/1.1 200"),
+        "/readyz to be ready again",
+        &w,
+    );
 }
 
 /// Puts an event on the queue with deploy/forwarder/forwarder.py, as the

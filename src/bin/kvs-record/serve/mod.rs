@@ -275,12 +275,16 @@ impl Worker {
             };
             match received {
                 Ok(messages) => {
+                    self.metrics.receives_failing.store(0, Ordering::Relaxed);
                     for m in messages {
                         calls.spawn(self.handle(m));
                     }
                 }
                 Err(e) => {
                     self.metrics.receive_errors.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .receives_failing
+                        .fetch_add(1, Ordering::Relaxed);
                     log("warn", None, &e, &[]);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }

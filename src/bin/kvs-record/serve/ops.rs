@@ -47,10 +47,31 @@ pub struct Metrics {
     pub failed: AtomicU64,
     pub released: AtomicU64,
     pub receive_errors: AtomicU64,
+    /// Receives that failed since the last one that worked.
+    pub receives_failing: AtomicU64,
     /// Audio bytes, reconnects and throttles of calls that ended.
     ended: Mutex<(u64, u64, u64)>,
     calls: Mutex<BTreeMap<String, Arc<Call>>>,
     pub ready: AtomicBool,
+}
+
+/// Receives in a row that may fail before the worker says it is not ready.
+const FAILING_RECEIVES: u64 = 3;
+
+impl Metrics {
+    /// What /readyz answers: not ready while draining, or while the queue
+    /// cannot be read.
+    fn readiness(&self) -> (StatusCode, String) {
+        let failing = self.receives_failing.load(Ordering::Relaxed);
+        if !self.ready.load(Ordering::Relaxed) {
+            (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+        } else if failing >= FAILING_RECEIVES {
+            let why = format!("the queue cannot be read: the last {failing} receives failed\n");
+            (StatusCode::SERVICE_UNAVAILABLE, why)
+        } else {
+            (StatusCode::OK, "ready\n".into())
+        }
+    }
 }
 
 fn counters(call: &Call) -> (u64, u64) {
@@ -182,8 +203,7 @@ async fn answer(
     let (status, body) = match req.uri().path() {
         "/metrics" => (StatusCode::OK, metrics.render()),
         "/healthz" => (StatusCode::OK, "ok\n".into()),
-        "/readyz" if metrics.ready.load(Ordering::Relaxed) => (StatusCode::OK, "ready\n".into()),
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into()),
+        "/readyz" => metrics.readiness(),
         _ => (
             StatusCode::NOT_FOUND,
             "try /metrics, /healthz or /readyz\n".into(),
