@@ -14,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use gst::prelude::*;
@@ -64,14 +65,14 @@ fn cpu_and_rss() -> (f64, f64) {
 
 /// Child: records the whole archived call to a stereo WAV, prints
 /// "wall cpu rss data-bytes".
-fn archive_child(endpoint: &str, start: &str, end: &str, out: &str, demux: &str) {
+fn archive_child(endpoint: &str, start: &str, end: &str, out: &str, src: &str, demux: &str) {
     gst::init().unwrap();
     gstkvs::plugin_register_static().unwrap();
     let (cpu0, _) = cpu_and_rss();
     let pipeline = gst::parse::launch(&format!(
         "kvsgetmediasrc stream-name=call region=us-east-1 access-key=AKIDBENCH \
          secret-access-key=bench endpoint-uri={endpoint} start-timestamp={start} end-timestamp={end} \
-         ! {demux} name=d interleave name=i ! wavenc ! filesink location={out} \
+         {src} ! {demux} name=d interleave name=i ! wavenc ! filesink location={out} \
          d.audio_0 ! queue ! i.sink_0  d.audio_1 ! queue ! i.sink_1"
     ))
     .unwrap();
@@ -129,11 +130,23 @@ fn archive(call: &Call, dir: &Path, minutes: u64) {
         "archive recording, {minutes} min call ({:.0} MB over GetMediaForFragmentList) to a stereo WAV:",
         bytes as f64 / 1e6
     );
+    // One connection to KVS from afar goes about this fast.
+    const FARAWAY: u64 = 20_000_000;
+    let merged = "kvsaudiodemux merge-raw-audio=true";
     let runs = [
-        ("kvsaudiodemux", "a buffer per block"),
-        ("kvsaudiodemux merge-raw-audio=true", "merge-raw-audio=true"),
+        (0, 2, "kvsaudiodemux", "a buffer per block"),
+        (0, 2, merged, "merge-raw-audio=true"),
+        (FARAWAY, 1, merged, "20 MB/s, 1 connection"),
+        (FARAWAY, 2, merged, "20 MB/s, 2 connections"),
+        (FARAWAY, 5, merged, "20 MB/s, 5 connections"),
     ];
-    for (demux, label) in runs {
+    for (rate, connections, demux, label) in runs {
+        server
+            .state
+            .faults
+            .archive_rate
+            .store(rate, Ordering::SeqCst);
+        let src = format!("archive-connections={connections}");
         let v = child_figures(
             &[
                 "--archive-child",
@@ -141,12 +154,13 @@ fn archive(call: &Call, dir: &Path, minutes: u64) {
                 &secs(first),
                 &secs(last),
                 out.to_str().unwrap(),
+                &src,
                 demux,
             ],
             4,
         );
         println!(
-            "  {label:<22} wall {:.2} s, {:.1} MB/s, CPU {:.2} s, peak RSS {:.1} MB, WAV data {} bytes ({})",
+            "  {label:<24} wall {:.2} s, {:.1} MB/s, CPU {:.2} s, peak RSS {:.1} MB, WAV data {} bytes ({})",
             v[0],
             bytes as f64 / 1e6 / v[0],
             v[1],
@@ -246,7 +260,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("--child") => return child(&args[2], &args[3]),
         Some("--archive-child") => {
-            return archive_child(&args[2], &args[3], &args[4], &args[5], &args[6]);
+            return archive_child(&args[2], &args[3], &args[4], &args[5], &args[6], &args[7]);
         }
         _ => {}
     }

@@ -134,22 +134,54 @@ fn both_connect_layouts_are_bit_exact() {
     }
 }
 
+/// Cut bodies and throttled calls, with one connection and with several
+/// batches side by side: every sample once, in order.
 #[test]
 fn cuts_and_throttles_inside_a_batch_lose_and_repeat_nothing() {
-    let f = Fixture::new(Call {
-        fragments: 120,
-        ..Call::default()
-    });
-    let faults = &f.server.state.faults;
-    faults.cut_max.store(400_000, Ordering::SeqCst);
-    faults.cuts.store(15, Ordering::SeqCst);
-    faults.throttle.store(3, Ordering::SeqCst);
-    let (run, stats) = f.run(10, 109, "timestamp-type=producer max-backoff=200");
-    f.assert_exact(&run, 10, 109);
-    assert_eq!(f.count(|c| c.cut.load(Ordering::SeqCst)), 15);
-    assert!(stats.get::<u64>("reconnects").unwrap() >= 15, "{stats}");
-    assert_eq!(stats.get::<u64>("throttles").unwrap(), 3, "{stats}");
-    assert_eq!(stats.get::<u64>("fragments").unwrap(), 100, "{stats}");
+    for connections in [1, 2, 5] {
+        let f = Fixture::new(Call {
+            fragments: 120,
+            ..Call::default()
+        });
+        let faults = &f.server.state.faults;
+        faults.cut_max.store(400_000, Ordering::SeqCst);
+        faults.cuts.store(15, Ordering::SeqCst);
+        faults.throttle.store(3, Ordering::SeqCst);
+        let props =
+            format!("timestamp-type=producer max-backoff=200 archive-connections={connections}");
+        let (run, stats) = f.run(10, 109, &props);
+        f.assert_exact(&run, 10, 109);
+        // A cut drawn past the end of a short body never happens.
+        let cuts = f.count(|c| c.cut.load(Ordering::SeqCst));
+        let label = format!("{connections} connections: {cuts} cuts, {stats}");
+        assert!(cuts >= 10, "{label}");
+        assert!(
+            stats.get::<u64>("reconnects").unwrap() >= u64::from(cuts),
+            "{label}"
+        );
+        assert_eq!(stats.get::<u64>("throttles").unwrap(), 3, "{label}");
+        assert_eq!(stats.get::<u64>("fragments").unwrap(), 100, "{label}");
+        let calls = f.count(|c| c.get_media_for_fragment_list.load(Ordering::SeqCst));
+        assert!(calls > cuts, "{label}: {calls} calls");
+    }
+}
+
+/// archive-connections splits the range into that many batches, fetched
+/// side by side, and the output stays in order.
+#[test]
+fn batches_over_several_connections_come_out_in_order() {
+    for (connections, calls) in [(1, 1), (3, 3), (5, 5)] {
+        let f = Fixture::new(Call {
+            fragments: 100,
+            ..Call::default()
+        });
+        let props = format!("timestamp-type=producer archive-connections={connections}");
+        let (run, stats) = f.run(0, 99, &props);
+        f.assert_exact(&run, 0, 99);
+        assert_eq!(stats.get::<u64>("fragments").unwrap(), 100, "{stats}");
+        let made = f.count(|c| c.get_media_for_fragment_list.load(Ordering::SeqCst));
+        assert_eq!(made, calls, "{connections} connections");
+    }
 }
 
 #[test]

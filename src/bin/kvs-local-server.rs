@@ -58,6 +58,8 @@ Faults:
   --error-at N             send in-band error tags in place of fragment N
                            (GetMediaForFragmentList: as if it were missing)
   --page-max N             at most N fragments per ListFragments page
+  --archive-rate BYTES     send each GetMediaForFragmentList body at most BYTES
+                           a second, as one connection to a faraway region does
   --end-after N            serve only the first N fragments
   --idle-end-ms MS         end a body with nothing to send after MS (default 3000)
 ";
@@ -123,8 +125,9 @@ fn main() {
             "--put-stream" => streams.push(Stream::empty(&value(), 24)),
             "--cut-after" | "--cut-random" | "--cuts" | "--throttle" | "--invalid-endpoint"
             | "--stall-ms" | "--stall-after" | "--error-at" | "--end-after" | "--idle-end-ms"
-            | "--page-max" | "--put-rate" | "--put-calls" | "--keep-fragments" | "--put-cuts"
-            | "--put-cut-after" | "--put-errors" | "--put-error-id" => {
+            | "--page-max" | "--archive-rate" | "--put-rate" | "--put-calls"
+            | "--keep-fragments" | "--put-cuts" | "--put-cut-after" | "--put-errors"
+            | "--put-error-id" => {
                 let v = number(value());
                 faults.push((arg, v));
             }
@@ -175,6 +178,7 @@ fn main() {
             "--end-after" => f.end_after.store(v as u32, Ordering::SeqCst),
             "--idle-end-ms" => f.idle_end_ms.store(v, Ordering::SeqCst),
             "--page-max" => f.page_max.store(v as u32, Ordering::SeqCst),
+            "--archive-rate" => f.archive_rate.store(v, Ordering::SeqCst),
             "--put-cuts" => f.put_cuts.store(v as u32, Ordering::SeqCst),
             "--put-cut-after" => f.put_cut_after.store(v as u32, Ordering::SeqCst),
             "--put-errors" => f.put_errors.store(v as u32, Ordering::SeqCst),

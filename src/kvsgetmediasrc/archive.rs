@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Archive mode: ListFragments over a time range, then the fragments in
-//! order through GetMediaForFragmentList, in batches of up to 1,000, with
-//! the next batch fetched while the current one streams. A failed or cut
-//! batch is fetched again from its first fragment not yet complete.
+//! order through GetMediaForFragmentList, in batches of up to 1,000, several
+//! fetched at once (`archive-connections`) and read in order. A failed or
+//! cut batch is fetched again from its first fragment not yet complete.
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesisvideo::types::ApiName;
@@ -15,7 +16,7 @@ use aws_sdk_kinesisvideoarchivedmedia::types::{
 };
 use aws_smithy_types::DateTime;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use super::imp::CAT;
 use super::session::{Next, Policy, Stats};
@@ -26,10 +27,18 @@ use crate::mkv::{Event, Parser};
 
 /// GetMediaForFragmentList takes at most this many fragments.
 pub const BATCH: usize = 1000;
-/// Batches fetched at once: the one streaming and the next.
-const PREFETCH: usize = 2;
-/// Body chunks a prefetched batch may hold before it waits.
-const CHUNKS_AHEAD: usize = 16;
+/// What a batch may hold ahead of the reader before it waits, in KiB.
+const AHEAD_KIB: usize = 8 * 1024;
+
+/// The KiB of the budget a chunk takes.
+fn cost(bytes: &Bytes) -> u32 {
+    bytes.len().div_ceil(1024).min(AHEAD_KIB) as u32
+}
+
+/// Fragments per batch: the range split over `connections`, at most BATCH.
+pub fn batch_len(total: usize, connections: usize) -> usize {
+    total.div_ceil(connections.max(1)).clamp(1, BATCH)
+}
 
 /// The time range to record, in seconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -98,10 +107,22 @@ pub fn locate(table: &[(u64, u64)], at: u64, by_byte: bool) -> Spot {
 struct Batch {
     first: usize,
     end: usize,
-    rx: mpsc::Receiver<Result<Bytes, Failure>>,
+    rx: mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
+    /// KiB the fetch may still read ahead.
+    budget: Arc<Semaphore>,
     task: tokio::task::JoinHandle<()>,
     /// Chunk headers seen so far: the fragments begun.
     begun: usize,
+}
+
+impl Batch {
+    async fn recv(&mut self) -> Option<Result<Bytes, Failure>> {
+        let got = self.rx.recv().await;
+        if let Some(Ok(bytes)) = &got {
+            self.budget.add_permits(cost(bytes) as usize);
+        }
+        got
+    }
 }
 
 impl Drop for Batch {
@@ -110,13 +131,14 @@ impl Drop for Batch {
     }
 }
 
-/// Fetches `numbers` and forwards the body as it arrives.
+/// Fetches `numbers` and forwards the body as it arrives, within `budget`.
 async fn fetch(
     client: Client,
     target: Target,
     numbers: Vec<String>,
     read_timeout: Duration,
-    tx: mpsc::Sender<Result<Bytes, Failure>>,
+    budget: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<Result<Bytes, Failure>>,
 ) {
     let sent = client
         .get_media_for_fragment_list()
@@ -128,14 +150,18 @@ async fn fetch(
     let mut body = match sent {
         Ok(out) => out.payload,
         Err(e) => {
-            let _ = tx.send(Err(aws::sort(e, true))).await;
+            let _ = tx.send(Err(aws::sort(e, true)));
             return;
         }
     };
     loop {
         let failure = match tokio::time::timeout(read_timeout, body.next()).await {
             Ok(Some(Ok(bytes))) => {
-                if tx.send(Ok(bytes)).await.is_err() {
+                match budget.acquire_many(cost(&bytes)).await {
+                    Ok(permits) => permits.forget(),
+                    Err(_) => return,
+                }
+                if tx.send(Ok(bytes)).is_err() {
                     return;
                 }
                 continue;
@@ -144,7 +170,7 @@ async fn fetch(
             Ok(Some(Err(e))) => Failure::Transient(format!("the body broke: {e}")),
             Err(_) => Failure::Transient(format!("no data for {read_timeout:?}")),
         };
-        let _ = tx.send(Err(failure)).await;
+        let _ = tx.send(Err(failure));
         return;
     }
 }
@@ -377,7 +403,7 @@ impl Archive {
             let Some(batch) = self.inflight.front_mut() else {
                 return Ok(Next::End);
             };
-            match batch.rx.recv().await {
+            match batch.recv().await {
                 Some(Ok(bytes)) => {
                     self.retry.succeeded();
                     self.watch(&bytes);
@@ -407,14 +433,15 @@ impl Archive {
 
     fn needs_batch(&self) -> bool {
         let total = self.fragments.as_ref().map_or(0, Vec::len);
-        self.inflight.len() < PREFETCH && self.requested < total
+        self.inflight.len() < self.policy.archive_connections.max(1) && self.requested < total
     }
 
-    /// Starts batches until PREFETCH are in flight.
+    /// Starts batches until `archive-connections` are in flight.
     async fn prefetch(&mut self) -> Result<(), Failure> {
         let total = self.fragments.as_ref().map_or(0, Vec::len);
+        let len = batch_len(total, self.policy.archive_connections);
         while self.needs_batch() {
-            let end = (self.requested + BATCH).min(total);
+            let end = (self.requested + len).min(total);
             let batch = self.start_batch(self.requested, end).await?;
             self.inflight.push_back(batch);
             self.requested = end;
@@ -446,18 +473,21 @@ impl Archive {
             .iter()
             .map(|f| f.number.clone())
             .collect();
-        let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let budget = Arc::new(Semaphore::new(AHEAD_KIB));
         let task = tokio::spawn(fetch(
             self.fetcher.clone().unwrap(),
             self.target.clone(),
             numbers,
             self.policy.read_timeout,
+            budget.clone(),
             tx,
         ));
         Ok(Batch {
             first,
             end,
             rx,
+            budget,
             task,
             begun: 0,
         })
@@ -581,6 +611,16 @@ mod tests {
         );
         assert_eq!(locate(&table, 25, true), spot(2, 2000, 20));
         assert_eq!(locate(&[], 5, true), spot(0, 0, 0));
+    }
+
+    #[test]
+    fn batches_split_the_range_over_the_connections() {
+        assert_eq!(batch_len(3600, 2), 1000, "at most 1,000 fragments");
+        assert_eq!(batch_len(1800, 2), 900);
+        assert_eq!(batch_len(1800, 5), 360);
+        assert_eq!(batch_len(7, 3), 3);
+        assert_eq!(batch_len(1, 5), 1);
+        assert_eq!(batch_len(10, 0), 10, "0 counts as 1");
     }
 
     #[test]

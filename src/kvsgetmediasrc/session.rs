@@ -26,6 +26,8 @@ pub struct Policy {
     /// Attempts in a row that may fail before the error is final.
     pub max_retries: u32,
     pub max_backoff: Duration,
+    /// Archive mode: GetMediaForFragmentList batches fetched at once.
+    pub archive_connections: usize,
 }
 
 #[derive(Debug, Default)]

@@ -27,6 +27,7 @@ pub struct Settings {
     pub read_timeout_ms: u32,
     pub max_retries: u32,
     pub max_backoff_ms: u32,
+    pub archive_connections: u32,
 }
 
 impl Default for Settings {
@@ -44,6 +45,7 @@ impl Default for Settings {
             read_timeout_ms: 5_000,
             max_retries: 10,
             max_backoff_ms: 5_000,
+            archive_connections: 2,
         }
     }
 }
@@ -153,6 +155,7 @@ impl Settings {
             read_timeout: ms(self.read_timeout_ms),
             max_retries: self.max_retries,
             max_backoff: ms(self.max_backoff_ms),
+            archive_connections: self.archive_connections as usize,
         }
     }
 
@@ -182,6 +185,7 @@ impl Settings {
             "read-timeout" => self.read_timeout_ms = value.get().unwrap(),
             "max-retries" => self.max_retries = value.get().unwrap(),
             "max-backoff" => self.max_backoff_ms = value.get().unwrap(),
+            "archive-connections" => self.archive_connections = value.get().unwrap(),
             _ => unreachable!("no property {name}"),
         }
     }
@@ -205,6 +209,7 @@ impl Settings {
             "read-timeout" => self.read_timeout_ms.to_value(),
             "max-retries" => self.max_retries.to_value(),
             "max-backoff" => self.max_backoff_ms.to_value(),
+            "archive-connections" => self.archive_connections.to_value(),
             _ => unreachable!("no readable property {name}"),
         }
     }
@@ -276,6 +281,16 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
         ),
         uint_prop("max-retries", "Failed attempts in a row before the error is final", 10),
         uint_prop("max-backoff", "Longest wait between attempts, in milliseconds (with jitter)", 5_000),
+        props::uint(
+            "archive-connections",
+            "Archive mode: GetMediaForFragmentList calls at once (KVS allows 5 a second per stream). \
+             The range is split into that many batches (of at most 1,000 fragments), fetched side by \
+             side and output in order; each batch ahead of the one playing holds at most 8 MiB. \
+             More connections help when one connection is slower than the pipeline, as from a \
+             faraway region",
+            1..=5,
+            2,
+        ),
         glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
             .blurb(
                 "Counters: bytes, fragments, reconnects, throttles, endpoint-refreshes, \

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The archived-media API of the local KVS server: ListFragments (paginated,
 //! filtered by a timestamp range, each page in shuffled order) and
-//! GetMediaForFragmentList (unpaced, with the same faults as GetMedia).
+//! GetMediaForFragmentList (unpaced unless `archive_rate` is set, with the
+//! same faults as GetMedia).
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::{Response, StatusCode};
@@ -165,6 +167,8 @@ async fn send_fragments(
     let mut w = Writer::new(&state, tx);
     let complete = stream.complete();
     let error_at = state.faults.error_at.load(Ordering::SeqCst) as usize;
+    let rate = state.faults.archive_rate.load(Ordering::SeqCst);
+    let (start, mut sent) = (tokio::time::Instant::now(), 0u64);
     for number in numbers {
         let pieces = match stream
             .index_of(&number)
@@ -185,8 +189,15 @@ async fn send_fragments(
             ])],
         };
         for bytes in pieces {
+            sent += bytes.len() as u64;
             if !w.send(&state, bytes).await {
                 return;
+            }
+            if rate > 0 {
+                tokio::time::sleep_until(
+                    start + Duration::from_secs_f64(sent as f64 / rate as f64),
+                )
+                .await;
             }
         }
     }

@@ -43,6 +43,9 @@ pub struct Faults {
     pub end_after: AtomicU32,
     /// ListFragments pages hold at most this many fragments (0: MaxResults).
     pub page_max: AtomicU32,
+    /// Each GetMediaForFragmentList body goes at most this many bytes a
+    /// second, as one connection to a faraway region does (0: unpaced).
+    pub archive_rate: AtomicU64,
     /// A body with nothing to send for this long ends, like KVS (about 3 s).
     pub idle_end_ms: AtomicU64,
     /// PutMedia connections still to cut ...
@@ -75,6 +78,7 @@ impl Default for Faults {
             error_at: AtomicU32::new(u32::MAX),
             end_after: AtomicU32::new(u32::MAX),
             page_max: AtomicU32::new(0),
+            archive_rate: AtomicU64::new(0),
             idle_end_ms: AtomicU64::new(3000),
             put_cuts: AtomicU32::new(0),
             put_cut_after: AtomicU32::new(1),

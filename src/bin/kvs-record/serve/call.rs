@@ -131,6 +131,9 @@ fn source_props(
             p.push(("start-timestamp", from.to_string()));
             p.push(("end-timestamp", stop.to_string()));
             p.push(("timestamp-type", "producer".into()));
+            // Many calls run side by side already: one batch at a time keeps
+            // an ended call's memory as flat as a live one's.
+            p.push(("archive-connections", "1".into()));
         }
         _ => match (resume.and_then(|r| r.token.clone()), from_ms, c.start) {
             (Some(token), _, _) => {
