@@ -166,8 +166,14 @@ struct Worker {
 
 impl Worker {
     fn start(aws: &Aws, kvs: &str, extra: &[&str]) -> Worker {
+        // Recordings go to the bucket unless the test names a directory.
+        let to = match extra.contains(&"--out-dir") {
+            true => vec![],
+            false => vec!["--bucket", BUCKET],
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_kvs-record"))
-            .args(["serve", "--queue-url", &aws.queue, "--bucket", BUCKET])
+            .args(["serve", "--queue-url", &aws.queue])
+            .args(to)
             .args([
                 "--sqs-endpoint",
                 &aws.moto.endpoint,
@@ -346,26 +352,31 @@ fn assert_recorded(aws: &Aws, call: &Call) {
     let (wav, meta) = aws
         .object(&key)
         .unwrap_or_else(|| panic!("no {key} in s3 (objects: {:?})", aws.keys()));
+    assert_wav(&key, &wav, call);
+    assert_eq!(meta.get("contact-id"), Some(&call.contact_id), "{key}");
+    let seconds: f64 = meta["duration-seconds"].parse().unwrap();
+    let expected = call.pcm_with_silence(Side::Caller).len() as f64 / 2.0 / 8000.0;
+    assert!(
+        (seconds - expected).abs() < 0.001,
+        "{key}: duration {seconds} s, not {expected} s"
+    );
+    assert!(meta["tracks"].contains("audio_"), "{key}: {meta:?}");
+}
+
+/// A whole WAV holding the caller left and the agent right, bit-exact.
+fn assert_wav(key: &str, wav: &[u8], call: &Call) {
     assert_eq!(&wav[..4], b"RIFF", "{key}");
     assert_eq!(
         u32::from_le_bytes(wav[4..8].try_into().unwrap()) as usize,
         wav.len() - 8,
         "{key}: RIFF size"
     );
-    let (left, right) = common::deinterleave(&common::wav_data(&wav));
+    let (left, right) = common::deinterleave(&common::wav_data(wav));
     let caller = call.pcm_with_silence(Side::Caller);
     let agent = call.pcm_with_silence(Side::Agent);
     assert_eq!(left.len(), caller.len(), "{key}: caller samples");
     assert!(left == caller, "{key}: the caller's PCM, bit-exact");
     assert!(right == agent, "{key}: the agent's PCM, bit-exact");
-    assert_eq!(meta.get("contact-id"), Some(&call.contact_id), "{key}");
-    let seconds: f64 = meta["duration-seconds"].parse().unwrap();
-    let expected = caller.len() as f64 / 2.0 / 8000.0;
-    assert!(
-        (seconds - expected).abs() < 0.001,
-        "{key}: duration {seconds} s, not {expected} s"
-    );
-    assert!(meta["tracks"].contains("audio_"), "{key}: {meta:?}");
 }
 
 fn kvs_with(calls: &[Call], started: Instant) -> common::Server {
@@ -431,33 +442,76 @@ fn a_killed_workers_calls_are_finished_by_another_from_its_checkpoints() {
     for c in &calls {
         aws.send(&contact_event(c, &c.contact_id));
     }
-    let endpoint = kvs.endpoint();
-    let a = Worker::start(&aws, &endpoint, &["--max-calls", "2"]);
+    kill_and_resume(&aws, &kvs.endpoint(), &["--max-calls", "2"], || {
+        let keys = aws.keys();
+        let checkpoints = keys.iter().filter(|k| k.ends_with(".work/checkpoint"));
+        assert_eq!(checkpoints.count(), 2, "{keys:?}");
+    });
+    for c in &calls {
+        assert_recorded(&aws, c);
+    }
+    assert_eq!(aws.keys().len(), 2, "work objects left: {:?}", aws.keys());
+}
+
+/// Starts a worker, SIGKILLs it once it has written two checkpoints, runs
+/// `between`, then starts another that must finish both calls from them.
+fn kill_and_resume(aws: &Aws, kvs: &str, args: &[&str], between: impl FnOnce()) -> Worker {
+    let a = Worker::start(aws, kvs, args);
     wait(
         || a.said("checkpoint written").len() == 2,
         "two checkpoints",
         &a,
     );
     a.signal(libc::SIGKILL);
-    let keys = aws.keys();
-    assert!(
-        keys.iter()
-            .filter(|k| k.ends_with(".work/checkpoint"))
-            .count()
-            == 2,
-        "{keys:?}"
-    );
-    let b = Worker::start(&aws, &endpoint, &["--max-calls", "2"]);
+    between();
+    let b = Worker::start(aws, kvs, args);
     wait(
         || b.recorded().len() == 2,
         "the second worker to finish both calls",
         &b,
     );
     assert_eq!(b.said("resuming from a checkpoint").len(), 2, "{}", b.log());
+    b
+}
+
+/// --out-dir: the same recordings as files, and a killed worker's calls
+/// finished by another from the checkpoints in the directory.
+#[test]
+fn a_local_directory_gets_the_recordings_and_its_checkpoints_resume() {
+    let aws = Aws::start(5);
+    let dir = std::env::temp_dir().join(format!("kvs-serve-dir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().unwrap();
+    let calls: Vec<Call> = (0..2).map(|i| call(i * 3 + 30, 215)).collect();
+    let kvs = kvs_with(&calls, Instant::now() - Duration::from_secs(200));
     for c in &calls {
-        assert_recorded(&aws, c);
+        aws.send(&contact_event(c, &c.contact_id));
     }
-    assert_eq!(aws.keys().len(), 2, "work objects left: {:?}", aws.keys());
+    let args = ["--max-calls", "2", "--out-dir", out, "--prefix", "calls/"];
+    let b = kill_and_resume(&aws, &kvs.endpoint(), &args, || {
+        for c in &calls {
+            let work = dir.join(format!("calls/{}.wav.work", c.contact_id));
+            assert!(work.join("checkpoint").is_file(), "{work:?}");
+            assert!(work.join("piece-00001").is_file(), "{work:?}");
+        }
+    });
+    for c in &calls {
+        let key = format!("calls/{}.wav", c.contact_id);
+        assert_wav(&key, &std::fs::read(dir.join(&key)).unwrap(), c);
+    }
+    let mut left: Vec<String> = std::fs::read_dir(dir.join("calls"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let expected: Vec<String> = calls
+        .iter()
+        .map(|c| format!("{}.wav", c.contact_id))
+        .collect();
+    assert_eq!(left, expected, "work files left");
+    assert!(aws.keys().is_empty(), "nothing in S3: {:?}", aws.keys());
+    wait(|| aws.depth(&aws.queue) == 0, "an empty queue", &b);
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -688,7 +742,14 @@ fn deploy_files_name_only_known_settings() {
 fn usage_errors_say_what_to_do() {
     let cases: &[(&[&str], &str)] = &[
         (&[], "--queue-url is required"),
-        (&["--queue-url", "http://q"], "--bucket is required"),
+        (
+            &["--queue-url", "http://q"],
+            "--bucket NAME (S3) or --out-dir DIR (a local directory) is required",
+        ),
+        (
+            &["--queue-url", "http://q", "--bucket", "b", "--out-dir", "d"],
+            "give --bucket or --out-dir, not both",
+        ),
         (
             &[
                 "--queue-url",
@@ -719,6 +780,7 @@ fn usage_errors_say_what_to_do() {
             .args(*args)
             .env_remove("KVS_RECORD_QUEUE_URL")
             .env_remove("KVS_RECORD_BUCKET")
+            .env_remove("KVS_RECORD_OUT_DIR")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

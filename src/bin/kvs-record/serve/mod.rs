@@ -4,6 +4,7 @@
 //! checkpoints so that another worker can finish a call this one could not.
 
 mod call;
+mod dir;
 mod mix;
 mod ops;
 mod queue;
@@ -24,15 +25,20 @@ use queue::{Message, Queue};
 use store::Store;
 
 pub const USAGE: &str = "\
-Usage: kvs-record serve --queue-url URL --bucket NAME [OPTIONS]
+Usage: kvs-record serve --queue-url URL (--bucket NAME | --out-dir DIR) [OPTIONS]
 
 Takes Amazon Connect contact events (the contact flow's event, or its
 Details.ContactData) from an SQS queue and records each contact's two
-tracks to s3://BUCKET/PREFIX{ContactId}.wav, caller left, agent right.
+tracks to s3://BUCKET/PREFIX{ContactId}.wav (or DIR/PREFIX{ContactId}.wav),
+caller left, agent right.
 Every option can also be set with the environment variable in brackets.
 
   --queue-url URL         the SQS queue of contact events [KVS_RECORD_QUEUE_URL]
   --bucket NAME           the S3 bucket for recordings [KVS_RECORD_BUCKET]
+  --out-dir DIR           a local directory instead, for small setups: the
+                          same pieces and checkpoints as files, so that one
+                          machine's workers can resume one another's calls
+                          [KVS_RECORD_OUT_DIR]
   --prefix TEXT           key prefix, as in calls/ [KVS_RECORD_PREFIX] (none)
   --max-calls N           calls recorded at once [KVS_RECORD_MAX_CALLS] (100)
   --visibility S          seconds a running call's message stays hidden; it is
@@ -65,7 +71,9 @@ fn explain(what: &str, e: impl std::error::Error) -> String {
 #[derive(Debug, Clone)]
 struct Config {
     queue_url: String,
+    /// The recordings go to S3, or with `out_dir` to files.
     bucket: String,
+    out_dir: Option<String>,
     prefix: String,
     max_calls: usize,
     visibility: u64,
@@ -82,6 +90,7 @@ struct Config {
 const OPTIONS: &[(&str, &str)] = &[
     ("--queue-url", "KVS_RECORD_QUEUE_URL"),
     ("--bucket", "KVS_RECORD_BUCKET"),
+    ("--out-dir", "KVS_RECORD_OUT_DIR"),
     ("--prefix", "KVS_RECORD_PREFIX"),
     ("--max-calls", "KVS_RECORD_MAX_CALLS"),
     ("--visibility", "KVS_RECORD_VISIBILITY"),
@@ -133,7 +142,17 @@ fn parse(args: &[String]) -> Result<Option<Config>, String> {
     };
     let config = Config {
         queue_url: need("--queue-url")?,
-        bucket: need("--bucket")?,
+        bucket: match (get("--bucket"), get("--out-dir")) {
+            (Some(bucket), None) => bucket,
+            (None, Some(_)) => String::new(),
+            (Some(_), Some(_)) => return Err("give --bucket or --out-dir, not both".into()),
+            (None, None) => {
+                return Err(
+                    "--bucket NAME (S3) or --out-dir DIR (a local directory) is required".into(),
+                );
+            }
+        },
+        out_dir: get("--out-dir"),
         prefix: get("--prefix").unwrap_or_default(),
         max_calls: num("--max-calls", 100)?.max(1) as usize,
         visibility: num("--visibility", 60)?.max(3),
@@ -339,10 +358,15 @@ impl Worker {
             let job = Job {
                 contact,
                 contact_id: id.clone(),
-                store: Store {
-                    s3,
-                    bucket: config.bucket.clone(),
-                    key: format!("{}{id}.wav", config.prefix),
+                store: match &config.out_dir {
+                    Some(dir) => Store::Dir(dir::Dir {
+                        path: std::path::Path::new(dir).join(format!("{}{id}.wav", config.prefix)),
+                    }),
+                    None => Store::S3(store::S3 {
+                        s3,
+                        bucket: config.bucket.clone(),
+                        key: format!("{}{id}.wav", config.prefix),
+                    }),
                 },
                 setup: Setup {
                     endpoint_uri: config.endpoint_uri.clone(),

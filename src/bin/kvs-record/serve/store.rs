@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
-//! A call's WAV object in S3, written as the call goes, and its checkpoint.
+//! A call's WAV object in S3 (or a file, `dir.rs`), written as the call
+//! goes, and its checkpoint.
 //!
 //! Audio is cut at fragment boundaries into pieces of at least `part_size`
 //! bytes (S3's 5 MiB minimum for a multipart part). Each piece is stored
@@ -41,7 +42,7 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    fn to_bytes(&self) -> Vec<u8> {
+    pub(super) fn to_bytes(&self) -> Vec<u8> {
         let (state, samples) = self.mixer.save();
         let head = json!({
             "version": 1,
@@ -55,7 +56,7 @@ impl Checkpoint {
         out
     }
 
-    fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
+    pub(super) fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
         let nl = bytes
             .iter()
             .position(|&b| b == b'\n')
@@ -94,13 +95,56 @@ fn count() {
     REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-pub struct Store {
+/// Where a call's recording goes.
+pub enum Store {
+    S3(S3),
+    Dir(super::dir::Dir),
+}
+
+impl Store {
+    pub async fn load(&self) -> Result<Option<Checkpoint>, String> {
+        match self {
+            Store::S3(s) => s.load().await,
+            Store::Dir(d) => d.load(),
+        }
+    }
+
+    /// Whether the recording is there already.
+    pub async fn exists(&self) -> Result<bool, String> {
+        match self {
+            Store::S3(s) => s.exists().await,
+            Store::Dir(d) => Ok(d.exists()),
+        }
+    }
+
+    pub async fn save(&self, piece: Vec<u8>, cp: &Checkpoint) -> Result<(), String> {
+        match self {
+            Store::S3(s) => s.save(piece, cp).await,
+            Store::Dir(d) => tokio::task::block_in_place(|| d.save(&piece, cp)),
+        }
+    }
+
+    pub async fn finish(
+        &self,
+        pieces: &[u64],
+        tail: Vec<u8>,
+        mixer: &Mixer,
+        meta: &Meta,
+    ) -> Result<u64, String> {
+        match self {
+            Store::S3(s) => s.finish(pieces, tail, mixer, meta).await,
+            Store::Dir(d) => tokio::task::block_in_place(|| d.finish(pieces, &tail, mixer)),
+        }
+    }
+}
+
+pub struct S3 {
     pub s3: Client,
     pub bucket: String,
     pub key: String,
 }
 
-impl Store {
+impl S3 {
     fn piece_key(&self, n: usize) -> String {
         format!("{}.work/piece-{:05}", self.key, n + 1)
     }
