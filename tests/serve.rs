@@ -738,6 +738,26 @@ fn deploy_files_name_only_known_settings() {
 }
 
 /// Bad flags: exit code 2 and a message that says what to give.
+/// An --out-dir where nothing can be written stops the worker at once,
+/// naming the directory and the cause.
+#[test]
+fn an_out_dir_that_cannot_be_written_is_refused_at_start() {
+    let file = std::env::temp_dir().join(format!("kvs-serve-file-{}", std::process::id()));
+    std::fs::write(&file, b"").unwrap();
+    let dir = file.join("calls");
+    let out = Command::new(env!("CARGO_BIN_EXE_kvs-record"))
+        .args(["serve", "--queue-url", "http://127.0.0.1:9/q", "--out-dir"])
+        .arg(&dir)
+        .env_remove("KVS_RECORD_BUCKET")
+        .output()
+        .unwrap();
+    std::fs::remove_file(&file).ok();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let says = format!("cannot write recordings to --out-dir {}: ", dir.display());
+    assert!(stderr.contains(&says), "{stderr}");
+}
+
 #[test]
 fn usage_errors_say_what_to_do() {
     let cases: &[(&[&str], &str)] = &[

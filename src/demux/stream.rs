@@ -65,7 +65,9 @@ fn follows(a: &gst::Buffer, b: &gst::Buffer) -> bool {
 }
 
 /// One buffer holding a run's bytes, with the first buffer's timestamps,
-/// flags and metas (its producer time) and the run's whole duration.
+/// flags and metas (its producer time) and the run's whole duration. The
+/// bytes are copied once here: the blocks lie apart in the input (tracks
+/// alternate), and a buffer of many memories is copied by whatever maps it.
 fn join(run: Vec<gst::Buffer>) -> gst::Buffer {
     if run.len() == 1 {
         return run.into_iter().next().unwrap();

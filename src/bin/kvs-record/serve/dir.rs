@@ -11,6 +11,15 @@ use super::mix::Mixer;
 use super::store::Checkpoint;
 use crate::pieces::wav_header;
 
+/// Makes `dir` if needed and checks that files can be written there.
+pub fn check(dir: &std::path::Path) -> Result<(), String> {
+    let probe = dir.join(".kvs-record-write-check");
+    fs::create_dir_all(dir)
+        .and_then(|_| fs::write(&probe, b""))
+        .and_then(|_| fs::remove_file(&probe))
+        .map_err(|e| say("write recordings to --out-dir", dir, e))
+}
+
 pub struct Dir {
     /// The WAV's path: the directory, the prefix and `{ContactId}.wav`.
     pub path: PathBuf,

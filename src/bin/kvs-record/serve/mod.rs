@@ -184,6 +184,12 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
+    if let Some(dir) = &config.out_dir
+        && let Err(e) = dir::check(std::path::Path::new(dir))
+    {
+        eprintln!("kvs-record serve: {e}");
+        return 1;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
