@@ -96,6 +96,7 @@ fuzz_target!(|data: &[u8]| {
     );
     demux.set_property("stop-at-contact-end", flags & 1 != 0);
     demux.set_property("buffer-lists", flags & 2 != 0);
+    demux.set_property("merge-raw-audio", mode & 32 != 0);
     demux.set_property("max-gap", u32::from(*mode) * 100);
     demux.set_property("max-element-size", 1u32 << 16);
     demux.set_property("max-latency", u32::from(mode & 64 != 0) * 1500);

@@ -29,6 +29,13 @@ fn say(what: &str, path: &std::path::Path, e: std::io::Error) -> String {
     format!("cannot {what} {}: {e}", path.display())
 }
 
+/// `path` with `.part` added: where a file is written before it is renamed.
+fn part_of(path: &std::path::Path) -> PathBuf {
+    let mut part = path.to_path_buf().into_os_string();
+    part.push(".part");
+    PathBuf::from(part)
+}
+
 impl Dir {
     fn work(&self) -> PathBuf {
         let mut name = self.path.clone().into_os_string();
@@ -46,9 +53,7 @@ impl Dir {
 
     /// Writes `body` to `path` whole: a crash leaves the old file or the new.
     fn replace(path: &std::path::Path, body: &[u8]) -> Result<(), String> {
-        let mut part = path.to_path_buf().into_os_string();
-        part.push(".part");
-        let part = PathBuf::from(part);
+        let part = part_of(path);
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&part)?;
             f.write_all(body)?;
@@ -93,9 +98,7 @@ impl Dir {
         if let Some(parent) = self.path.parent() {
             fs::create_dir_all(parent).map_err(|e| say("make", parent, e))?;
         }
-        let mut part = self.path.clone().into_os_string();
-        part.push(".part");
-        let part = PathBuf::from(part);
+        let part = part_of(&self.path);
         let write = || -> std::io::Result<()> {
             let mut f = std::io::BufWriter::new(fs::File::create(&part)?);
             f.write_all(&header)?;
