@@ -4,24 +4,26 @@
 //! - latency: from the server sending a block's last byte to the matching
 //!   buffer leaving kvsaudiodemux;
 //! - resume gap: from a cut to the next byte after it;
-//! - scale: N live calls at once in one process: CPU, RSS per call, and
-//!   whether all keep real time.
+//! - scale: N live calls at once in one process: CPU (user and system),
+//!   context switches, RSS per call, start-up cost, whether all keep real
+//!   time, and the delay the load adds.
 //!
 //! ```sh
-//! cargo run --release --example live_bench -- [--seconds 20] [--scale 100,500,1000]
-//! # scale only, against a server in another process (its CPU not counted):
-//! cargo run --release --bin kvs-local-server -- --demo-call 600 &
-//! cargo run --release --example live_bench -- --scale 1000 --endpoint http://127.0.0.1:PORT
+//! cargo run --release --example live_bench -- [--seconds 20] [--scale 100,500,1000] [--phases 1000]
+//! # scale only, against a server in another process (its CPU not counted);
+//! # --phases N reads its N copies of the call, which start at different times:
+//! cargo run --release --bin kvs-local-server -- --demo-call 1200 --demo-copies 1000 &
+//! cargo run --release --example live_bench -- --scale 1000 --phases 1000 --endpoint http://127.0.0.1:PORT
 //! ```
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
 mod common;
-use common::{cpu_seconds, percentiles, rss_mb};
+use common::{percentiles, rss_mb, usage};
 use gstkvs::server::{LocalKvs, State, Stream, Timing};
 use gstkvs::synth::Call;
 
@@ -60,8 +62,8 @@ fn wait_eos(p: &gst::Pipeline) {
     p.set_state(gst::State::Null).unwrap();
 }
 
-fn server(runtime: &tokio::runtime::Runtime, stream: Stream, timing: bool) -> LocalKvs {
-    let mut state = State::new(vec![stream]);
+fn server(runtime: &tokio::runtime::Runtime, streams: Vec<Stream>, timing: bool) -> LocalKvs {
+    let mut state = State::new(streams);
     if timing {
         state.timing = Some(Mutex::new(Timing::default()));
     }
@@ -71,7 +73,7 @@ fn server(runtime: &tokio::runtime::Runtime, stream: Stream, timing: bool) -> Lo
 
 fn latency(runtime: &tokio::runtime::Runtime, seconds: u64) {
     let call = Call::of_seconds(seconds);
-    let srv = server(runtime, Stream::from_call("call", &call, true), true);
+    let srv = server(runtime, vec![Stream::from_call("call", &call, true)], true);
     let (p, _, demux) = pipeline(&srv.endpoint(), "start-selector=earliest");
     let seen: Arc<Mutex<Vec<(usize, u64, Instant)>>> = Default::default();
     let seen_pads = seen.clone();
@@ -114,7 +116,7 @@ fn latency(runtime: &tokio::runtime::Runtime, seconds: u64) {
 /// network would (a burst of cuts would meet KVS's 5 GetMedia calls a second).
 fn resume_gap(runtime: &tokio::runtime::Runtime, seconds: u64) {
     let call = Call::of_seconds(seconds);
-    let srv = server(runtime, Stream::from_call("call", &call, true), true);
+    let srv = server(runtime, vec![Stream::from_call("call", &call, true)], true);
     srv.state.faults.cut_max.store(60_000, Ordering::SeqCst);
     srv.state.faults.cuts.store(1000, Ordering::SeqCst);
     let (p, src, _) = pipeline(&srv.endpoint(), "start-selector=earliest");
@@ -158,30 +160,82 @@ fn resume_gap(runtime: &tokio::runtime::Runtime, seconds: u64) {
 }
 
 /// Scale, against `endpoint` (a demo-call server in another process) or an
-/// in-process server.
-fn scale(runtime: &tokio::runtime::Runtime, n: usize, seconds: u64, endpoint: Option<&str>) {
+/// in-process server. With `phases` above 1, call i reads copy i % phases
+/// of the call, the copies starting spread over a fragment (as calls that
+/// did not start together); with 1, all calls read blocks sent at the same
+/// instants, the worst case. Every tenth call's pads also note when each
+/// buffer leaves the demuxer: its lateness (arrival less PTS) above the
+/// least seen on that pad is the delay that the load adds.
+fn scale(
+    runtime: &tokio::runtime::Runtime,
+    n: usize,
+    seconds: u64,
+    endpoint: Option<&str>,
+    phases: usize,
+) {
     let call = Call::of_seconds(seconds + 30);
-    let srv = endpoint
-        .is_none()
-        .then(|| server(runtime, Stream::from_call("call", &call, true), false));
-    let (endpoint, extra) = match (&srv, endpoint) {
-        (Some(srv), _) => (srv.endpoint(), "start-selector=now"),
-        (None, Some(e)) => (e.to_string(), "start-selector=now stream-name=demo-call"),
-        _ => unreachable!(),
+    let srv = endpoint.is_none().then(|| {
+        let stream = Stream::from_call("demo-call", &call, true);
+        let step = Duration::from_millis(call.fragment_ms()) / phases as u32;
+        let mut streams: Vec<Stream> = (0..phases)
+            .filter(|_| phases > 1)
+            .filter_map(|i| stream.live_copy(&format!("demo-call-{i}"), step * (i as u32 + 1)))
+            .collect();
+        streams.push(stream);
+        server(runtime, streams, false)
+    });
+    let endpoint = srv
+        .as_ref()
+        .map_or_else(|| endpoint.unwrap().to_string(), |s| s.endpoint());
+    let extra = |i: usize| match phases {
+        1 => "start-selector=now stream-name=demo-call".to_string(),
+        _ => format!("start-selector=now stream-name=demo-call-{}", i % phases),
     };
     let rss0 = rss_mb();
-    let pipelines: Vec<_> = (0..n).map(|_| pipeline(&endpoint, extra).0).collect();
+    let (start0, s0) = (usage(), Instant::now());
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut pads: Vec<Arc<Mutex<Vec<f64>>>> = Vec::new();
+    let pipelines: Vec<_> = (0..n)
+        .map(|i| {
+            let (p, _, demux) = pipeline(&endpoint, &extra(i));
+            if i % 10 == 0 {
+                for _ in 0..2 {
+                    pads.push(Default::default());
+                }
+                let seen = [pads[pads.len() - 2].clone(), pads[pads.len() - 1].clone()];
+                let (measuring, t0) = (measuring.clone(), Instant::now());
+                demux.connect_pad_added(move |_, pad| {
+                    let seen = seen[usize::from(pad.name() != "audio_0")].clone();
+                    let measuring = measuring.clone();
+                    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                        if let Some(gst::PadProbeData::Buffer(b)) = &info.data
+                            && measuring.load(Ordering::Relaxed)
+                            && let Some(pts) = b.pts()
+                        {
+                            let late = t0.elapsed().as_secs_f64() * 1000.0 - pts.mseconds() as f64;
+                            seen.lock().unwrap().push(late);
+                        }
+                        gst::PadProbeReturn::Ok
+                    });
+                });
+            }
+            p
+        })
+        .collect();
     for p in &pipelines {
         p.set_state(gst::State::Playing).unwrap();
     }
+    let (start, started) = (usage() - start0, s0.elapsed().as_secs_f64());
     // Let them connect, then measure a window.
     std::thread::sleep(Duration::from_secs(3));
     for p in &pipelines {
         while p.bus().unwrap().pop().is_some() {}
     }
-    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    measuring.store(true, Ordering::Relaxed);
+    let (use0, t0) = (usage(), Instant::now());
     std::thread::sleep(Duration::from_secs(seconds));
-    let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+    let (used, wall) = (usage() - use0, t0.elapsed().as_secs_f64());
+    measuring.store(false, Ordering::Relaxed);
     let rss = rss_mb() - rss0;
     let expected = (wall * 1000.0 / call.fragment_ms() as f64).floor() as usize;
     let mut behind = 0;
@@ -206,17 +260,34 @@ fn scale(runtime: &tokio::runtime::Runtime, n: usize, seconds: u64, endpoint: Op
     for p in &pipelines {
         p.set_state(gst::State::Null).unwrap();
     }
-    let server = if srv.is_some() {
-        "server in-process"
-    } else {
-        "server in another process"
+    let added: Vec<f64> = pads
+        .iter()
+        .flat_map(|seen| {
+            let seen = std::mem::take(&mut *seen.lock().unwrap());
+            let least = seen.iter().copied().fold(f64::INFINITY, f64::min);
+            seen.into_iter().map(move |late| late - least)
+        })
+        .collect();
+    let server = match (srv.is_some(), phases) {
+        (true, 1) => "server in-process, calls in step".to_string(),
+        (false, 1) => "server in another process, calls in step".to_string(),
+        (true, _) => format!("server in-process, {phases} phases"),
+        (false, _) => format!("server in another process, {phases} phases"),
     };
+    let pct = |s: f64| s / wall * 100.0;
     println!(
-        "scale: {n} live calls for {wall:.1} s ({server}): CPU {:.0}% of one core, RSS {:.2} MB per call, \
-         {} of {n} behind real time, {errors} errors",
-        cpu / wall * 100.0,
+        "scale: {n} live calls for {wall:.1} s ({server}): CPU {:.0}% of one core ({:.0}% user, {:.0}% system), \
+         {:.0} context switches/s, RSS {:.2} MB per call, {} of {n} behind real time, {errors} errors\n  \
+         start: {n} sources started in {started:.2} s, {:.2} CPU s\n  \
+         delay added under load, every tenth call: {}",
+        pct(used.user + used.system),
+        pct(used.user),
+        pct(used.system),
+        used.switches / wall,
         rss / n as f64,
-        behind
+        behind,
+        start.user + start.system,
+        percentiles(added, "buffers")
     );
 }
 
@@ -238,11 +309,15 @@ fn main() {
         .build()
         .unwrap();
     let endpoint = value("--endpoint");
+    let phases: usize = value("--phases")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     if endpoint.is_none() {
         latency(&runtime, seconds);
         resume_gap(&runtime, seconds);
     }
     for n in counts {
-        scale(&runtime, n, seconds, endpoint.as_deref());
+        scale(&runtime, n, seconds, endpoint.as_deref(), phases);
     }
 }

@@ -233,6 +233,48 @@ fn swapped_call() -> Call {
     }
 }
 
+/// `--event` with a worker's range message: the stream's audio over that
+/// time, across the change to another contact (a reused stream), where a
+/// contact event would stop.
+#[test]
+fn a_range_message_records_across_contacts() {
+    let f = Fixture::new(Call {
+        fragments: 8,
+        next_contact: Some((5, "the-next-one".into())),
+        ..Call::default()
+    });
+    let dir = temp_dir("range");
+    let event = dir.join("range.json");
+    let (start, fragment_ms) = (f.call.start_ms, f.call.fragment_ms());
+    // Fragments 1 to 6: the end is fragment 6's start, included.
+    let range = format!(
+        r#"{{"Range": {{"StreamARN": "{}", "Start": {}, "End": {}, "Name": "day/part-000"}}}}"#,
+        f.arn(),
+        start + fragment_ms,
+        start + 6 * fragment_ms
+    );
+    std::fs::write(&event, range).unwrap();
+    let out = dir.join("range.wav");
+    let run = record(
+        &[
+            "--event",
+            event.to_str().unwrap(),
+            "--endpoint-uri",
+            &f.server.endpoint(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("Range day/part-000: recording"), "{stdout}");
+    let (data, _) = valid_wav(&out);
+    let frame = f.call.rate as usize * 4 * fragment_ms as usize / 1000;
+    assert_eq!(data.len(), 6 * frame, "six fragments");
+    assert!(data[..] == f.stereo()[frame..7 * frame], "bit-exact");
+}
+
 #[test]
 fn ended_contact_from_an_event_file_by_track_name() {
     let f = Fixture::new(swapped_call());

@@ -7,6 +7,7 @@
 
 mod common;
 
+use gst::prelude::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 
@@ -792,6 +793,17 @@ fn usage_errors_say_what_to_do() {
             ],
             "give a whole number",
         ),
+        (
+            &[
+                "--queue-url",
+                "http://q",
+                "--bucket",
+                "b",
+                "--format",
+                "mp3",
+            ],
+            "--format \"mp3\": give wav or opus",
+        ),
         (&["--no-such-flag"], "unknown option --no-such-flag"),
     ];
     for (args, says) in cases {
@@ -808,4 +820,291 @@ fn usage_errors_say_what_to_do() {
         assert!(stderr.contains(says), "{args:?}: no {says:?} in {stderr}");
         assert!(stderr.contains("kvs-record serve --help"), "{stderr}");
     }
+}
+
+/// `kvs-record split`: a stored stream cut by time into four pieces (not on
+/// fragment boundaries) for two workers. It holds two contacts, the second
+/// from fragment 12, inside the second piece. The manifest lists the pieces
+/// in order; their audio one after the other is the stream's, bit-exact, so
+/// each fragment is in exactly one piece and no piece stops at a contact's
+/// end.
+#[test]
+fn a_long_range_split_over_two_workers_is_recorded_piece_by_piece() {
+    let aws = Aws::start(3);
+    let c = Call {
+        fragments: 30,
+        contact_id: "line-1".into(),
+        start_ms: 1_700_000_000_000,
+        silence: vec![(Side::Agent, 2000..4000)],
+        next_contact: Some((12, "contact-b".into())),
+        ..Call::default()
+    };
+    common::init();
+    let kvs = common::serve(State::new(vec![Stream::from_call_at("line-1", &c, None)]));
+    let end_ms = c.start_ms + c.fragments * c.fragment_ms() - 1;
+    let out = Command::new(env!("CARGO_BIN_EXE_kvs-record"))
+        .args(["split", "--stream-arn"])
+        .arg("arn:aws:kinesisvideo:us-east-1:000000000000:stream/line-1/1700000000000")
+        .args([
+            "--start",
+            &c.start_ms.to_string(),
+            "--end",
+            &end_ms.to_string(),
+        ])
+        .args([
+            "--pieces",
+            "4",
+            "--name",
+            "line-1/day",
+            "--prefix",
+            "ranges/",
+        ])
+        .args([
+            "--queue-url",
+            &aws.queue,
+            "--bucket",
+            BUCKET,
+            "--region",
+            "us-east-1",
+        ])
+        .args([
+            "--sqs-endpoint",
+            &aws.moto.endpoint,
+            "--s3-endpoint",
+            &aws.moto.endpoint,
+        ])
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("4 pieces of line-1/day"), "{said}");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &aws.object("ranges/line-1/day/manifest.json")
+            .expect("the manifest is written before the messages")
+            .0,
+    )
+    .unwrap();
+    let pieces = manifest["pieces"].as_array().unwrap();
+    assert_eq!(pieces.len(), 4, "{manifest}");
+    assert_eq!(manifest["start_ms"], c.start_ms);
+    assert_eq!(manifest["end_ms"], end_ms);
+
+    let prefix = ["--prefix", "ranges/", "--max-calls", "2"];
+    let mut a = Worker::start(&aws, &kvs.endpoint(), &prefix);
+    let mut b = Worker::start(&aws, &kvs.endpoint(), &prefix);
+    wait(
+        || a.recorded().union(&b.recorded()).count() == 4,
+        "four pieces",
+        &a,
+    );
+    let (mut left, mut right) = (Vec::new(), Vec::new());
+    for (i, piece) in pieces.iter().enumerate() {
+        let name = format!("line-1/day/part-{i:03}");
+        assert_eq!(piece["name"], name.as_str());
+        let key = format!("ranges/{name}.wav");
+        assert_eq!(piece["recording"], format!("s3://{BUCKET}/{key}").as_str());
+        let (wav, meta) = aws.object(&key).unwrap_or_else(|| panic!("no {key}"));
+        assert_eq!(meta.get("contact-id"), Some(&name));
+        let (l, r) = common::deinterleave(&common::wav_data(&wav));
+        assert!(!l.is_empty(), "{key} holds audio");
+        left.extend(l);
+        right.extend(r);
+    }
+    let caller = c.pcm_with_silence(Side::Caller);
+    assert_eq!(
+        left.len(),
+        caller.len(),
+        "the pieces hold the call's samples"
+    );
+    assert!(
+        left == caller,
+        "the caller's PCM, bit-exact, piece after piece"
+    );
+    assert!(right == c.pcm_with_silence(Side::Agent), "the agent's PCM");
+    let mut keys = aws.keys();
+    keys.sort();
+    assert_eq!(keys.len(), 5, "four WAVs and the manifest: {keys:?}");
+    wait(|| aws.depth(&aws.queue) == 0, "an empty queue", &a);
+    for w in [&mut a, &mut b] {
+        assert_eq!(w.stop().0, Some(0), "{}", w.log());
+    }
+}
+
+/// Decodes an Ogg Opus recording to 8 kHz: left and right samples.
+fn decode_opus(ogg: &[u8]) -> (Vec<i16>, Vec<i16>) {
+    let path = std::env::temp_dir().join(format!(
+        "kvs-serve-{}-{}.opus",
+        std::process::id(),
+        ogg.len()
+    ));
+    std::fs::write(&path, ogg).unwrap();
+    let desc = format!(
+        "filesrc location={} ! oggdemux ! opusdec ! audioconvert ! audioresample \
+         ! audio/x-raw,format=S16LE,rate=8000,channels=2 ! appsink name=out sync=false",
+        path.display()
+    );
+    let p = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = p
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let mut pcm = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        pcm.extend_from_slice(&sample.buffer().unwrap().map_readable().unwrap());
+    }
+    p.set_state(gst::State::Null).unwrap();
+    std::fs::remove_file(&path).ok();
+    let frames: Vec<i16> = pcm
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    (
+        frames.iter().step_by(2).copied().collect(),
+        frames.iter().skip(1).step_by(2).copied().collect(),
+    )
+}
+
+/// How alike two signals are: their correlation, 1 for the same shape.
+fn likeness(a: &[i16], b: &[i16]) -> f64 {
+    let dot = |x: &[i16], y: &[i16]| -> f64 {
+        x.iter()
+            .zip(y)
+            .map(|(&p, &q)| f64::from(p) * f64::from(q))
+            .sum()
+    };
+    dot(a, b) / (dot(a, a) * dot(b, b)).sqrt().max(1.0)
+}
+
+fn samples(pcm: &[u8]) -> Vec<i16> {
+    pcm.chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+/// An Ogg Opus recording holds the call: as long as its PCM, the caller
+/// left and the agent right (each like its own side's audio and not the
+/// other's), and the agent silent where the call has it silent.
+fn assert_opus(key: &str, ogg: &[u8], call: &Call) {
+    assert_eq!(&ogg[..4], b"OggS", "{key}");
+    let (left, right) = decode_opus(ogg);
+    let caller = samples(&call.pcm_with_silence(Side::Caller));
+    let agent = samples(&call.pcm_with_silence(Side::Agent));
+    // Within one 20 ms Opus frame of the call's length.
+    assert!(
+        left.len().abs_diff(caller.len()) <= 160,
+        "{key}: {} samples decoded, the call has {}",
+        left.len(),
+        caller.len()
+    );
+    let n = left.len().min(caller.len());
+    let (l, r) = (
+        likeness(&left[..n], &caller[..n]),
+        likeness(&right[..n], &agent[..n]),
+    );
+    assert!(
+        l > 0.99 && r > 0.99,
+        "{key}: likeness left {l:.3}, right {r:.3}"
+    );
+    let crossed = likeness(&left[..n], &agent[..n]);
+    assert!(
+        crossed.abs() < 0.2,
+        "{key}: left is like the agent ({crossed:.3})"
+    );
+    let rms =
+        |s: &[i16]| (s.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / s.len() as f64).sqrt();
+    // The agent is silent from 2 s to 4 s; 100 ms kept clear at each end.
+    let (quiet, loud) = (&right[16_800..31_200], &left[16_800..31_200]);
+    assert!(
+        rms(quiet) < rms(loud) / 100.0,
+        "{key}: the agent's silence, rms {:.1} against the caller's {:.1}",
+        rms(quiet),
+        rms(loud)
+    );
+}
+
+/// --format opus: a stored call of 700 s (four PCM pieces read back from
+/// S3, then its Ogg in 5 MiB parts) and a short one (one PUT).
+#[test]
+fn opus_recordings_hold_the_calls() {
+    let aws = Aws::start(3);
+    let calls = [
+        Call {
+            fragments: 684,
+            contact_id: "opus-long".into(),
+            silence: vec![(Side::Agent, 2000..4000)],
+            swapped: true,
+            ..Call::default()
+        },
+        Call {
+            fragments: 20,
+            contact_id: "opus-short".into(),
+            start_ms: 1_700_100_000_000,
+            silence: vec![(Side::Agent, 2000..4000)],
+            ..Call::default()
+        },
+    ];
+    let kvs = kvs_with(&calls, Instant::now() - Duration::from_secs(3600));
+    for c in &calls {
+        aws.send(&contact_event(c, &c.contact_id));
+    }
+    let mut w = Worker::start(&aws, &kvs.endpoint(), &["--format", "opus"]);
+    wait(|| w.recorded().len() == 2, "two calls", &w);
+    assert!(
+        w.said("checkpoint written").len() >= 4,
+        "the long call was stored in pieces:\n{}",
+        w.log()
+    );
+    for c in &calls {
+        let key = format!("{}.opus", c.contact_id);
+        let (ogg, meta) = aws
+            .object(&key)
+            .unwrap_or_else(|| panic!("no {key} in {:?}", aws.keys()));
+        assert_opus(&key, &ogg, c);
+        assert_eq!(meta.get("contact-id"), Some(&c.contact_id));
+    }
+    assert!(
+        aws.object("opus-long.opus").unwrap().0.len() as u64 > 5 * 1024 * 1024,
+        "the long call's Ogg took more than one part"
+    );
+    assert_eq!(aws.keys().len(), 2, "work objects left: {:?}", aws.keys());
+    assert_eq!(w.stop().0, Some(0), "{}", w.log());
+}
+
+/// --format opus with --out-dir: the same recording as a file, and no work
+/// files left.
+#[test]
+fn opus_recordings_in_a_local_directory() {
+    let aws = Aws::start(3);
+    let dir = std::env::temp_dir().join(format!("kvs-serve-opus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let c = call(2, 20);
+    let kvs = kvs_with(
+        std::slice::from_ref(&c),
+        Instant::now() - Duration::from_secs(600),
+    );
+    aws.send(&contact_event(&c, &c.contact_id));
+    let args = ["--format", "opus", "--out-dir", dir.to_str().unwrap()];
+    let mut w = Worker::start(&aws, &kvs.endpoint(), &args);
+    wait(|| w.recorded().len() == 1, "the call", &w);
+    let name = format!("{}.opus", c.contact_id);
+    assert_opus(&name, &std::fs::read(dir.join(&name)).unwrap(), &c);
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from(&name)], "work files left");
+    assert_eq!(w.stop().0, Some(0), "{}", w.log());
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -11,6 +11,37 @@ pub fn cpu_seconds() -> f64 {
     s(u.ru_utime) + s(u.ru_stime)
 }
 
+/// This process's CPU use so far, user and system apart, and its context
+/// switches (voluntary and not).
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    pub user: f64,
+    pub system: f64,
+    pub switches: f64,
+}
+
+pub fn usage() -> Usage {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Usage {
+        user: s(u.ru_utime),
+        system: s(u.ru_stime),
+        switches: (u.ru_nvcsw + u.ru_nivcsw) as f64,
+    }
+}
+
+impl std::ops::Sub for Usage {
+    type Output = Usage;
+    fn sub(self, o: Usage) -> Usage {
+        Usage {
+            user: self.user - o.user,
+            system: self.system - o.system,
+            switches: self.switches - o.switches,
+        }
+    }
+}
+
 /// A `/proc/self/status` figure in MB: `VmRSS` now, `VmHWM` at its peak.
 pub fn status_mb(field: &str) -> f64 {
     process_mb(std::process::id(), field)

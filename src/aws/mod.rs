@@ -5,7 +5,8 @@
 pub mod props;
 pub mod retry;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesisvideo::types::ApiName;
@@ -19,7 +20,7 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
 /// The runtime shared by the elements: archive read-ahead and PutMedia
 /// connections run here.
-pub static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+pub static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
@@ -110,15 +111,126 @@ pub fn by_code(code: &str, text: String, refresh_on_auth: bool) -> Failure {
     }
 }
 
-pub struct Clients {
+/// The SDK clients for one configuration (region, credentials, endpoint),
+/// shared by every element of the process that uses it while one of them
+/// runs: the TLS setup, the credentials cache (one STS call, not one per
+/// call) and the clients of each data endpoint are made once.
+#[derive(Clone)]
+pub struct Clients(Arc<Shared>);
+
+struct Shared {
     video: aws_sdk_kinesisvideo::Client,
     config: aws_types::SdkConfig,
-    pub region: String,
+    region: String,
+    /// By data endpoint. Building an SDK client sets up TLS again, so each
+    /// is built once.
+    media: Mutex<HashMap<String, aws_sdk_kinesisvideomedia::Client>>,
+    archive: Mutex<HashMap<String, aws_sdk_kinesisvideoarchivedmedia::Client>>,
 }
+
+/// What makes two targets share clients: all but the stream.
+type Key = [Option<String>; 5];
+
+static SHARED: LazyLock<Mutex<HashMap<Key, Weak<Shared>>>> = LazyLock::new(Default::default);
+
+/// Data endpoints kept per configuration; KVS has a few per region.
+const ENDPOINTS_KEPT: usize = 32;
 
 impl Clients {
     pub async fn new(target: &Target) -> Clients {
+        let key: Key = [
+            target.region.clone(),
+            target.access_key.clone(),
+            target.secret_access_key.clone(),
+            target.session_token.clone(),
+            target.endpoint_uri.clone(),
+        ];
+        if let Some(shared) = SHARED.lock().unwrap().get(&key).and_then(Weak::upgrade) {
+            return Clients(shared);
+        }
+        let built = Arc::new(Shared::build(target).await);
+        let mut map = SHARED.lock().unwrap();
+        map.retain(|_, w| w.strong_count() > 0);
+        // Another element may have built the same meanwhile: keep one.
+        if let Some(shared) = map.get(&key).and_then(Weak::upgrade) {
+            return Clients(shared);
+        }
+        map.insert(key, Arc::downgrade(&built));
+        Clients(built)
+    }
+
+    pub fn region(&self) -> &str {
+        &self.0.region
+    }
+
+    /// The control-plane client (DescribeStream, CreateStream).
+    pub fn video(&self) -> &aws_sdk_kinesisvideo::Client {
+        &self.0.video
+    }
+
+    pub fn config(&self) -> &aws_types::SdkConfig {
+        &self.0.config
+    }
+
+    /// Whether both use the same clients.
+    pub fn same(&self, other: &Clients) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// GetDataEndpoint: where the stream's `api` calls go.
+    pub async fn data_endpoint(&self, target: &Target, api: ApiName) -> Result<String, Failure> {
+        let out = self
+            .0
+            .video
+            .get_data_endpoint()
+            .set_stream_name(target.stream_name.clone())
+            .set_stream_arn(target.stream_arn.clone())
+            .api_name(api)
+            .send()
+            .await
+            .map_err(|e| sort(e, false))?;
+        out.data_endpoint
+            .ok_or_else(|| Failure::Transient("GetDataEndpoint returned no endpoint".into()))
+    }
+
+    /// A client for the stream's GetMedia endpoint.
+    pub async fn media_client(
+        &self,
+        target: &Target,
+    ) -> Result<aws_sdk_kinesisvideomedia::Client, Failure> {
+        let endpoint = self.data_endpoint(target, ApiName::GetMedia).await?;
+        Ok(kept(&self.0.media, endpoint, |url| {
+            let conf = aws_sdk_kinesisvideomedia::config::Builder::from(&self.0.config)
+                .endpoint_url(url)
+                .build();
+            aws_sdk_kinesisvideomedia::Client::from_conf(conf)
+        }))
+    }
+
+    /// A client for the stream's ListFragments or GetMediaForFragmentList
+    /// endpoint.
+    pub async fn archive_client(
+        &self,
+        target: &Target,
+        api: ApiName,
+    ) -> Result<aws_sdk_kinesisvideoarchivedmedia::Client, Failure> {
+        let endpoint = self.data_endpoint(target, api).await?;
+        Ok(kept(&self.0.archive, endpoint, |url| {
+            let conf = aws_sdk_kinesisvideoarchivedmedia::config::Builder::from(&self.0.config)
+                .endpoint_url(url)
+                .build();
+            aws_sdk_kinesisvideoarchivedmedia::Client::from_conf(conf)
+        }))
+    }
+}
+
+impl Shared {
+    async fn build(target: &Target) -> Shared {
+        // No idle connections are kept: a connection's task runs on the
+        // runtime that opened it, and each live source has a runtime of its
+        // own that ends with it. GetMedia bodies are long anyway.
         let http = aws_smithy_http_client::Builder::new()
+            .pool_max_idle_per_host(0)
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -146,62 +258,32 @@ impl Clients {
         let region = config
             .region()
             .map_or("(no region)".into(), |r| r.to_string());
-        Clients {
+        Shared {
             video: aws_sdk_kinesisvideo::Client::new(&config),
             config,
             region,
+            media: Mutex::default(),
+            archive: Mutex::default(),
         }
     }
+}
 
-    /// The control-plane client (DescribeStream, CreateStream).
-    pub fn video(&self) -> &aws_sdk_kinesisvideo::Client {
-        &self.video
+/// The client kept for `endpoint`, built by `build` the first time.
+fn kept<C: Clone>(
+    clients: &Mutex<HashMap<String, C>>,
+    endpoint: String,
+    build: impl FnOnce(&str) -> C,
+) -> C {
+    let mut clients = clients.lock().unwrap();
+    if let Some(client) = clients.get(&endpoint) {
+        return client.clone();
     }
-
-    pub fn config(&self) -> &aws_types::SdkConfig {
-        &self.config
+    if clients.len() >= ENDPOINTS_KEPT {
+        clients.clear();
     }
-
-    /// GetDataEndpoint: where the stream's `api` calls go.
-    pub async fn data_endpoint(&self, target: &Target, api: ApiName) -> Result<String, Failure> {
-        let out = self
-            .video
-            .get_data_endpoint()
-            .set_stream_name(target.stream_name.clone())
-            .set_stream_arn(target.stream_arn.clone())
-            .api_name(api)
-            .send()
-            .await
-            .map_err(|e| sort(e, false))?;
-        out.data_endpoint
-            .ok_or_else(|| Failure::Transient("GetDataEndpoint returned no endpoint".into()))
-    }
-
-    /// A client for the stream's GetMedia endpoint.
-    pub async fn media_client(
-        &self,
-        target: &Target,
-    ) -> Result<aws_sdk_kinesisvideomedia::Client, Failure> {
-        let endpoint = self.data_endpoint(target, ApiName::GetMedia).await?;
-        let conf = aws_sdk_kinesisvideomedia::config::Builder::from(&self.config)
-            .endpoint_url(endpoint)
-            .build();
-        Ok(aws_sdk_kinesisvideomedia::Client::from_conf(conf))
-    }
-
-    /// A client for the stream's ListFragments or GetMediaForFragmentList
-    /// endpoint.
-    pub async fn archive_client(
-        &self,
-        target: &Target,
-        api: ApiName,
-    ) -> Result<aws_sdk_kinesisvideoarchivedmedia::Client, Failure> {
-        let endpoint = self.data_endpoint(target, api).await?;
-        let conf = aws_sdk_kinesisvideoarchivedmedia::config::Builder::from(&self.config)
-            .endpoint_url(endpoint)
-            .build();
-        Ok(aws_sdk_kinesisvideoarchivedmedia::Client::from_conf(conf))
-    }
+    let client = build(&endpoint);
+    clients.insert(endpoint, client.clone());
+    client
 }
 
 /// Keeps calls to one API within KVS's limit of 5 a second.
@@ -280,4 +362,65 @@ pub fn backoff(attempt: u32, max: Duration) -> Duration {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     base.mul_f64(0.5 + f64::from(nanos % 1000) / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(region: &str) -> Target {
+        Target {
+            region: Some(region.into()),
+            access_key: Some("AKIDTEST".into()),
+            secret_access_key: Some("test-secret".into()),
+            endpoint_uri: Some("http://127.0.0.1:9".into()),
+            ..Target::default()
+        }
+    }
+
+    #[test]
+    fn one_configuration_shares_its_clients_while_used() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // A region of this test's own, so that other tests' clients don't count.
+        let a = rt.block_on(Clients::new(&target("eu-test-1")));
+        let b = rt.block_on(Clients::new(&Target {
+            stream_name: Some("another".into()),
+            ..target("eu-test-1")
+        }));
+        assert!(a.same(&b), "the stream does not matter");
+        assert_eq!(b.region(), "eu-test-1");
+        let other = rt.block_on(Clients::new(&target("eu-test-2")));
+        assert!(!a.same(&other), "the region does matter");
+        let other_key = rt.block_on(Clients::new(&Target {
+            access_key: Some("AKIDOTHER".into()),
+            ..target("eu-test-1")
+        }));
+        assert!(!a.same(&other_key), "the credentials do matter");
+        // Once no element uses them, they go.
+        let weak = Arc::downgrade(&a.0);
+        drop((a, b));
+        assert!(weak.upgrade().is_none());
+    }
+
+    #[test]
+    fn clients_are_kept_per_endpoint_within_a_bound() {
+        let kept_map: Mutex<HashMap<String, usize>> = Mutex::default();
+        let mut built = 0;
+        let mut get = |endpoint: &str| {
+            kept(&kept_map, endpoint.to_string(), |_| {
+                built += 1;
+                built
+            })
+        };
+        assert_eq!(get("https://a"), 1);
+        assert_eq!(get("https://a"), 1, "built once");
+        assert_eq!(get("https://b"), 2);
+        for i in 0..ENDPOINTS_KEPT {
+            get(&format!("https://c{i}"));
+        }
+        assert!(kept_map.lock().unwrap().len() <= ENDPOINTS_KEPT);
+    }
 }

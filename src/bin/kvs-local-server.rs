@@ -3,6 +3,7 @@
 //! Point kvsgetmediasrc (or any AWS SDK) at it with `endpoint-uri`.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use gstkvs::server::{LocalKvs, State, Stream};
 use gstkvs::synth::Call;
@@ -25,6 +26,9 @@ Streams:
   --stream NAME=FILE.mkv   serve the chunks of a GetMedia capture or MKV file
   --demo-call SECONDS      serve a live synthetic Connect call as stream
                            'demo-call', paced in real time (default: 60)
+  --demo-copies N          with it, N more: 'demo-call-0' to 'demo-call-N-1',
+                           each 1/N of a fragment later than the one before,
+                           as calls that did not start together (benchmarks)
   --archive-call SECONDS   serve a stored synthetic Connect call as stream
                            'archive-call', all of it available at once
   --camera NAME[=SECONDS]  serve a live synthetic camera: H.264 640x360 at
@@ -69,6 +73,7 @@ fn main() {
     let mut port = 0u16;
     let mut streams = Vec::new();
     let mut demo = None;
+    let mut copies = 0;
     let mut archive = None;
     let mut faults: Vec<(String, u64)> = Vec::new();
     let mut keys = Vec::new();
@@ -93,6 +98,7 @@ fn main() {
             }
             "--port" => port = number(value()) as u16,
             "--demo-call" => demo = Some(number(value())),
+            "--demo-copies" => copies = number(value()),
             "--archive-call" => archive = Some(number(value())),
             "--camera" | "--archive-camera" => {
                 let spec = value();
@@ -148,11 +154,13 @@ fn main() {
         streams.push(camera(&name, seconds, live));
     }
     if streams.is_empty() || demo.is_some() {
-        streams.push(Stream::from_call(
-            "demo-call",
-            &Call::demo(demo.unwrap_or(60)),
-            true,
-        ));
+        let call = Call::demo(demo.unwrap_or(60));
+        let stream = Stream::from_call("demo-call", &call, true);
+        let step = Duration::from_millis(call.fragment_ms()) / (copies.max(1) as u32);
+        for i in 0..copies {
+            streams.extend(stream.live_copy(&format!("demo-call-{i}"), step * (i as u32 + 1)));
+        }
+        streams.push(stream);
     }
     let mut state = State::new(streams);
     state.secrets.extend(keys);

@@ -246,7 +246,7 @@ impl Archive {
     }
 
     pub fn region(&self) -> &str {
-        &self.clients.region
+        self.clients.region()
     }
 
     pub fn target(&self) -> &Target {

@@ -338,8 +338,10 @@ impl BaseSrcImpl for KvsGetMediaSrc {
         let (target, policy) = (settings.target.clone(), settings.policy());
         let running = match plan {
             Plan::Live(start) => {
+                // No signal or process driver: they cost on every wake.
                 let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
+                    .enable_io()
+                    .enable_time()
                     .build()
                     .map_err(|e| {
                         gst::error_msg!(
@@ -527,7 +529,7 @@ impl PushSrcImpl for KvsGetMediaSrc {
         let runtime = running.runtime.as_ref().unwrap_or(&RUNTIME);
         let reader = &mut running.reader;
         let next = self.block_on(runtime, reader.next());
-        self.stats.lock().unwrap().clone_from(reader.stats());
+        self.stats.lock().unwrap().refresh_from(reader.stats());
         self.update_progress(reader);
         match next {
             None => Err(gst::FlowError::Flushing),

@@ -30,7 +30,7 @@ pub struct Policy {
     pub archive_connections: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub bytes: u64,
     pub fragments: u64,
@@ -41,23 +41,19 @@ pub struct Stats {
     pub millis_behind_now: Option<u64>,
 }
 
-impl Clone for Stats {
-    fn clone(&self) -> Self {
-        let mut stats = Stats::default();
-        stats.clone_from(self);
-        stats
-    }
-
-    /// Field by field: copied after every chunk, this keeps the token's
-    /// allocation.
-    fn clone_from(&mut self, other: &Self) {
+impl Stats {
+    /// Brings `self` up to `other`, after every chunk: the token is copied
+    /// only when the fragment count moved, as it changes only then.
+    pub fn refresh_from(&mut self, other: &Stats) {
+        if self.fragments != other.fragments || self.continuation_token.is_none() {
+            self.continuation_token
+                .clone_from(&other.continuation_token);
+        }
         self.bytes = other.bytes;
         self.fragments = other.fragments;
         self.reconnects = other.reconnects;
         self.throttles = other.throttles;
         self.endpoint_refreshes = other.endpoint_refreshes;
-        self.continuation_token
-            .clone_from(&other.continuation_token);
         self.millis_behind_now = other.millis_behind_now;
     }
 }
@@ -131,7 +127,7 @@ impl Session {
     }
 
     pub fn region(&self) -> &str {
-        &self.clients.region
+        self.clients.region()
     }
 
     pub fn target(&self) -> &Target {

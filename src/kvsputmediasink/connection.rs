@@ -121,7 +121,7 @@ pub async fn open(
         .map_err(|e| Failure::InvalidArgument(format!("cannot sign PutMedia: {e}")))?;
         let params = SigningParams::builder()
             .identity(&identity)
-            .region(&clients.region)
+            .region(clients.region())
             .name("kinesisvideo")
             .time(now)
             .settings(SigningSettings::default())

@@ -192,6 +192,20 @@ impl Stream {
         Stream::new(name, fragments, started.map(|at| (at, call.fragment_ms())))
     }
 
+    /// Another live stream of the same fragments, `delay` later: calls that
+    /// did not start together. None for a stream that is not live.
+    pub fn live_copy(&self, name: &str, delay: Duration) -> Option<Stream> {
+        let (t0, ms) = self.live?;
+        let slots = self.slots.read().unwrap();
+        let fragments = slots.iter().map(|slot| match slot {
+            Slot::Done(f) => Slot::Done(f.clone()),
+            _ => Slot::Gone,
+        });
+        let copy = Stream::new(name, Vec::new(), Some((t0 + delay, ms)));
+        copy.slots.write().unwrap().extend(fragments);
+        Some(copy)
+    }
+
     /// A synthetic camera. Live: fragment 0 starts now and each frame's
     /// bytes appear when its time has come.
     pub fn from_camera(name: &str, camera: &Camera, enc: &Encoded, live: bool) -> Stream {
@@ -450,5 +464,30 @@ mod tests {
         assert_eq!(live.index_of(&call.fragment_number(2)), Some(2));
         assert_eq!(live.index_of("1"), None);
         assert_eq!(stream.complete(), 3);
+    }
+
+    #[test]
+    fn a_live_copy_starts_later_with_the_same_fragments() {
+        let call = Call {
+            fragments: 3,
+            ..Call::default()
+        };
+        let live = Stream::from_call("s", &call, true);
+        let copy = live.live_copy("s-0", Duration::from_millis(300)).unwrap();
+        assert_eq!(copy.name, "s-0");
+        assert_eq!(copy.len(), 3);
+        assert!(Arc::ptr_eq(
+            &copy.fragment(2).unwrap(),
+            &live.fragment(2).unwrap()
+        ));
+        assert_eq!(
+            copy.fragment_start(1).unwrap() - live.fragment_start(1).unwrap(),
+            Duration::from_millis(300)
+        );
+        assert!(
+            Stream::from_call("t", &call, false)
+                .live_copy("t-0", Duration::ZERO)
+                .is_none()
+        );
     }
 }

@@ -13,7 +13,9 @@ Input (one of):
   --stream NAME         the stream's name
   --stream-arn ARN      the stream's ARN (the region comes from it)
   --event FILE          an Amazon Connect contact-flow event (JSON; - reads stdin):
-                        records that contact from its start and stops at its end
+                        records that contact from its start and stops at its end;
+                        or a worker's range message ({\"Range\": ...}, see
+                        kvs-record serve --help): that range from the archive
   --demo                starts a local KVS server with a synthetic two-party call
                         and records it; no AWS account needed
 
@@ -47,6 +49,10 @@ GetMediaForFragmentList with --end or an ended contact).
 Recording stops at the end of the contact (a new ContactId in the stream), after
 --idle-timeout, at --end, or on Ctrl-C; every stop leaves a finalized file.
 Exit status: 0 recorded, 1 failed (the reason is printed), 2 bad usage.
+
+With the serve feature: `kvs-record serve` records contacts from an SQS queue,
+and `kvs-record split` puts a long time range on that queue in pieces (see
+their --help).
 ";
 
 #[derive(Debug, Clone, Default, PartialEq)]

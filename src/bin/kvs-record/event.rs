@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The Amazon Connect contact-flow event: which stream holds the contact's
-//! audio, and from where to when.
+//! audio, and from where to when. The worker's queue may also carry a time
+//! range of a stream to record from the archive.
 
 use serde_json::Value;
 
@@ -14,11 +15,14 @@ pub struct Contact {
     /// Seconds since the Unix epoch.
     pub start: Option<f64>,
     pub stop: Option<f64>,
+    /// A range message: the stream's audio over a time, whichever contacts
+    /// it holds; not one contact.
+    pub range: bool,
 }
 
 /// Connect gives times as epoch milliseconds (a number or a string), or
 /// as ISO 8601 text; returns epoch seconds as text kvsgetmediasrc takes.
-fn timestamp(v: &Value, field: &str) -> Result<Option<f64>, String> {
+pub fn timestamp(v: &Value, field: &str) -> Result<Option<f64>, String> {
     let bad = || format!("{field} is not a timestamp (epoch milliseconds or ISO 8601): {v}");
     match v {
         Value::Null => Ok(None),
@@ -78,6 +82,7 @@ pub fn parse(text: &str) -> Result<Contact, String> {
         start: timestamp(&audio["StartTimestamp"], "StartTimestamp")?,
         stop: timestamp(&audio["StopTimestamp"], "StopTimestamp")?,
         stream_arn,
+        range: false,
     };
     if contact.start_fragment.is_none() && contact.start.is_none() {
         return Err(
@@ -85,6 +90,77 @@ pub fn parse(text: &str) -> Result<Contact, String> {
         );
     }
     Ok(contact)
+}
+
+/// A queue message for `kvs-record serve`: a contact event, or a range
+/// `{"Range": {"StreamARN": ..., "Start": ..., "End": ..., "Name": ...}}`:
+/// the fragments of the stream that start from Start to End, both included
+/// (as ListFragments selects them), recorded under Name (by default
+/// `STREAM/START-END`, in epoch milliseconds), which stands for the contact id.
+pub fn parse_message(text: &str) -> Result<Contact, String> {
+    let json: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let range = &json["Range"];
+    let contact = if range.is_null() {
+        parse(text)?
+    } else {
+        parse_range(range)?
+    };
+    if let Some(id) = &contact.contact_id {
+        check_name(id)?;
+    }
+    Ok(contact)
+}
+
+fn parse_range(range: &Value) -> Result<Contact, String> {
+    let stream_arn = range["StreamARN"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or("Range.StreamARN is missing")?
+        .to_string();
+    let region = arn_region(&stream_arn)
+        .ok_or_else(|| format!("StreamARN {stream_arn:?} is not a Kinesis Video stream ARN"))?
+        .to_string();
+    let start = timestamp(&range["Start"], "Range.Start")?.ok_or("Range.Start is missing")?;
+    let end = timestamp(&range["End"], "Range.End")?.ok_or("Range.End is missing")?;
+    if end < start {
+        return Err("Range.End is before Range.Start".into());
+    }
+    let name = match range["Name"].as_str().filter(|s| !s.is_empty()) {
+        Some(name) => name.to_string(),
+        None => {
+            let stream = stream_arn.split('/').nth(1).unwrap_or("stream");
+            let ms = |s: f64| (s * 1000.0).round() as u64;
+            format!("{stream}/{}-{}", ms(start), ms(end))
+        }
+    };
+    Ok(Contact {
+        stream_arn,
+        region,
+        contact_id: Some(name),
+        start_fragment: None,
+        start: Some(start),
+        stop: Some(end),
+        range: true,
+    })
+}
+
+/// A contact id or range name becomes part of an object key or a file
+/// path: it must stay inside the prefix.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("the name {name:?} {why}"));
+    if name.is_empty() || name.len() > 512 {
+        return bad("must have 1 to 512 characters");
+    }
+    if name.starts_with('/') || name.contains('\\') || name.chars().any(char::is_control) {
+        return bad("may not start with '/' or hold a backslash or a control character");
+    }
+    if name
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return bad("may not have an empty, '.' or '..' part");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -144,5 +220,83 @@ mod tests {
             )))
             .contains("StartTimestamp is not a timestamp")
         );
+    }
+
+    #[test]
+    fn range_messages() {
+        let c = parse_message(&format!(
+            r#"{{"Range": {{"StreamARN": "{ARN}", "Start": "2024-05-01T00:00:00Z",
+                 "End": 1714564799999, "Name": "day/2024-05-01/part-000"}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.region, "eu-west-2");
+        assert_eq!(c.contact_id.as_deref(), Some("day/2024-05-01/part-000"));
+        assert_eq!(c.start, Some(1_714_521_600.0));
+        assert_eq!(c.stop, Some(1_714_564_799.999));
+        assert_eq!(c.start_fragment, None);
+        assert!(c.range);
+        let unnamed = parse_message(&format!(
+            r#"{{"Range": {{"StreamARN": "{ARN}", "Start": 1000, "End": "3000"}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(unnamed.contact_id.as_deref(), Some("connect-x/1000-3000"));
+        // A contact event still reads as one.
+        let event = parse_message(&event(&format!(
+            r#"{{"StreamARN": "{ARN}", "StartFragmentNumber": "1"}}"#
+        )))
+        .unwrap();
+        assert_eq!(event.contact_id.as_deref(), Some("c-1"));
+        assert!(!event.range);
+    }
+
+    #[test]
+    fn range_errors_say_what_is_wrong() {
+        let err = |range: &str| parse_message(&format!(r#"{{"Range": {range}}}"#)).unwrap_err();
+        assert!(err(r#"{"Start": 1, "End": 2}"#).contains("Range.StreamARN is missing"));
+        assert!(
+            err(&format!(r#"{{"StreamARN": "{ARN}", "End": 2}}"#))
+                .contains("Range.Start is missing")
+        );
+        assert!(
+            err(&format!(r#"{{"StreamARN": "{ARN}", "Start": 1}}"#))
+                .contains("Range.End is missing")
+        );
+        assert!(
+            err(&format!(
+                r#"{{"StreamARN": "{ARN}", "Start": 5, "End": 2}}"#
+            ))
+            .contains("End is before")
+        );
+        assert!(
+            err(&format!(
+                r#"{{"StreamARN": "{ARN}", "Start": "x", "End": 2}}"#
+            ))
+            .contains("Range.Start is not a timestamp")
+        );
+    }
+
+    #[test]
+    fn names_stay_inside_the_prefix() {
+        for good in ["c-1", "day/2024-05-01/part-000", "a.b/c..d"] {
+            assert_eq!(check_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "/etc/x",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "a/./b",
+            "a\\b",
+            "a\nb",
+            "a/",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        let event = format!(
+            r#"{{"ContactId": "../../x", "MediaStreams": {{"Customer": {{"Audio": {{
+                "StreamARN": "{ARN}", "StartFragmentNumber": "1"}}}}}}}}"#
+        );
+        assert!(parse_message(&event).unwrap_err().contains("'..'"));
     }
 }

@@ -23,8 +23,10 @@ use args::{Args, Input};
 
 fn main() {
     let all: Vec<String> = std::env::args().skip(1).collect();
-    if all.first().map(String::as_str) == Some("serve") {
-        std::process::exit(serve(&all[1..]));
+    match all.first().map(String::as_str) {
+        Some("serve") => std::process::exit(serve(&all[1..])),
+        Some("split") => std::process::exit(split(&all[1..])),
+        _ => {}
     }
     let args = match args::parse(std::env::args().skip(1)) {
         Ok(Some(args)) => args,
@@ -50,6 +52,17 @@ fn serve(args: &[String]) -> i32 {
         );
     }
     serve::main(args)
+}
+
+/// `kvs-record split`, which puts a long range on the workers' queue.
+#[cfg(feature = "serve")]
+fn split(args: &[String]) -> i32 {
+    serve::split::main(args)
+}
+
+#[cfg(not(feature = "serve"))]
+fn split(args: &[String]) -> i32 {
+    serve(args)
 }
 
 #[cfg(not(feature = "serve"))]
@@ -148,11 +161,13 @@ impl Source {
             std::fs::read_to_string(path)
         }
         .map_err(|e| format!("cannot read the event {path}: {e}"))?;
-        let c = event::parse(&text).map_err(|e| format!("the event {path}: {e}"))?;
+        let c = event::parse_message(&text).map_err(|e| format!("the event {path}: {e}"))?;
         self.src.push(("stream-arn", c.stream_arn.clone()));
         self.src.push(("region", c.region.clone()));
-        // Stop when the stream moves on to another contact.
-        self.demux.push(("stop-at-contact-end", "true".into()));
+        // Stop when the stream moves on to another contact; a range holds
+        // whichever contacts it spans.
+        self.demux
+            .push(("stop-at-contact-end", (!c.range).to_string()));
         if args.start.is_some() {
             return Ok(());
         }
@@ -160,7 +175,8 @@ impl Source {
             // An ended contact: its range, from the archive.
             (Some(start), Some(stop), _) if args.end.is_none() => {
                 println!(
-                    "Contact {}: recording {start} to {stop} from the archive",
+                    "{} {}: recording {start} to {stop} from the archive",
+                    if c.range { "Range" } else { "Contact" },
                     c.contact_id.as_deref().unwrap_or("?")
                 );
                 self.src.push(("start-timestamp", start.to_string()));

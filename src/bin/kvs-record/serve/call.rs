@@ -360,7 +360,9 @@ impl Job {
         for (k, v) in source_props(&self.contact, resume, &self.setup) {
             src.set_property_from_str(k, &v);
         }
-        demux.set_property("stop-at-contact-end", true);
+        // A contact ends where the stream moves on to the next; a range
+        // holds whichever contacts it spans.
+        demux.set_property("stop-at-contact-end", !self.contact.range);
         pipeline
             .add_many([&src, &demux])
             .map_err(|e| e.to_string())?;

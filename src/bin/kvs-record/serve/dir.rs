@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
-//! A call's WAV in a local directory, for small setups: the same pieces
-//! and checkpoint as in S3, as files under `NAME.work/`, and at the end the
-//! WAV written whole beside them and renamed into place.
+//! A call's recording in a local directory, for small setups: the same
+//! pieces and checkpoint as in S3, as files under `NAME.work/`, and at the
+//! end the WAV (or Ogg Opus) written whole beside them and renamed into
+//! place.
 
 use std::fs;
 use std::io::Write;
@@ -21,8 +22,11 @@ pub fn check(dir: &std::path::Path) -> Result<(), String> {
 }
 
 pub struct Dir {
-    /// The WAV's path: the directory, the prefix and `{ContactId}.wav`.
+    /// The recording's path: the directory, the prefix and
+    /// `{ContactId}.wav` (or `.opus`).
     pub path: PathBuf,
+    /// Ogg Opus (`opus.rs`) rather than WAV.
+    pub opus: bool,
 }
 
 fn say(what: &str, path: &std::path::Path, e: std::io::Error) -> String {
@@ -86,30 +90,39 @@ impl Dir {
         Self::replace(&self.checkpoint(), &cp.to_bytes())
     }
 
-    /// Writes the WAV from the pieces and `tail`, then removes the work
-    /// files. Returns the bytes of audio.
+    /// Writes the recording from the pieces and `tail`, then removes the
+    /// work files. Returns the bytes of audio.
     pub fn finish(&self, pieces: &[u64], tail: &[u8], mixer: &Mixer) -> Result<u64, String> {
         let data = pieces.iter().sum::<u64>() + tail.len() as u64;
-        let header = wav_header(
-            mixer.rate(),
-            mixer.channels() as u16,
-            u32::try_from(data).unwrap_or(u32::MAX - 36),
-        );
         if let Some(parent) = self.path.parent() {
             fs::create_dir_all(parent).map_err(|e| say("make", parent, e))?;
         }
         let part = part_of(&self.path);
-        let write = || -> std::io::Result<()> {
-            let mut f = std::io::BufWriter::new(fs::File::create(&part)?);
-            f.write_all(&header)?;
-            for n in 0..pieces.len() {
-                std::io::copy(&mut fs::File::open(self.piece(n))?, &mut f)?;
-            }
-            f.write_all(tail)?;
-            f.into_inner()?.sync_all()?;
-            fs::rename(&part, &self.path)
-        };
-        write().map_err(|e| say("write the recording", &self.path, e))?;
+        let mut f =
+            std::io::BufWriter::new(fs::File::create(&part).map_err(|e| say("write", &part, e))?);
+        if self.opus {
+            let files = (0..pieces.len()).map(|n| self.piece(n));
+            super::opus::to_file(files, tail, mixer, &mut f)?;
+        } else {
+            let header = wav_header(
+                mixer.rate(),
+                mixer.channels() as u16,
+                u32::try_from(data).unwrap_or(u32::MAX - 36),
+            );
+            let mut write = || -> std::io::Result<()> {
+                f.write_all(&header)?;
+                for n in 0..pieces.len() {
+                    std::io::copy(&mut fs::File::open(self.piece(n))?, &mut f)?;
+                }
+                f.write_all(tail)
+            };
+            write().map_err(|e| say("write the recording", &self.path, e))?;
+        }
+        f.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .and_then(|_| fs::rename(&part, &self.path))
+            .map_err(|e| say("write the recording", &self.path, e))?;
         // The checkpoint first: pieces without one are started over.
         let _ = fs::remove_file(self.checkpoint());
         let _ = fs::remove_dir_all(self.work());

@@ -7,7 +7,9 @@ mod call;
 mod dir;
 mod mix;
 mod ops;
+mod opus;
 mod queue;
+pub mod split;
 mod store;
 
 use std::sync::Arc;
@@ -30,7 +32,12 @@ Usage: kvs-record serve --queue-url URL (--bucket NAME | --out-dir DIR) [OPTIONS
 Takes Amazon Connect contact events (the contact flow's event, or its
 Details.ContactData) from an SQS queue and records each contact's two
 tracks to s3://BUCKET/PREFIX{ContactId}.wav (or DIR/PREFIX{ContactId}.wav),
-caller left, agent right.
+caller left, agent right. A message may also be a time range of a stream,
+recorded from the archive to PREFIX{Name}.wav:
+  {\"Range\": {\"StreamARN\": ARN, \"Start\": TIME, \"End\": TIME, \"Name\": NAME}}
+with the fragments that start from Start to End, both included (TIME: epoch
+milliseconds or ISO 8601; Name by default STREAM/START-END).
+`kvs-record split` puts a long range on the queue in pieces.
 Every option can also be set with the environment variable in brackets.
 
   --queue-url URL         the SQS queue of contact events [KVS_RECORD_QUEUE_URL]
@@ -40,6 +47,8 @@ Every option can also be set with the environment variable in brackets.
                           machine's workers can resume one another's calls
                           [KVS_RECORD_OUT_DIR]
   --prefix TEXT           key prefix, as in calls/ [KVS_RECORD_PREFIX] (none)
+  --format wav|opus       stereo WAV, or Ogg Opus (opusenc's defaults) to
+                          PREFIX{ContactId}.opus [KVS_RECORD_FORMAT] (wav)
   --max-calls N           calls recorded at once [KVS_RECORD_MAX_CALLS] (100)
   --visibility S          seconds a running call's message stays hidden; it is
                           renewed every third of that [KVS_RECORD_VISIBILITY] (60)
@@ -75,6 +84,8 @@ struct Config {
     bucket: String,
     out_dir: Option<String>,
     prefix: String,
+    /// Ogg Opus rather than WAV.
+    opus: bool,
     max_calls: usize,
     visibility: u64,
     retry_delay: u64,
@@ -92,6 +103,7 @@ const OPTIONS: &[(&str, &str)] = &[
     ("--bucket", "KVS_RECORD_BUCKET"),
     ("--out-dir", "KVS_RECORD_OUT_DIR"),
     ("--prefix", "KVS_RECORD_PREFIX"),
+    ("--format", "KVS_RECORD_FORMAT"),
     ("--max-calls", "KVS_RECORD_MAX_CALLS"),
     ("--visibility", "KVS_RECORD_VISIBILITY"),
     ("--retry-delay", "KVS_RECORD_RETRY_DELAY"),
@@ -104,42 +116,72 @@ const OPTIONS: &[(&str, &str)] = &[
     ("--s3-endpoint", "AWS_ENDPOINT_URL_S3"),
 ];
 
-/// Flags first, then the environment, then defaults.
-fn parse(args: &[String]) -> Result<Option<Config>, String> {
-    let mut given = std::collections::HashMap::new();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
+/// Options given as flags, or else in the environment.
+pub(crate) struct Flags {
+    given: std::collections::HashMap<String, String>,
+    options: &'static [(&'static str, &'static str)],
+}
+
+impl Flags {
+    /// `options` pairs each flag with its environment variable ("" for
+    /// none). None for --help.
+    pub(crate) fn parse(
+        args: &[String],
+        options: &'static [(&'static str, &'static str)],
+    ) -> Result<Option<Flags>, String> {
+        let mut given = std::collections::HashMap::new();
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            if flag == "-h" || flag == "--help" {
+                return Ok(None);
+            }
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (flag.as_str(), None),
+            };
+            if !options.iter().any(|(f, _)| *f == name) {
+                return Err(format!("unknown option {flag}"));
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => it.next().ok_or(format!("{name} needs a value"))?.clone(),
+            };
+            given.insert(name.to_string(), value);
         }
-        let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (flag.as_str(), None),
-        };
-        if !OPTIONS.iter().any(|(f, _)| *f == name) {
-            return Err(format!("unknown option {flag}"));
-        }
-        let value = match inline {
-            Some(v) => v,
-            None => it.next().ok_or(format!("{name} needs a value"))?.clone(),
-        };
-        given.insert(name.to_string(), value);
+        Ok(Some(Flags { given, options }))
     }
-    let get = |flag: &str| -> Option<String> {
-        let env = OPTIONS.iter().find(|(f, _)| *f == flag).map(|(_, e)| *e)?;
-        given
+
+    pub(crate) fn get(&self, flag: &str) -> Option<String> {
+        let env = self.options.iter().find(|(f, _)| *f == flag)?.1;
+        self.given
             .get(flag)
             .cloned()
-            .or_else(|| std::env::var(env).ok())
+            .or_else(|| (!env.is_empty()).then(|| std::env::var(env).ok()).flatten())
             .filter(|v| !v.is_empty())
-    };
-    let need = |flag: &str| get(flag).ok_or(format!("{flag} is required"));
-    let num = |flag: &str, default: u64| -> Result<u64, String> {
-        get(flag).map_or(Ok(default), |v| {
+    }
+
+    pub(crate) fn need(&self, flag: &str) -> Result<String, String> {
+        self.get(flag).ok_or(format!("{flag} is required"))
+    }
+
+    pub(crate) fn num(&self, flag: &str, default: u64) -> Result<u64, String> {
+        self.get(flag).map_or(Ok(default), |v| {
             v.parse()
                 .map_err(|_| format!("{flag} {v:?}: give a whole number"))
         })
+    }
+}
+
+/// Flags first, then the environment, then defaults.
+fn parse(args: &[String]) -> Result<Option<Config>, String> {
+    let Some(flags) = Flags::parse(args, OPTIONS)? else {
+        return Ok(None);
     };
+    let (get, need, num) = (
+        |f: &str| flags.get(f),
+        |f: &str| flags.need(f),
+        |f: &str, d: u64| flags.num(f, d),
+    );
     let config = Config {
         queue_url: need("--queue-url")?,
         bucket: match (get("--bucket"), get("--out-dir")) {
@@ -154,6 +196,11 @@ fn parse(args: &[String]) -> Result<Option<Config>, String> {
         },
         out_dir: get("--out-dir"),
         prefix: get("--prefix").unwrap_or_default(),
+        opus: match get("--format").as_deref() {
+            None | Some("wav") => false,
+            Some("opus") => true,
+            Some(other) => return Err(format!("--format {other:?}: give wav or opus")),
+        },
         max_calls: num("--max-calls", 100)?.max(1) as usize,
         visibility: num("--visibility", 60)?.max(3),
         retry_delay: num("--retry-delay", 30)?,
@@ -208,7 +255,7 @@ struct Worker {
     stop: watch::Sender<bool>,
 }
 
-async fn sdk_config(region: &Option<String>) -> aws_types::SdkConfig {
+pub(crate) async fn sdk_config(region: &Option<String>) -> aws_types::SdkConfig {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .build_https();
@@ -337,14 +384,17 @@ impl Worker {
         let stop = self.stop.subscribe();
         async move {
             let receives = m.receives.to_string();
-            let contact = match crate::event::parse(&m.body) {
+            let contact = match crate::event::parse_message(&m.body) {
                 Ok(c) => c,
                 Err(e) => {
                     metrics.failed.fetch_add(1, Ordering::Relaxed);
                     log(
                         "error",
                         None,
-                        &format!("message {} is not a contact event: {e}", m.id),
+                        &format!(
+                            "message {} is neither a contact event nor a range: {e}",
+                            m.id
+                        ),
                         &[("receives", receives)],
                     );
                     let _ = queue.hide(&m, config.retry_delay as i32).await;
@@ -352,6 +402,11 @@ impl Worker {
                 }
             };
             let id = contact.contact_id.clone().unwrap_or_else(|| m.id.clone());
+            let name = format!(
+                "{}{id}.{}",
+                config.prefix,
+                if config.opus { "opus" } else { "wav" }
+            );
             log(
                 "info",
                 Some(&id),
@@ -366,12 +421,14 @@ impl Worker {
                 contact_id: id.clone(),
                 store: match &config.out_dir {
                     Some(dir) => Store::Dir(dir::Dir {
-                        path: std::path::Path::new(dir).join(format!("{}{id}.wav", config.prefix)),
+                        path: std::path::Path::new(dir).join(name),
+                        opus: config.opus,
                     }),
                     None => Store::S3(store::S3 {
                         s3,
                         bucket: config.bucket.clone(),
-                        key: format!("{}{id}.wav", config.prefix),
+                        key: name,
+                        opus: config.opus,
                     }),
                 },
                 setup: Setup {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
-//! A call's WAV object in S3 (or a file, `dir.rs`), written as the call
-//! goes, and its checkpoint.
+//! A call's WAV object in S3 (or a file, `dir.rs`; Ogg Opus, `opus.rs`),
+//! written as the call goes, and its checkpoint.
 //!
 //! Audio is cut at fragment boundaries into pieces of at least `part_size`
 //! bytes (S3's 5 MiB minimum for a multipart part). Each piece is stored
@@ -142,6 +142,8 @@ pub struct S3 {
     pub s3: Client,
     pub bucket: String,
     pub key: String,
+    /// Ogg Opus (`opus.rs`) rather than WAV.
+    pub opus: bool,
 }
 
 impl S3 {
@@ -224,12 +226,6 @@ impl S3 {
         meta: &Meta,
     ) -> Result<u64, String> {
         let data = pieces.iter().sum::<u64>() + tail.len() as u64;
-        // A WAV cannot say more than 4 GiB (37 hours of a call).
-        let header = wav_header(
-            mixer.rate(),
-            mixer.channels() as u16,
-            u32::try_from(data).unwrap_or(u32::MAX - 36),
-        );
         let frames = data / (mixer.channels() as u64 * 2).max(1);
         let seconds = format!("{:.3}", frames as f64 / f64::from(mixer.rate()));
         let metadata = [
@@ -237,23 +233,63 @@ impl S3 {
             ("tracks", meta.tracks.as_str()),
             ("duration-seconds", seconds.as_str()),
         ];
-        if pieces.is_empty() {
-            count();
-            let mut req = self.s3.put_object().bucket(&self.bucket).key(&self.key);
-            for (k, v) in metadata {
-                req = req.metadata(k, v);
-            }
-            let body = [header, tail].concat();
-            req.content_type("audio/wav")
-                .body(ByteStream::from(body))
-                .send()
-                .await
-                .map_err(|e| err("cannot write the recording", e))?;
+        // A WAV cannot say more than 4 GiB (37 hours of a call).
+        let header = || {
+            wav_header(
+                mixer.rate(),
+                mixer.channels() as u16,
+                u32::try_from(data).unwrap_or(u32::MAX - 36),
+            )
+        };
+        if self.opus {
+            super::opus::to_s3(self, pieces.len(), &tail, mixer, &metadata).await?;
+        } else if pieces.is_empty() {
+            self.put_whole([header(), tail].concat(), "audio/wav", &metadata)
+                .await?;
         } else {
-            self.assemble(pieces.len(), header, tail, &metadata).await?;
+            self.assemble(pieces.len(), header(), tail, &metadata)
+                .await?;
         }
         self.clean(pieces.len()).await;
         Ok(data)
+    }
+
+    /// The recording in one PUT.
+    pub(super) async fn put_whole(
+        &self,
+        body: Vec<u8>,
+        content_type: &str,
+        metadata: &[(&str, &str)],
+    ) -> Result<(), String> {
+        count();
+        let mut req = self.s3.put_object().bucket(&self.bucket).key(&self.key);
+        for (k, v) in metadata {
+            req = req.metadata(*k, *v);
+        }
+        req.content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| err("cannot write the recording", e))?;
+        Ok(())
+    }
+
+    /// Stored piece `n`.
+    pub(super) async fn piece(&self, n: usize) -> Result<Vec<u8>, String> {
+        count();
+        let body = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.piece_key(n))
+            .send()
+            .await
+            .map_err(|e| err(ASSEMBLE, e))?
+            .body
+            .collect()
+            .await
+            .map_err(|e| err(&format!("cannot read piece {}", n + 1), e))?;
+        Ok(body.into_bytes().to_vec())
     }
 
     async fn assemble(
@@ -263,68 +299,71 @@ impl S3 {
         tail: Vec<u8>,
         metadata: &[(&str, &str)],
     ) -> Result<(), String> {
-        count();
-        let first = self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.piece_key(0))
-            .send()
+        let first = self.piece(0).await?;
+        let id = self.start_upload("audio/wav", metadata).await?;
+        match self
+            .parts(&id, pieces, [header, first].concat(), tail)
             .await
-            .map_err(|e| err(ASSEMBLE, e))?
-            .body
-            .collect()
-            .await
-            .map_err(|e| err("cannot read the first piece", e))?
-            .into_bytes();
+        {
+            Ok(parts) => self.complete(&id, parts).await,
+            Err(e) => {
+                self.abort(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the multipart upload of the recording; gives its id.
+    pub(super) async fn start_upload(
+        &self,
+        content_type: &str,
+        metadata: &[(&str, &str)],
+    ) -> Result<String, String> {
         count();
         let mut req = self
             .s3
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&self.key)
-            .content_type("audio/wav");
+            .content_type(content_type);
         for (k, v) in metadata {
             req = req.metadata(*k, *v);
         }
-        let id = req
-            .send()
+        req.send()
             .await
             .map_err(|e| err(ASSEMBLE, e))?
             .upload_id
-            .ok_or("S3 gave no upload id")?;
-        let result = self.parts(&id, pieces, [header, first.to_vec()].concat(), tail);
-        match result.await {
-            Ok(parts) => {
-                count();
-                self.s3
-                    .complete_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&self.key)
-                    .upload_id(&id)
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(parts))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| err(ASSEMBLE, e))?;
-                Ok(())
-            }
-            Err(e) => {
-                count();
-                let _ = self
-                    .s3
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&self.key)
-                    .upload_id(&id)
-                    .send()
-                    .await;
-                Err(e)
-            }
-        }
+            .ok_or_else(|| "S3 gave no upload id".to_string())
+    }
+
+    pub(super) async fn complete(&self, id: &str, parts: Vec<CompletedPart>) -> Result<(), String> {
+        count();
+        self.s3
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| err(ASSEMBLE, e))?;
+        Ok(())
+    }
+
+    pub(super) async fn abort(&self, id: &str) {
+        count();
+        let _ = self
+            .s3
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(id)
+            .send()
+            .await;
     }
 
     async fn parts(
@@ -359,7 +398,12 @@ impl S3 {
         Ok(parts)
     }
 
-    async fn upload_part(&self, id: &str, n: i32, body: Vec<u8>) -> Result<CompletedPart, String> {
+    pub(super) async fn upload_part(
+        &self,
+        id: &str,
+        n: i32,
+        body: Vec<u8>,
+    ) -> Result<CompletedPart, String> {
         count();
         let out = self
             .s3
