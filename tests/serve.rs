@@ -7,7 +7,6 @@
 
 mod common;
 
-use gst::prelude::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 
@@ -939,37 +938,14 @@ fn a_long_range_split_over_two_workers_is_recorded_piece_by_piece() {
 
 /// Decodes an Ogg Opus recording to 8 kHz: left and right samples.
 fn decode_opus(ogg: &[u8]) -> (Vec<i16>, Vec<i16>) {
-    let path = std::env::temp_dir().join(format!(
-        "kvs-serve-{}-{}.opus",
-        std::process::id(),
-        ogg.len()
-    ));
-    std::fs::write(&path, ogg).unwrap();
-    let desc = format!(
-        "filesrc location={} ! oggdemux ! opusdec ! audioconvert ! audioresample \
-         ! audio/x-raw,format=S16LE,rate=8000,channels=2 ! appsink name=out sync=false",
-        path.display()
+    let decoded = common::pull_as(
+        "application/ogg",
+        ogg,
+        "oggdemux ! opusdec ! audioconvert ! audioresample \
+         ! audio/x-raw,format=S16LE,rate=8000,channels=2",
     );
-    let p = gst::parse::launch(&desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = p
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    p.set_state(gst::State::Playing).unwrap();
-    let mut pcm = Vec::new();
-    while let Ok(sample) = sink.pull_sample() {
-        pcm.extend_from_slice(&sample.buffer().unwrap().map_readable().unwrap());
-    }
-    p.set_state(gst::State::Null).unwrap();
-    std::fs::remove_file(&path).ok();
-    let frames: Vec<i16> = pcm
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect();
+    let pcm: Vec<u8> = decoded.into_iter().flat_map(|o| o.data).collect();
+    let frames = samples(&pcm);
     (
         frames.iter().step_by(2).copied().collect(),
         frames.iter().skip(1).step_by(2).copied().collect(),

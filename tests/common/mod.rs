@@ -507,9 +507,14 @@ pub struct Out {
 
 /// Runs `appsrc ! <middle> ! appsink` on `data` and returns what the sink got.
 pub fn pull(data: &[u8], middle: &str) -> Vec<Out> {
+    pull_as("video/x-matroska", data, middle)
+}
+
+/// The same, with `data` of other `caps`.
+pub fn pull_as(caps: &str, data: &[u8], middle: &str) -> Vec<Out> {
     init();
     let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src caps=video/x-matroska format=bytes ! {middle} ! \
+        "appsrc name=src caps={caps} format=bytes ! {middle} ! \
          appsink name=sink sync=false"
     ))
     .unwrap()
