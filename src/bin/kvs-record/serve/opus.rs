@@ -170,21 +170,20 @@ impl Parts<'_> {
         Ok(())
     }
 
+    /// Stores what is left; the upload is dropped from `self` only once it
+    /// is complete, so that a failure can still abort it.
     async fn finish(&mut self) -> Result<(), String> {
         let body = std::mem::take(&mut self.pending);
-        match self.upload.take() {
-            None => self.s3.put_whole(body, CONTENT_TYPE, self.metadata).await,
-            Some((id, mut done)) => {
-                if !body.is_empty() {
-                    done.push(
-                        self.s3
-                            .upload_part(&id, done.len() as i32 + 1, body)
-                            .await?,
-                    );
-                }
-                self.s3.complete(&id, done).await
-            }
+        let Some((id, done)) = self.upload.as_mut() else {
+            return self.s3.put_whole(body, CONTENT_TYPE, self.metadata).await;
+        };
+        if !body.is_empty() {
+            let n = done.len() as i32 + 1;
+            done.push(self.s3.upload_part(id, n, body).await?);
         }
+        self.s3.complete(id, done.clone()).await?;
+        self.upload = None;
+        Ok(())
     }
 }
 
