@@ -81,14 +81,14 @@ impl Encoder {
     }
 
     /// Encodes `pcm` (whole frames); blocks while the encoder is behind.
-    pub fn push(&mut self, pcm: &[u8]) -> Result<(), String> {
+    pub fn push(&mut self, pcm: Vec<u8>) -> Result<(), String> {
         self.failed()?;
         if pcm.is_empty() {
             return Ok(());
         }
         let frames = pcm.len() as u64 / self.frame_bytes;
         let at = |frames: u64| gst::ClockTime::from_nseconds(frames * 1_000_000_000 / self.rate);
-        let mut buffer = gst::Buffer::from_mut_slice(pcm.to_vec());
+        let mut buffer = gst::Buffer::from_mut_slice(pcm);
         {
             let b = buffer.get_mut().expect("a new buffer");
             b.set_pts(at(self.frames));
@@ -207,10 +207,10 @@ pub async fn to_s3(
         let mut enc = Encoder::new(mixer.rate(), mixer.channels())?;
         for n in 0..pieces {
             let piece = s3.piece(n).await?;
-            block_in_place(|| enc.push(&piece))?;
+            block_in_place(|| enc.push(piece))?;
             parts.add(enc.take()).await?;
         }
-        block_in_place(|| enc.push(tail))?;
+        block_in_place(|| enc.push(tail.to_vec()))?;
         parts.add(block_in_place(|| enc.finish())?).await?;
         parts.finish().await
     }
@@ -238,9 +238,9 @@ pub fn to_file(
     for path in pieces {
         let piece =
             std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        enc.push(&piece)?;
+        enc.push(piece)?;
         write(out, enc.take())?;
     }
-    enc.push(tail)?;
+    enc.push(tail.to_vec())?;
     write(out, enc.finish()?)
 }
