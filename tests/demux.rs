@@ -1153,6 +1153,14 @@ fn merge_raw_audio_joins_blocks_that_follow_one_another() {
                     joined.len(),
                     blocks.len()
                 );
+                // Joined buffers reach about a second, never much more.
+                let block = blocks[0].duration.unwrap();
+                let longest = joined.iter().filter_map(|b| b.duration).max().unwrap();
+                assert!(
+                    longest > gst::ClockTime::from_mseconds(600)
+                        && longest <= gst::ClockTime::SECOND + block,
+                    "{label} {name}: longest buffer {longest}"
+                );
             } else {
                 // A byte at a time, no chunk holds two blocks.
                 assert_eq!(joined.len(), blocks.len(), "{label} {name}");

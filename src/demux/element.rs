@@ -373,7 +373,7 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .nick("Merge raw audio")
             .blurb(
                 "Raw audio: join the blocks of each input chunk that follow one another \
-                 into one buffer per pad (about 200 ms at most), carrying the first \
+                 into one buffer per pad (about 1 s at most), carrying the first \
                  block's PTS and producer time. Far fewer buffers, and far less thread \
                  switching behind queues and interleave, for archive and file input; a live \
                  chunk mostly holds one block. Off by default: each buffer is one block \

@@ -35,6 +35,10 @@ pub const DEFAULT_MAX_GAP_MS: u32 = 10_000;
 /// one large input chunk never fills one pad's queue while a mixer or
 /// interleave downstream waits on another pad.
 pub const PENDING_SPAN: u64 = 200_000_000;
+/// The same with merge-raw-audio, for fewer, larger buffers. A default 1 s
+/// queue still takes them: it takes a buffer whenever it is empty, and a
+/// silent pad lags at most `timeline::GAP_LAG`.
+pub const MERGED_SPAN: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -174,11 +178,12 @@ impl Demux {
 
     /// Hands on every pad's pending buffers once one of them holds enough.
     fn flush_if_due(&mut self) {
-        if self
-            .streams
-            .iter()
-            .any(|s| s.pending_span() >= PENDING_SPAN)
-        {
+        let span = if self.merge {
+            MERGED_SPAN
+        } else {
+            PENDING_SPAN
+        };
+        if self.streams.iter().any(|s| s.pending_span() >= span) {
             self.flush_all();
         }
     }

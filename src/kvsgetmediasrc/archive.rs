@@ -15,7 +15,7 @@ use aws_sdk_kinesisvideoarchivedmedia::types::{
     FragmentSelector, FragmentSelectorType, TimestampRange,
 };
 use aws_smithy_types::DateTime;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::imp::CAT;
@@ -29,6 +29,10 @@ use crate::mkv::{Event, Parser};
 pub const BATCH: usize = 1000;
 /// What a batch may hold ahead of the reader before it waits, in KiB.
 const AHEAD_KIB: usize = 8 * 1024;
+
+/// What the reader joins into one buffer, of the chunks already downloaded,
+/// in bytes: downstream then wakes once per 256 KiB, not once per read.
+const GATHER: usize = 256 * 1024;
 
 /// The KiB of the budget a chunk takes.
 fn cost(bytes: &Bytes) -> u32 {
@@ -113,15 +117,42 @@ struct Batch {
     task: tokio::task::JoinHandle<()>,
     /// Chunk headers seen so far: the fragments begun.
     begun: usize,
+    /// A failure met while gathering, for the next `recv`.
+    held: Option<Failure>,
 }
 
 impl Batch {
+    /// The next chunk, joined with those already downloaded after it, up
+    /// to `GATHER` bytes.
     async fn recv(&mut self) -> Option<Result<Bytes, Failure>> {
-        let got = self.rx.recv().await;
-        if let Some(Ok(bytes)) = &got {
-            self.budget.add_permits(cost(bytes) as usize);
+        if let Some(failure) = self.held.take() {
+            return Some(Err(failure));
         }
-        got
+        let first = match self.rx.recv().await? {
+            Ok(bytes) => bytes,
+            Err(failure) => return Some(Err(failure)),
+        };
+        self.budget.add_permits(cost(&first) as usize);
+        let mut joined: Option<BytesMut> = None;
+        while joined.as_ref().map_or(first.len(), BytesMut::len) < GATHER {
+            match self.rx.try_recv() {
+                Ok(Ok(more)) => {
+                    self.budget.add_permits(cost(&more) as usize);
+                    let j = joined.get_or_insert_with(|| {
+                        let mut j = BytesMut::with_capacity(GATHER + more.len());
+                        j.extend_from_slice(&first);
+                        j
+                    });
+                    j.extend_from_slice(&more);
+                }
+                Ok(Err(failure)) => {
+                    self.held = Some(failure);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Some(Ok(joined.map_or(first, BytesMut::freeze)))
     }
 }
 
@@ -490,6 +521,7 @@ impl Archive {
             budget,
             task,
             begun: 0,
+            held: None,
         })
     }
 
@@ -636,5 +668,55 @@ mod tests {
         order(&mut list);
         let numbers: Vec<&str> = list.iter().map(|f| f.number.as_str()).collect();
         assert_eq!(numbers, ["99", "1000", "100", "5"]);
+    }
+
+    #[test]
+    fn a_batch_gathers_what_is_downloaded_and_keeps_a_failure_for_later() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let budget = Arc::new(Semaphore::new(0));
+            let mut batch = Batch {
+                first: 0,
+                end: 1,
+                rx,
+                budget: budget.clone(),
+                task: tokio::spawn(async {}),
+                begun: 0,
+                held: None,
+            };
+            let chunk = |byte: u8| Ok(Bytes::from(vec![byte; 100 * 1024]));
+            for byte in 0..5 {
+                tx.send(chunk(byte)).unwrap();
+            }
+            tx.send(Err(Failure::Transient("cut".into()))).unwrap();
+            tx.send(chunk(9)).unwrap();
+            // Three chunks reach GATHER: they leave as one buffer, in order.
+            let first = batch.recv().await.unwrap().unwrap();
+            assert_eq!(first.len(), 300 * 1024);
+            assert!(
+                first
+                    .chunks(100 * 1024)
+                    .zip(0u8..)
+                    .all(|(c, b)| c.iter().all(|&x| x == b))
+            );
+            // The rest up to the failure; the failure next, then what follows.
+            let second = batch.recv().await.unwrap().unwrap();
+            assert_eq!(
+                (second.len(), second[0], second[second.len() - 1]),
+                (200 * 1024, 3, 4)
+            );
+            assert!(matches!(
+                batch.recv().await,
+                Some(Err(Failure::Transient(_)))
+            ));
+            assert_eq!(batch.recv().await.unwrap().unwrap()[0], 9);
+            // Every chunk taken gave its budget back.
+            assert_eq!(budget.available_permits(), 6 * 100);
+            drop(tx);
+            assert!(batch.recv().await.is_none());
+        });
     }
 }

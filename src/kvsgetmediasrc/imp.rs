@@ -528,6 +528,17 @@ impl PushSrcImpl for KvsGetMediaSrc {
         let running = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         let runtime = running.runtime.as_ref().unwrap_or(&RUNTIME);
         let reader = &mut running.reader;
+        if let Reader::Archive(archive) = reader
+            && archive.progress().is_none()
+        {
+            // List first, so that the listing's progress goes out before data.
+            match self.block_on(runtime, archive.list()) {
+                None => return Err(gst::FlowError::Flushing),
+                Some(Err(failure)) => return Err(self.post_failure(failure, reader)),
+                Some(Ok(listed)) if listed > 0 => self.update_progress(reader),
+                Some(Ok(_)) => {}
+            }
+        }
         let next = self.block_on(runtime, reader.next());
         self.stats.lock().unwrap().refresh_from(reader.stats());
         self.update_progress(reader);
