@@ -474,6 +474,64 @@ fn kill_and_resume(aws: &Aws, kvs: &str, args: &[&str], between: impl FnOnce()) 
     b
 }
 
+/// --spool-dir: the audio since the last checkpoint waits in an unlinked
+/// file (seen through /proc), a killed worker leaves no file behind, and
+/// every sample still lands exactly once.
+#[test]
+fn spooled_audio_waits_in_unlinked_files_and_nothing_is_lost() {
+    let aws = Aws::start(5);
+    let spool = std::env::temp_dir().join(format!("kvs-serve-spool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spool);
+    let calls: Vec<Call> = (0..2).map(|i| call(i * 3 + 60, 215)).collect();
+    let kvs = kvs_with(&calls, Instant::now() - Duration::from_secs(200));
+    for c in &calls {
+        aws.send(&contact_event(c, &c.contact_id));
+    }
+    let args = ["--max-calls", "2", "--spool-dir", spool.to_str().unwrap()];
+    let a = Worker::start(&aws, &kvs.endpoint(), &args);
+    // Sizes of the worker's open files in the spool directory, all unlinked.
+    let spooled = |w: &Worker| -> Vec<u64> {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", w.child.id())) else {
+            return Vec::new();
+        };
+        fds.filter_map(|fd| {
+            let fd = fd.ok()?.path();
+            let target = std::fs::read_link(&fd).ok()?;
+            let unlinked = target.to_string_lossy().ends_with(" (deleted)");
+            assert!(!target.starts_with(&spool) || unlinked, "{target:?}");
+            let size = std::fs::metadata(&fd).ok()?.len();
+            target.starts_with(&spool).then_some(size)
+        })
+        .collect()
+    };
+    // The first piece of each call is stored; the next 36 s of stored audio
+    // (1.1 MB each; 64 KiB at most stays in memory) wait in two spool files.
+    wait(
+        || {
+            let sizes = spooled(&a);
+            a.said("checkpoint written").len() == 2
+                && sizes.len() == 2
+                && sizes.iter().all(|&n| n > 500_000)
+        },
+        "two checkpoints and two spool files holding the audio since",
+        &a,
+    );
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0, "named files");
+    a.signal(libc::SIGKILL);
+    let b = Worker::start(&aws, &kvs.endpoint(), &args);
+    wait(
+        || b.recorded().len() == 2,
+        "the second worker to finish both calls",
+        &b,
+    );
+    assert_eq!(b.said("resuming from a checkpoint").len(), 2, "{}", b.log());
+    for c in &calls {
+        assert_recorded(&aws, c);
+    }
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0, "files left");
+    std::fs::remove_dir_all(&spool).ok();
+}
+
 /// --out-dir: the same recordings as files, and a killed worker's calls
 /// finished by another from the checkpoints in the directory.
 #[test]
@@ -738,24 +796,35 @@ fn deploy_files_name_only_known_settings() {
 }
 
 /// Bad flags: exit code 2 and a message that says what to give.
-/// An --out-dir where nothing can be written stops the worker at once,
+/// An --out-dir or --spool-dir where nothing can be written stops the worker at once,
 /// naming the directory and the cause.
 #[test]
-fn an_out_dir_that_cannot_be_written_is_refused_at_start() {
+fn an_out_or_spool_dir_that_cannot_be_written_is_refused_at_start() {
     let file = std::env::temp_dir().join(format!("kvs-serve-file-{}", std::process::id()));
     std::fs::write(&file, b"").unwrap();
     let dir = file.join("calls");
-    let out = Command::new(env!("CARGO_BIN_EXE_kvs-record"))
-        .args(["serve", "--queue-url", "http://127.0.0.1:9/q", "--out-dir"])
-        .arg(&dir)
-        .env_remove("KVS_RECORD_BUCKET")
-        .output()
-        .unwrap();
+    // The spool directory is checked the same way.
+    let d = dir.to_str().unwrap();
+    let cases = [
+        (vec!["--out-dir", d], "write recordings to --out-dir"),
+        (
+            vec!["--bucket", "b", "--spool-dir", d],
+            "keep audio in --spool-dir",
+        ),
+    ];
+    for (args, what) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_kvs-record"))
+            .args(["serve", "--queue-url", "http://127.0.0.1:9/q"])
+            .args(args)
+            .env_remove("KVS_RECORD_BUCKET")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let says = format!("cannot {what} {}: ", dir.display());
+        assert!(stderr.contains(&says), "{stderr}");
+    }
     std::fs::remove_file(&file).ok();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let says = format!("cannot write recordings to --out-dir {}: ", dir.display());
-    assert!(stderr.contains(&says), "{stderr}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::mix::Mixer;
 use super::ops::{self, Metrics};
+use super::spool::Pending;
 use super::store::{Checkpoint, Meta, Resume, Store};
 use crate::event::Contact;
 
@@ -33,6 +34,8 @@ pub struct Setup {
     pub endpoint_uri: Option<String>,
     pub idle_timeout_ms: u64,
     pub part_size: u64,
+    /// Where a call's audio waits for its next piece; None: in memory.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 enum Msg {
@@ -232,7 +235,15 @@ impl Job {
         };
         *stats.src.lock().unwrap() = Some(src.downgrade());
         let mut pieces = checkpoint.map(|c| c.pieces).unwrap_or_default();
-        let mut buffer = Vec::new();
+        let mut pending = match Pending::new(self.setup.spool_dir.as_deref()) {
+            Ok(p) => p,
+            Err(reason) => {
+                return Outcome::Failed {
+                    reason,
+                    fatal: false,
+                };
+            }
+        };
         if set_state(&pipeline, gst::State::Playing).await.is_err() {
             let _ = set_state(&pipeline, gst::State::Null).await;
             // The bus said why, if anything did.
@@ -254,16 +265,25 @@ impl Job {
             match msg {
                 Some(Msg::Audio(bytes)) => {
                     stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    buffer.extend(bytes);
+                    if let Err(reason) = pending.push(&bytes) {
+                        break Outcome::Failed {
+                            reason,
+                            fatal: false,
+                        };
+                    }
                 }
                 Some(Msg::Cut(resume, mixer)) => {
-                    pieces.push(buffer.len() as u64);
+                    pieces.push(pending.len());
                     let cp = Checkpoint {
                         pieces: pieces.clone(),
                         resume,
                         mixer,
                     };
-                    if let Err(reason) = self.store.save(std::mem::take(&mut buffer), &cp).await {
+                    let saved = match pending.take() {
+                        Ok(piece) => self.store.save(piece, &cp).await,
+                        Err(reason) => Err(reason),
+                    };
+                    if let Err(reason) = saved {
                         break Outcome::Failed {
                             reason,
                             fatal: false,
@@ -279,7 +299,15 @@ impl Job {
                         ],
                     );
                 }
-                Some(Msg::Eos) => break self.finish(&pieces, buffer, &feed).await,
+                Some(Msg::Eos) => match pending.take() {
+                    Ok(rest) => break self.finish(&pieces, rest, &feed).await,
+                    Err(reason) => {
+                        break Outcome::Failed {
+                            reason,
+                            fatal: false,
+                        };
+                    }
+                },
                 Some(Msg::Error(reason, fatal)) => break Outcome::Failed { reason, fatal },
                 None => {
                     break Outcome::Failed {

@@ -12,13 +12,14 @@ use super::mix::Mixer;
 use super::store::Checkpoint;
 use crate::pieces::wav_header;
 
-/// Makes `dir` if needed and checks that files can be written there.
-pub fn check(dir: &std::path::Path) -> Result<(), String> {
+/// Makes `dir` if needed and checks that files can be written there;
+/// `what` says what for.
+pub fn check(dir: &std::path::Path, what: &str) -> Result<(), String> {
     let probe = dir.join(".kvs-record-write-check");
     fs::create_dir_all(dir)
         .and_then(|_| fs::write(&probe, b""))
         .and_then(|_| fs::remove_file(&probe))
-        .map_err(|e| say("write recordings to --out-dir", dir, e))
+        .map_err(|e| say(what, dir, e))
 }
 
 pub struct Dir {

@@ -10,6 +10,7 @@ mod ops;
 mod opus;
 mod queue;
 pub mod split;
+mod spool;
 mod store;
 
 use std::sync::Arc;
@@ -60,6 +61,10 @@ Every option can also be set with the environment variable in brackets.
                           [KVS_RECORD_IDLE_TIMEOUT] (5)
   --piece-mib N           MiB of audio per checkpoint, at least 5
                           [KVS_RECORD_PIECE_MIB] (5)
+  --spool-dir DIR         keep each call's audio since its last checkpoint in
+                          an (unlinked) file here, not in memory: 64 KiB of
+                          memory per call for it rather than up to a piece
+                          [KVS_RECORD_SPOOL_DIR] (none: in memory)
   --region REGION         AWS region of the queue and bucket [AWS_REGION]
   --endpoint-uri URL      KVS endpoint, as for a local server [KVS_RECORD_ENDPOINT_URI]
   --sqs-endpoint URL      SQS endpoint [AWS_ENDPOINT_URL_SQS]
@@ -92,6 +97,7 @@ struct Config {
     port: u16,
     idle_timeout: u64,
     piece_mib: u64,
+    spool_dir: Option<String>,
     region: Option<String>,
     endpoint_uri: Option<String>,
     sqs_endpoint: Option<String>,
@@ -110,6 +116,7 @@ const OPTIONS: &[(&str, &str)] = &[
     ("--port", "KVS_RECORD_PORT"),
     ("--idle-timeout", "KVS_RECORD_IDLE_TIMEOUT"),
     ("--piece-mib", "KVS_RECORD_PIECE_MIB"),
+    ("--spool-dir", "KVS_RECORD_SPOOL_DIR"),
     ("--region", "AWS_REGION"),
     ("--endpoint-uri", "KVS_RECORD_ENDPOINT_URI"),
     ("--sqs-endpoint", "AWS_ENDPOINT_URL_SQS"),
@@ -207,6 +214,7 @@ fn parse(args: &[String]) -> Result<Option<Config>, String> {
         port: u16::try_from(num("--port", 9090)?).map_err(|_| "--port: at most 65535")?,
         idle_timeout: num("--idle-timeout", 5)?.max(1),
         piece_mib: num("--piece-mib", 5)?,
+        spool_dir: get("--spool-dir"),
         region: get("--region").or_else(|| std::env::var("AWS_DEFAULT_REGION").ok()),
         endpoint_uri: get("--endpoint-uri"),
         sqs_endpoint: get("--sqs-endpoint").or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()),
@@ -231,11 +239,17 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
-    if let Some(dir) = &config.out_dir
-        && let Err(e) = dir::check(std::path::Path::new(dir))
-    {
-        eprintln!("kvs-record serve: {e}");
-        return 1;
+    let dirs = [
+        (&config.out_dir, "write recordings to --out-dir"),
+        (&config.spool_dir, "keep audio in --spool-dir"),
+    ];
+    for (dir, what) in dirs {
+        if let Some(dir) = dir
+            && let Err(e) = dir::check(std::path::Path::new(dir), what)
+        {
+            eprintln!("kvs-record serve: {e}");
+            return 1;
+        }
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -435,6 +449,7 @@ impl Worker {
                     endpoint_uri: config.endpoint_uri.clone(),
                     idle_timeout_ms: config.idle_timeout * 1000,
                     part_size: config.piece_mib * 1024 * 1024,
+                    spool_dir: config.spool_dir.clone().map(Into::into),
                 },
                 metrics: metrics.clone(),
                 stop,
