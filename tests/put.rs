@@ -477,6 +477,58 @@ fn a_throttled_put_waits_and_loses_nothing() {
 }
 
 #[test]
+fn putmedia_requests_left_unanswered_are_tried_again_and_nothing_is_lost() {
+    let server = server(&["silent"]);
+    server.state.faults.unanswered.store(2, Ordering::SeqCst);
+    let run = put_pcm(
+        &server,
+        "silent",
+        100,
+        false,
+        "max-backoff=100 request-timeout=300",
+    );
+    assert_all_back_once(&server, "silent", &run);
+    assert_eq!(server.state.counters.unanswered.load(Ordering::SeqCst), 2);
+    assert!(stat(&run, "errors") >= 2, "{:?}", run.stats);
+}
+
+/// The peer stops answering mid-put for longer than the limits: an error
+/// that says so, not a pipeline that waits for good.
+#[test]
+fn a_peer_that_stops_answering_fails_the_put_with_the_cause() {
+    let server = server(&["stopped"]);
+    let state = server.state.clone();
+    let started = std::time::Instant::now();
+    let run = put_with(
+        &pcm_launch(
+            &server,
+            "stopped",
+            100_000,
+            true,
+            "max-backoff=100 request-timeout=300 max-retries=2 connection-staleness=1",
+        ),
+        Duration::from_secs(60),
+        move |_| {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(2));
+                state.faults.pause(true);
+            });
+        },
+    );
+    let error = run.errors.first().unwrap_or_else(|| panic!("{run:?}"));
+    assert!(
+        error.contains("no acknowledgement for 1 s") || error.contains("PutMedia got no answer"),
+        "{error}"
+    );
+    assert!(error.contains("attempts in a row failed"), "{error}");
+    eprintln!(
+        "put, peer stops at 2 s: error after {:?}: {error}",
+        started.elapsed()
+    );
+    server.state.faults.pause(false);
+}
+
+#[test]
 fn a_fatal_error_ack_names_the_error_and_what_to_do() {
     let mut state = State::new(vec![Stream::empty("long", 24)]);
     state.put.max_fragment_ms = 300;

@@ -571,7 +571,7 @@ fn bad_input_table() {
             &[
                 "Could not read Kinesis video stream call",
                 "Connection refused",
-                "no connection succeeded",
+                "4 attempts in a row failed",
             ],
         ),
         (

@@ -134,6 +134,12 @@ impl Aws {
 
     /// Messages in a queue, visible or not.
     fn depth(&self, url: &str) -> u64 {
+        let (visible, hidden) = self.visibility(url);
+        visible + hidden
+    }
+
+    /// Messages in a queue: (visible, not visible).
+    fn visibility(&self, url: &str) -> (u64, u64) {
         use aws_sdk_sqs::types::QueueAttributeName as A;
         self.rt.block_on(async {
             let attrs = self
@@ -153,7 +159,10 @@ impl Aws {
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(0)
             };
-            n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible)
+            (
+                n(A::ApproximateNumberOfMessages),
+                n(A::ApproximateNumberOfMessagesNotVisible),
+            )
         })
     }
 }
@@ -600,6 +609,89 @@ fn sigterm_hands_running_calls_back_and_loses_nothing() {
     for c in &calls {
         assert_recorded(&aws, c);
     }
+}
+
+/// SIGTERM while calls run and slots are free, so that a long poll is in
+/// flight: SQS keeps such a poll open after its client goes away, and
+/// would hand it the calls given back. The worker lets it end first.
+#[test]
+fn sigterm_with_free_slots_hands_every_call_back_for_good() {
+    let aws = Aws::start(5);
+    let calls: Vec<Call> = (0..4).map(|i| call(i + 30, 14)).collect();
+    let kvs = kvs_with(&calls, Instant::now());
+    for c in &calls {
+        aws.send(&contact_event(c, &c.contact_id));
+    }
+    let endpoint = kvs.endpoint();
+    let args = ["--max-calls", "8", "--visibility", "60"];
+    let mut a = Worker::start(&aws, &endpoint, &args);
+    wait(|| a.said("call started").len() == 4, "four calls", &a);
+    // The worker is back in a 10 s receive for its four free slots.
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, took) = a.stop();
+    assert_eq!(code, Some(0), "{}", a.log());
+    assert_eq!(a.said("call handed back").len(), 4, "{}", a.log());
+    // No worker runs: every call is visible, none taken by a lost poll.
+    let (visible, hidden) = aws.visibility(&aws.queue);
+    eprintln!(
+        "SIGTERM with free slots: exit after {took:?}; {visible} visible, {hidden} in flight"
+    );
+    assert_eq!((visible, hidden), (4, 0), "{}", a.log());
+    // The next worker takes them at once (not after the 60 s visibility),
+    // each received once more than by the first worker.
+    let b = Worker::start(&aws, &endpoint, &args);
+    b.wait_started();
+    let started = Instant::now();
+    wait(
+        || b.said("call started").len() == 4,
+        "the calls on another worker",
+        &b,
+    );
+    let retaken = started.elapsed();
+    eprintln!("retaken by the next worker {retaken:?} after it was started");
+    assert!(retaken < Duration::from_secs(30), "{retaken:?}");
+    for line in b.said("call started") {
+        assert_eq!(line["receives"], "2", "{line}");
+    }
+    wait(|| b.recorded().len() == 4, "the calls recorded", &b);
+    for c in &calls {
+        assert_recorded(&aws, c);
+    }
+}
+
+/// KVS stops answering in the middle of a live call for longer than
+/// --max-outage: the worker gives the call back (it is not an end), and
+/// once KVS answers again the call is recorded whole, bit-exact.
+#[test]
+fn an_outage_longer_than_max_outage_gives_the_call_back_and_it_is_finished_later() {
+    let aws = Aws::start(5);
+    let c = call(21, 10);
+    let kvs = kvs_with(std::slice::from_ref(&c), Instant::now());
+    aws.send(&contact_event(&c, &c.contact_id));
+    let endpoint = kvs.endpoint();
+    let a = Worker::start(&aws, &endpoint, &["--max-outage", "2"]);
+    wait(|| !a.said("call started").is_empty(), "the call", &a);
+    std::thread::sleep(Duration::from_millis(2500));
+    kvs.state.faults.pause(true);
+    wait(
+        || !a.said("call failed").is_empty(),
+        "the call given back",
+        &a,
+    );
+    let failed = &a.said("call failed")[0];
+    assert_eq!(failed["retry_helps"], "true", "{failed}");
+    assert!(
+        failed["msg"].as_str().unwrap().contains("got no answer"),
+        "{failed}"
+    );
+    assert!(a.recorded().is_empty(), "not finished short: {}", a.log());
+    kvs.state.faults.pause(false);
+    wait(
+        || a.recorded().len() == 1,
+        "the call recorded after all",
+        &a,
+    );
+    assert_recorded(&aws, &c);
 }
 
 #[test]

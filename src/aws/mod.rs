@@ -10,6 +10,7 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesisvideo::types::ApiName;
+use aws_sdk_kinesisvideomedia::config::retry::RetryConfig;
 use aws_sdk_kinesisvideomedia::config::{
     BehaviorVersion, Credentials, Region, SharedCredentialsProvider, StalledStreamProtectionConfig,
 };
@@ -66,6 +67,25 @@ pub enum Failure {
     InvalidArgument(String),
     /// Archive mode: the range holds no fragment.
     NoFragments,
+}
+
+impl Failure {
+    /// The failure made final after `attempts` failed attempts in a row
+    /// over `outage`: the kinds worth retrying say how long they were tried.
+    pub fn after(self, attempts: u32, outage: Duration) -> Failure {
+        let tried = |text: String| {
+            format!(
+                "{text} ({attempts} attempts in a row failed, over {:.0} s)",
+                outage.as_secs_f64()
+            )
+        };
+        match self {
+            Failure::Throttled(t) => Failure::Throttled(tried(t)),
+            Failure::Endpoint(t) => Failure::Endpoint(tried(t)),
+            Failure::Transient(t) => Failure::Transient(tried(t)),
+            fatal => fatal,
+        }
+    }
 }
 
 pub fn sort<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
@@ -237,7 +257,10 @@ impl Shared {
             .http_client(http)
             // Our own watchdog handles quiet bodies: a live GetMedia may wait
             // seconds for the next fragment.
-            .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            // Every attempt is the one retry policy's (`retry.rs`), so that
+            // max-retries, max-outage and the log count every one.
+            .retry_config(RetryConfig::disabled());
         if let Some(region) = &target.region {
             loader = loader.region(Region::new(region.clone()));
         }

@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::imp::CAT;
 use super::session::{Next, Policy, Stats};
-use crate::aws::retry::Retry;
+use crate::aws::retry::{Retry, within};
 use crate::aws::{self, Clients, Failure, Pace, Target};
 use crate::kvs;
 use crate::mkv::{Event, Parser};
@@ -162,12 +162,19 @@ impl Drop for Batch {
     }
 }
 
+/// How long a fetch may wait: for its answer to begin, then between reads.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    request: Duration,
+    read: Duration,
+}
+
 /// Fetches `numbers` and forwards the body as it arrives, within `budget`.
 async fn fetch(
     client: Client,
     target: Target,
     numbers: Vec<String>,
-    read_timeout: Duration,
+    deadlines: Deadlines,
     budget: Arc<Semaphore>,
     tx: mpsc::UnboundedSender<Result<Bytes, Failure>>,
 ) {
@@ -176,15 +183,16 @@ async fn fetch(
         .set_stream_name(target.stream_name)
         .set_stream_arn(target.stream_arn)
         .set_fragments(Some(numbers))
-        .send()
-        .await;
-    let mut body = match sent {
+        .send();
+    let answer = async { sent.await.map_err(|e| aws::sort(e, true)) };
+    let mut body = match within(deadlines.request, "GetMediaForFragmentList", answer).await {
         Ok(out) => out.payload,
-        Err(e) => {
-            let _ = tx.send(Err(aws::sort(e, true)));
+        Err(failure) => {
+            let _ = tx.send(Err(failure));
             return;
         }
     };
+    let read_timeout = deadlines.read;
     loop {
         let failure = match tokio::time::timeout(read_timeout, body.next()).await {
             Ok(Some(Ok(bytes))) => {
@@ -246,12 +254,7 @@ pub struct Progress {
 impl Archive {
     pub async fn new(target: Target, range: Range, policy: Policy) -> Archive {
         let clients = Clients::new(&target).await;
-        let retry = Retry::new(
-            *CAT,
-            target.stream(),
-            policy.max_retries,
-            policy.max_backoff,
-        );
+        let retry = Retry::new(*CAT, target.stream(), policy.limits);
         Archive {
             target,
             range,
@@ -362,9 +365,12 @@ impl Archive {
         &mut self,
         token: Option<String>,
     ) -> Result<(Vec<Listed>, Option<String>), Failure> {
+        let limit = self.policy.limits.request_timeout;
         if self.lister.is_none() {
-            let api = ApiName::ListFragments;
-            self.lister = Some(self.clients.archive_client(&self.target, api).await?);
+            let client = self
+                .clients
+                .archive_client(&self.target, ApiName::ListFragments);
+            self.lister = Some(within(limit, "GetDataEndpoint", client).await?);
         }
         self.list_pace.call().await;
         let kind = if self.range.producer {
@@ -382,7 +388,7 @@ impl Archive {
             .timestamp_range(range)
             .build()
             .map_err(|e| Failure::InvalidArgument(e.to_string()))?;
-        let out = self
+        let sent = self
             .lister
             .as_ref()
             .unwrap()
@@ -392,9 +398,9 @@ impl Archive {
             .fragment_selector(selector)
             .max_results(BATCH as i64)
             .set_next_token(token)
-            .send()
-            .await
-            .map_err(|e| aws::sort(e, true))?;
+            .send();
+        let answer = async { sent.await.map_err(|e| aws::sort(e, true)) };
+        let out = within(limit, "ListFragments", answer).await?;
         let producer = self.range.producer;
         let page = out
             .fragments()
@@ -483,8 +489,10 @@ impl Archive {
     async fn start_batch(&mut self, first: usize, end: usize) -> Result<Batch, Failure> {
         if self.fetcher.is_none() {
             let api = ApiName::GetMediaForFragmentList;
+            let limit = self.policy.limits.request_timeout;
             loop {
-                match self.clients.archive_client(&self.target, api.clone()).await {
+                let client = self.clients.archive_client(&self.target, api.clone());
+                match within(limit, "GetDataEndpoint", client).await {
                     Ok(client) => {
                         self.fetcher = Some(client);
                         break;
@@ -510,7 +518,10 @@ impl Archive {
             self.fetcher.clone().unwrap(),
             self.target.clone(),
             numbers,
-            self.policy.read_timeout,
+            Deadlines {
+                request: self.policy.limits.request_timeout,
+                read: self.policy.read_timeout,
+            },
             budget.clone(),
             tx,
         ));

@@ -168,8 +168,9 @@ impl KvsGetMediaSrc {
                         region
                     ),
                     [
-                        "{detail}. Check endpoint-uri (if set), the network and the region; the source gave up \
-                         after max-retries attempts, or after idle-timeout without a connection."
+                        "{detail}. Check endpoint-uri (if set), the network and the region. The source \
+                         keeps trying for max-retries attempts in a row and at least max-outage ms, then \
+                         gives up: the stream was not over, it could not be reached."
                     ]
                 )
             }

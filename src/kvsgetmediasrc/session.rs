@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::time::Sleep;
 
 use super::imp::CAT;
-use crate::aws::retry::Retry;
+use crate::aws::retry::{Limits, Retry, within};
 use crate::aws::{self, Clients, Failure, Pace, Start, Target};
 use crate::kvs::{self, FragmentMeta};
 use crate::mkv::{Event, Parser};
@@ -19,13 +19,12 @@ use crate::mkv::{Event, Parser};
 /// How a session behaves when connections fail or go quiet.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// EOS after this long without a new fragment, however many reconnects.
+    /// EOS after this long without a new fragment, while KVS answers.
     pub idle_timeout: Duration,
     /// A body that sends nothing for this long is dropped and reconnected.
     pub read_timeout: Duration,
-    /// Attempts in a row that may fail before the error is final.
-    pub max_retries: u32,
-    pub max_backoff: Duration,
+    /// When failures in a row are final, and how long a request may wait.
+    pub limits: Limits,
     /// Archive mode: GetMediaForFragmentList batches fetched at once.
     pub archive_connections: usize,
 }
@@ -87,6 +86,9 @@ pub struct Session {
     in_cluster: bool,
     last_fragment: Instant,
     retry: Retry,
+    /// The last connection was answered and its body ended as KVS ends
+    /// one: only then may no new fragment mean the stream is idle.
+    answered: bool,
     connected_once: bool,
     discont: bool,
     pace: Pace,
@@ -97,12 +99,7 @@ impl Session {
     pub async fn new(target: Target, start: Start, policy: Policy) -> Session {
         let clients = Clients::new(&target).await;
         let watchdog = Box::pin(tokio::time::sleep(policy.read_timeout));
-        let retry = Retry::new(
-            *CAT,
-            target.stream(),
-            policy.max_retries,
-            policy.max_backoff,
-        );
+        let retry = Retry::new(*CAT, target.stream(), policy.limits);
         Session {
             target,
             policy,
@@ -119,6 +116,7 @@ impl Session {
             in_cluster: false,
             last_fragment: Instant::now(),
             retry,
+            answered: false,
             connected_once: false,
             discont: false,
             pace: Pace::default(),
@@ -134,29 +132,26 @@ impl Session {
         &self.target
     }
 
-    /// The next bytes of the stream, reconnecting as needed.
+    /// The next bytes of the stream, reconnecting as needed. The stream
+    /// is idle only when KVS answered and had nothing new for
+    /// `idle-timeout`; while it cannot be reached, the retry policy decides
+    /// when the failure is final.
     pub async fn next(&mut self) -> Result<Next, Failure> {
-        let mut failed = None;
         loop {
             if self.body.is_none() {
-                if self.last_fragment.elapsed() >= self.policy.idle_timeout {
-                    // Never connected: the stream is not over, it is out of reach.
-                    return match failed {
-                        Some(Failure::Transient(why)) if !self.connected_once => {
-                            Err(Failure::Transient(format!(
-                                "{why}; no connection succeeded within idle-timeout"
-                            )))
-                        }
-                        Some(failure) if !self.connected_once => Err(failure),
-                        _ => Ok(Next::Idle),
-                    };
+                if self.answered && self.last_fragment.elapsed() >= self.policy.idle_timeout {
+                    return Ok(Next::Idle);
                 }
                 // Boxed, as is `recover`: this future is made for every
                 // chunk, and the SDK call would make it large to move.
                 match Box::pin(self.connect()).await {
-                    Ok(()) => self.retry.succeeded(),
+                    Ok(()) => {
+                        self.retry.succeeded();
+                        self.answered = true;
+                    }
                     Err(failure) => {
-                        failed = Some(Box::pin(self.recover(failure)).await?);
+                        self.answered = false;
+                        Box::pin(self.recover(failure)).await?;
                         continue;
                     }
                 }
@@ -180,15 +175,18 @@ impl Session {
                         self.watchdog.as_mut().reset(quiet_until.into());
                         continue;
                     }
-                    // Quiet for read-timeout: resume.
+                    // Quiet for read-timeout, which KVS never is: a stalled
+                    // peer. Resume, but conclude nothing from it.
                     self.drop_body("sent nothing for read-timeout");
+                    self.answered = false;
                 }
-                // The body ended (KVS ends a quiet one after about 3 s) or
-                // broke: resume from the last complete fragment.
+                // The body ended (KVS ends a quiet one after about 3 s):
+                // resume from the last complete fragment.
                 Some(None) => self.drop_body("ended"),
                 Some(Some(Err(e))) => {
                     let why = format!("broke: {e}");
-                    self.drop_body(&why)
+                    self.drop_body(&why);
+                    self.answered = false;
                 }
             }
         }
@@ -210,8 +208,10 @@ impl Session {
     }
 
     async fn connect(&mut self) -> Result<(), Failure> {
+        let limit = self.policy.limits.request_timeout;
         if self.media.is_none() {
-            self.media = Some(self.clients.media_client(&self.target).await?);
+            let client = self.clients.media_client(&self.target);
+            self.media = Some(within(limit, "GetDataEndpoint", client).await?);
         }
         // A first resume goes out at once; a burst waits for KVS's limit.
         self.pace.call().await;
@@ -219,7 +219,13 @@ impl Session {
             Some(token) => Start::ContinuationToken(token.clone()),
             None => self.start.clone(),
         };
-        let body = aws::get_media(self.media.as_ref().unwrap(), &self.target, &start).await?;
+        let media = self.media.as_ref().unwrap();
+        let body = within(
+            limit,
+            "GetMedia",
+            aws::get_media(media, &self.target, &start),
+        )
+        .await?;
         if self.connected_once {
             gst::info!(
                 CAT,
@@ -246,9 +252,8 @@ impl Session {
         Ok(())
     }
 
-    /// Waits before the next attempt and gives the failure back, or gives up.
-    async fn recover(&mut self, failure: Failure) -> Result<Failure, Failure> {
-        let kept = failure.clone();
+    /// Waits before the next attempt, or gives up.
+    async fn recover(&mut self, failure: Failure) -> Result<(), Failure> {
         if self
             .retry
             .recover("GetMedia", failure, &mut self.stats)
@@ -256,7 +261,7 @@ impl Session {
         {
             self.media = None;
         }
-        Ok(kept)
+        Ok(())
     }
 
     /// Follows the KVS tags: the continuation token of the last complete

@@ -11,6 +11,10 @@ use gst::prelude::*;
 use super::archive::Range;
 use super::session::Policy;
 use super::{Mode, StartSelector, TimestampType};
+use crate::aws::props::{
+    DEFAULT_MAX_BACKOFF_MS, DEFAULT_MAX_OUTAGE_MS, DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT_MS,
+};
+use crate::aws::retry::Limits;
 use crate::aws::{Start, Target, props};
 
 #[derive(Debug, Clone)]
@@ -25,7 +29,9 @@ pub struct Settings {
     pub continuation_token: Option<String>,
     pub idle_timeout_ms: u32,
     pub read_timeout_ms: u32,
+    pub request_timeout_ms: u32,
     pub max_retries: u32,
+    pub max_outage_ms: u32,
     pub max_backoff_ms: u32,
     pub archive_connections: u32,
 }
@@ -43,8 +49,10 @@ impl Default for Settings {
             continuation_token: None,
             idle_timeout_ms: 10_000,
             read_timeout_ms: 5_000,
-            max_retries: 10,
-            max_backoff_ms: 5_000,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            max_retries: DEFAULT_MAX_RETRIES,
+            max_outage_ms: DEFAULT_MAX_OUTAGE_MS,
+            max_backoff_ms: DEFAULT_MAX_BACKOFF_MS,
             archive_connections: 2,
         }
     }
@@ -153,8 +161,12 @@ impl Settings {
                 ms(self.idle_timeout_ms)
             },
             read_timeout: ms(self.read_timeout_ms),
-            max_retries: self.max_retries,
-            max_backoff: ms(self.max_backoff_ms),
+            limits: Limits {
+                max_retries: self.max_retries,
+                max_outage: ms(self.max_outage_ms),
+                max_backoff: ms(self.max_backoff_ms),
+                request_timeout: ms(self.request_timeout_ms.max(1)),
+            },
             archive_connections: self.archive_connections as usize,
         }
     }
@@ -183,7 +195,9 @@ impl Settings {
             "continuation-token" => self.continuation_token = text(),
             "idle-timeout" => self.idle_timeout_ms = value.get().unwrap(),
             "read-timeout" => self.read_timeout_ms = value.get().unwrap(),
+            "request-timeout" => self.request_timeout_ms = value.get().unwrap(),
             "max-retries" => self.max_retries = value.get().unwrap(),
+            "max-outage" => self.max_outage_ms = value.get().unwrap(),
             "max-backoff" => self.max_backoff_ms = value.get().unwrap(),
             "archive-connections" => self.archive_connections = value.get().unwrap(),
             _ => unreachable!("no property {name}"),
@@ -207,7 +221,9 @@ impl Settings {
             "continuation-token" => self.continuation_token.to_value(),
             "idle-timeout" => self.idle_timeout_ms.to_value(),
             "read-timeout" => self.read_timeout_ms.to_value(),
+            "request-timeout" => self.request_timeout_ms.to_value(),
             "max-retries" => self.max_retries.to_value(),
+            "max-outage" => self.max_outage_ms.to_value(),
             "max-backoff" => self.max_backoff_ms.to_value(),
             "archive-connections" => self.archive_connections.to_value(),
             _ => unreachable!("no readable property {name}"),
@@ -220,7 +236,7 @@ fn uint_prop(name: &'static str, blurb: &'static str, default: u32) -> glib::Par
 }
 
 pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-    vec![
+    let mut specs = vec![
         props::string("stream-name", "Name of the Kinesis video stream (or set stream-arn)"),
         props::string("stream-arn", "ARN of the Kinesis video stream (or set stream-name)"),
         props::string("region", "AWS region, e.g. us-east-1 (default: the SDK's region chain: AWS_REGION, profile)"),
@@ -269,8 +285,9 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
         props::string("continuation-token", "With start-selector=continuation-token: the token to resume from"),
         uint_prop(
             "idle-timeout",
-            "Live mode: send EOS after this many milliseconds without a new fragment, however many \
-             reconnects (0 = never). This is how a finished call ends a pipeline",
+            "Live mode: send EOS after this many milliseconds without a new fragment while KVS \
+             answers (0 = never). This is how a finished call ends a pipeline. While KVS cannot be \
+             reached the stream is not idle: max-retries and max-outage decide when that is an error",
             10_000,
         ),
         uint_prop(
@@ -279,8 +296,9 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
              (KVS itself ends a quiet GetMedia body after about 3 s)",
             5_000,
         ),
-        uint_prop("max-retries", "Failed attempts in a row before the error is final", 10),
-        uint_prop("max-backoff", "Longest wait between attempts, in milliseconds (with jitter)", 5_000),
+    ];
+    specs.extend(props::retry_limits());
+    specs.extend([
         props::uint(
             "archive-connections",
             "Archive mode: GetMediaForFragmentList calls at once (KVS allows 5 a second per stream). \
@@ -298,7 +316,8 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             )
             .read_only()
             .build(),
-    ]
+    ]);
+    specs
 });
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use super::connection::{self, Connection};
 use super::imp::CAT;
 use super::transfer::{AcksEnd, Sender, Sent, finish_old, read_acks};
-use crate::aws::retry::{Counts, Retry};
+use crate::aws::retry::{Counts, Limits, Retry, within};
 use crate::aws::{Clients, Failure, Pace, Target, sort};
 use crate::put::ack::{self, Remedy};
 use crate::put::fragments::Fragments;
@@ -34,8 +34,8 @@ pub struct Config {
     pub max_age: Duration,
     /// Rotate this long before the credentials expire.
     pub credentials_margin: Duration,
-    pub max_retries: u32,
-    pub max_backoff: Duration,
+    /// When failures in a row are final, and how long a request may wait.
+    pub limits: Limits,
     /// Reconnect after an ERROR ACK that sending again can fix.
     pub restart_on_error: bool,
     /// Bytes a second at most (KVS reads 12.5 MB/s); 0: no limit.
@@ -197,7 +197,7 @@ impl Session {
             .connector_settings(settings)
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build();
-        let retry = Retry::new(*CAT, cfg.target.stream(), cfg.max_retries, cfg.max_backoff);
+        let retry = Retry::new(*CAT, cfg.target.stream(), cfg.limits);
         Session {
             shared,
             cfg,
@@ -246,11 +246,11 @@ impl Session {
                 return Ok(());
             }
             if self.endpoint.is_none() {
-                match self
+                let limit = self.cfg.limits.request_timeout;
+                let endpoint = self
                     .clients
-                    .data_endpoint(&self.cfg.target, ApiName::PutMedia)
-                    .await
-                {
+                    .data_endpoint(&self.cfg.target, ApiName::PutMedia);
+                match within(limit, "GetDataEndpoint", endpoint).await {
                     Ok(e) => self.endpoint = Some(e),
                     Err(failure) => {
                         self.recover("GetDataEndpoint", failure).await?;
@@ -270,7 +270,8 @@ impl Session {
             };
             let endpoint = self.endpoint.clone().unwrap_or_default();
             let acked = self.shared.stats.lock().unwrap().fragments_persisted;
-            let opened = connection::open(&self.http, &self.clients, &self.cfg, &endpoint).await;
+            let opened = connection::open(&self.http, &self.clients, &self.cfg, &endpoint);
+            let opened = within(self.cfg.limits.request_timeout, "PutMedia", opened).await;
             let outcome = match opened {
                 Ok(conn) => {
                     self.shared.stats.lock().unwrap().connections += 1;
@@ -325,31 +326,38 @@ impl Session {
     /// creating it is allowed. Learns whether KVS will send PERSISTED.
     async fn prepare(&mut self) -> Result<(), Failure> {
         let target = &self.cfg.target;
+        let limit = self.cfg.limits.request_timeout;
         let described = self
             .clients
             .video()
             .describe_stream()
             .set_stream_name(target.stream_name.clone())
             .set_stream_arn(target.stream_arn.clone())
-            .send()
-            .await;
+            .send();
+        let described = within(limit, "DescribeStream", async {
+            described.await.map_err(|e| sort(e, false))
+        })
+        .await;
         let retention = match described {
             Ok(out) => out
                 .stream_info
                 .and_then(|i| i.data_retention_in_hours)
                 .unwrap_or(1),
-            Err(e) => match sort(e, false) {
+            Err(failure) => match failure {
                 Failure::NotFound(_) if self.cfg.create_stream && target.stream_name.is_some() => {
                     let name = target.stream_name.clone().unwrap();
-                    self.clients
+                    let created = self
+                        .clients
                         .video()
                         .create_stream()
                         .stream_name(&name)
                         .data_retention_in_hours(self.cfg.retention_hours as i32)
                         .media_type(&self.cfg.media_type)
-                        .send()
-                        .await
-                        .map_err(|e| sort(e, false))?;
+                        .send();
+                    within(limit, "CreateStream", async {
+                        created.await.map_err(|e| sort(e, false))
+                    })
+                    .await?;
                     gst::info!(
                         CAT,
                         "Stream {name}: created, keeping data {} h",

@@ -9,6 +9,10 @@ use gst::glib;
 use gst::prelude::*;
 
 use super::session::Config;
+use crate::aws::props::{
+    DEFAULT_MAX_BACKOFF_MS, DEFAULT_MAX_OUTAGE_MS, DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT_MS,
+};
+use crate::aws::retry::Limits;
 use crate::aws::{Target, props};
 use crate::put::fragments::Rules;
 
@@ -23,7 +27,9 @@ pub struct Settings {
     pub create_stream: bool,
     pub restart_on_error: bool,
     pub max_retries: u32,
+    pub max_outage_ms: u32,
     pub max_backoff_ms: u32,
+    pub request_timeout_ms: u32,
     pub connection_max_age_s: u32,
     pub connection_staleness_s: u32,
     pub max_rate: u32,
@@ -41,8 +47,10 @@ impl Default for Settings {
             retention_hours: 2,
             create_stream: false,
             restart_on_error: true,
-            max_retries: 10,
-            max_backoff_ms: 5000,
+            max_retries: DEFAULT_MAX_RETRIES,
+            max_outage_ms: DEFAULT_MAX_OUTAGE_MS,
+            max_backoff_ms: DEFAULT_MAX_BACKOFF_MS,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             connection_max_age_s: 3000,
             connection_staleness_s: 60,
             max_rate: 12_500_000,
@@ -77,7 +85,9 @@ impl Settings {
             "create-stream" => self.create_stream = boolean(),
             "restart-on-error" => self.restart_on_error = boolean(),
             "max-retries" => self.max_retries = uint(),
+            "max-outage" => self.max_outage_ms = uint(),
             "max-backoff" => self.max_backoff_ms = uint(),
+            "request-timeout" => self.request_timeout_ms = uint(),
             "connection-max-age" => self.connection_max_age_s = uint(),
             "connection-staleness" => self.connection_staleness_s = uint(),
             "max-rate" => self.max_rate = uint(),
@@ -101,7 +111,9 @@ impl Settings {
             "create-stream" => self.create_stream.to_value(),
             "restart-on-error" => self.restart_on_error.to_value(),
             "max-retries" => self.max_retries.to_value(),
+            "max-outage" => self.max_outage_ms.to_value(),
             "max-backoff" => self.max_backoff_ms.to_value(),
+            "request-timeout" => self.request_timeout_ms.to_value(),
             "connection-max-age" => self.connection_max_age_s.to_value(),
             "connection-staleness" => self.connection_staleness_s.to_value(),
             "max-rate" => self.max_rate.to_value(),
@@ -139,8 +151,12 @@ impl Settings {
             media_type,
             max_age: Duration::from_secs(u64::from(self.connection_max_age_s.max(1))),
             credentials_margin: Duration::from_secs(120),
-            max_retries: self.max_retries,
-            max_backoff: Duration::from_millis(u64::from(self.max_backoff_ms)),
+            limits: Limits {
+                max_retries: self.max_retries,
+                max_outage: Duration::from_millis(u64::from(self.max_outage_ms)),
+                max_backoff: Duration::from_millis(u64::from(self.max_backoff_ms)),
+                request_timeout: Duration::from_millis(u64::from(self.request_timeout_ms.max(1))),
+            },
             restart_on_error: self.restart_on_error,
             rate: u64::from(self.max_rate),
             staleness: Duration::from_secs(u64::from(self.connection_staleness_s.max(1))),
@@ -154,7 +170,7 @@ impl Settings {
 }
 
 pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-    vec![
+    let mut specs = vec![
         props::string(
             "stream-name",
             "Name of the Kinesis video stream to put into (or set stream-arn)",
@@ -222,18 +238,9 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             "Reconnect and send again after an error KVS says is temporary (else any ERROR ACK fails the element)",
             true,
         ),
-        props::uint(
-            "max-retries",
-            "Failed attempts in a row before the error is final",
-            0..=u32::MAX,
-            10,
-        ),
-        props::uint(
-            "max-backoff",
-            "Longest wait between attempts, in milliseconds (with jitter)",
-            0..=u32::MAX,
-            5000,
-        ),
+    ];
+    specs.extend(props::retry_limits());
+    specs.extend([
         props::uint(
             "connection-max-age",
             "Seconds after which the PutMedia connection is replaced at the next fragment boundary, \
@@ -270,5 +277,6 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             )
             .read_only()
             .build(),
-    ]
+    ]);
+    specs
 });

@@ -118,6 +118,7 @@ async fn handle(
     addr: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    state.faults.unpaused().await;
     Ok(reply(state, addr, req)
         .await
         .unwrap_or_else(KvsError::response))
@@ -129,6 +130,12 @@ async fn reply(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, KvsError> {
     let (parts, body) = req.into_parts();
+    let media = ["/getMedia", "/getMediaForFragmentList", "/putMedia"];
+    if media.contains(&parts.uri.path()) && super::take(&state.faults.unanswered) {
+        state.counters.unanswered.fetch_add(1, Ordering::SeqCst);
+        // Taken, and never answered: the client's deadline must end it.
+        return std::future::pending().await;
+    }
     if parts.uri.path() == "/putMedia" {
         // A streaming body, signed as the KVS producers sign it: with the
         // hash of an empty payload.
@@ -365,6 +372,7 @@ impl Writer {
 
     /// Sends `data`; false when the body must end (client gone or cut).
     pub(super) async fn send(&mut self, state: &State, mut data: Bytes) -> bool {
+        state.faults.unpaused().await;
         if let Some((after, pause)) = self.stall
             && self.sent + data.len() as u64 > after
         {

@@ -62,6 +62,13 @@ pub struct Faults {
     pub put_error_id: AtomicU32,
     /// Hold back PERSISTED ACKs while true (a slow store).
     pub put_hold_acks: AtomicBool,
+    /// GetMedia, GetMediaForFragmentList and PutMedia requests still to
+    /// take and never answer (the connection stays open, silent).
+    pub unanswered: AtomicU32,
+    /// While true the server takes connections and requests but answers
+    /// nothing, and bodies send nothing, as a stalled peer, proxy or
+    /// half-open connection: see [`Faults::pause`].
+    paused: tokio::sync::watch::Sender<bool>,
     rng: Mutex<u64>,
 }
 
@@ -86,6 +93,8 @@ impl Default for Faults {
             put_errors: AtomicU32::new(0),
             put_error_id: AtomicU32::new(5000),
             put_hold_acks: AtomicBool::new(false),
+            unanswered: AtomicU32::new(0),
+            paused: tokio::sync::watch::channel(false).0,
             rng: Mutex::new(0x9E37_79B9_7F4A_7C15),
         }
     }
@@ -99,6 +108,19 @@ fn take(counter: &AtomicU32) -> bool {
 }
 
 impl Faults {
+    /// Stops answering (`true`) or goes on (`false`): requests that came
+    /// meanwhile are answered late and bodies send what they held, as
+    /// after a peer stopped and continued (SIGSTOP, SIGCONT).
+    pub fn pause(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
+    /// Returns once the server is not paused.
+    pub(crate) async fn unpaused(&self) {
+        let mut rx = self.paused.subscribe();
+        let _ = rx.wait_for(|p| !*p).await;
+    }
+
     fn random(&self) -> u64 {
         let mut x = self.rng.lock().unwrap();
         *x ^= *x << 13;
@@ -149,6 +171,8 @@ pub struct Counters {
     pub cut: AtomicU32,
     pub put_media: AtomicU32,
     pub put_fragments: AtomicU32,
+    /// Requests left unanswered by the `unanswered` fault.
+    pub unanswered: AtomicU32,
     pub create_stream: AtomicU32,
 }
 

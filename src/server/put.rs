@@ -128,6 +128,7 @@ async fn send_acks(
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) {
     while let Some(ack) = queue.recv().await {
+        state.faults.unpaused().await;
         let value = match ack {
             Ack::Event(v) => v,
             Ack::Persisted(v) => {
@@ -220,6 +221,7 @@ impl Receiver {
         let mut quiet = Instant::now();
         let mut pieces = Vec::new();
         let result = loop {
+            self.state.faults.unpaused().await;
             let frame = match tokio::time::timeout(limits.idle_ack, body.frame()).await {
                 // KVS closes a quiet connection; a fragment it left open is lost.
                 Err(_) if quiet.elapsed() >= IDLE_END => break Err(None),

@@ -34,6 +34,11 @@ Where and when:
   --end T               record from --start timestamp:T0 to T from the archive, as fast
                         as it downloads (T: RFC 3339 or epoch seconds)
   --idle-timeout S      stop after S seconds without a new fragment [default: 10]
+  --max-outage S        once the stream was reached, keep trying for S seconds of
+                        failures in a row (no answer, refused connections,
+                        throttles) before the recording fails with exit status 1;
+                        an outage is never taken for the end of the stream
+                        [default: 60]
   --connect-pcm MODE    how A_AAC tracks are read: auto (PCM for Amazon Connect
                         tracks and audio/L16 MimeType tags), always (PCM) or never
                         (AAC, which this recorder cannot decode) [default: auto]
@@ -54,6 +59,9 @@ With the serve feature: `kvs-record serve` records contacts from an SQS queue,
 and `kvs-record split` puts a long time range on that queue in pieces (see
 their --help).
 ";
+
+/// Seconds of failures in a row the tools ride out before they give up.
+pub const DEFAULT_MAX_OUTAGE: u64 = 60;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Input {
@@ -76,6 +84,7 @@ pub struct Args {
     pub start: Option<String>,
     pub end: Option<String>,
     pub idle_timeout: u64,
+    pub max_outage: u64,
     pub demo_seconds: u64,
     pub quiet: bool,
     /// kvsaudiodemux's connect-pcm: auto, always or never.
@@ -94,6 +103,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, Str
         start: None,
         end: None,
         idle_timeout: 10,
+        max_outage: DEFAULT_MAX_OUTAGE,
         demo_seconds: 20,
         quiet: false,
         connect_pcm: None,
@@ -129,6 +139,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, Str
             "--start" => a.start = Some(value()?),
             "--end" => a.end = Some(value()?),
             "--idle-timeout" => a.idle_timeout = number(value()?)?,
+            "--max-outage" => a.max_outage = number(value()?)?,
             "--demo-seconds" => a.demo_seconds = number(value()?)?,
             "-q" | "--quiet" => a.quiet = true,
             "--connect-pcm" => match value()?.as_str() {

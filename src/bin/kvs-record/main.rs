@@ -110,6 +110,21 @@ fn start_props(when: &str) -> Result<Vec<(&'static str, String)>, String> {
     Ok(props)
 }
 
+/// The source properties for riding out `seconds` of failures in a row,
+/// however many attempts that takes, once the stream was reached; a stream
+/// never reached fails after a few quick attempts.
+pub(crate) fn outage_props(seconds: u64) -> [(&'static str, String); 2] {
+    [
+        ("max-retries", "3".into()),
+        (
+            "max-outage",
+            (seconds.saturating_mul(1000))
+                .min(u64::from(u32::MAX))
+                .to_string(),
+        ),
+    ]
+}
+
 impl Source {
     fn new(args: &Args) -> Result<Source, String> {
         let mut s = Source {
@@ -150,6 +165,7 @@ impl Source {
         if args.input != Input::Demo {
             s.src
                 .push(("idle-timeout", (args.idle_timeout * 1000).to_string()));
+            s.src.extend(outage_props(args.max_outage));
         }
         Ok(s)
     }
@@ -400,7 +416,8 @@ impl Recording {
             eprintln!("kvs-record: {error}");
             if recorded {
                 eprintln!(
-                    "kvs-record: what was recorded before the error is in {}",
+                    "kvs-record: the {:.1} s of audio recorded before the error are in {}",
+                    self.recorded.load(Ordering::Relaxed) as f64 / 1e9,
                     self.target()
                 );
             } else {

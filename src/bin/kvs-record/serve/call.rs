@@ -33,6 +33,8 @@ pub enum Outcome {
 pub struct Setup {
     pub endpoint_uri: Option<String>,
     pub idle_timeout_ms: u64,
+    /// Seconds of failures in a row before the call is given back.
+    pub max_outage: u64,
     pub part_size: u64,
     /// Where a call's audio waits for its next piece; None: in memory.
     pub spool_dir: Option<std::path::PathBuf>,
@@ -124,6 +126,7 @@ fn source_props(
         ("region", c.region.clone()),
         ("idle-timeout", setup.idle_timeout_ms.to_string()),
     ];
+    p.extend(crate::outage_props(setup.max_outage));
     if let Some(uri) = &setup.endpoint_uri {
         p.push(("endpoint-uri", uri.clone()));
     }

@@ -59,6 +59,9 @@ Every option can also be set with the environment variable in brackets.
   --port N                port of /metrics, /healthz, /readyz [KVS_RECORD_PORT] (9090)
   --idle-timeout S        a call ends after S seconds without new audio
                           [KVS_RECORD_IDLE_TIMEOUT] (5)
+  --max-outage S          keep trying to reach KVS for S seconds of failures
+                          in a row, then give the call back to the queue
+                          (never finish it short) [KVS_RECORD_MAX_OUTAGE] (60)
   --piece-mib N           MiB of audio per checkpoint, at least 5
                           [KVS_RECORD_PIECE_MIB] (5)
   --spool-dir DIR         keep each call's audio since its last checkpoint in
@@ -96,6 +99,7 @@ struct Config {
     retry_delay: u64,
     port: u16,
     idle_timeout: u64,
+    max_outage: u64,
     piece_mib: u64,
     spool_dir: Option<String>,
     region: Option<String>,
@@ -115,6 +119,7 @@ const OPTIONS: &[(&str, &str)] = &[
     ("--retry-delay", "KVS_RECORD_RETRY_DELAY"),
     ("--port", "KVS_RECORD_PORT"),
     ("--idle-timeout", "KVS_RECORD_IDLE_TIMEOUT"),
+    ("--max-outage", "KVS_RECORD_MAX_OUTAGE"),
     ("--piece-mib", "KVS_RECORD_PIECE_MIB"),
     ("--spool-dir", "KVS_RECORD_SPOOL_DIR"),
     ("--region", "AWS_REGION"),
@@ -213,6 +218,7 @@ fn parse(args: &[String]) -> Result<Option<Config>, String> {
         retry_delay: num("--retry-delay", 30)?,
         port: u16::try_from(num("--port", 9090)?).map_err(|_| "--port: at most 65535")?,
         idle_timeout: num("--idle-timeout", 5)?.max(1),
+        max_outage: num("--max-outage", crate::args::DEFAULT_MAX_OUTAGE)?,
         piece_mib: num("--piece-mib", 5)?,
         spool_dir: get("--spool-dir"),
         region: get("--region").or_else(|| std::env::var("AWS_DEFAULT_REGION").ok()),
@@ -260,6 +266,9 @@ pub fn main(args: &[String]) -> i32 {
     };
     runtime.block_on(Worker::run(config))
 }
+
+/// Seconds a receive waits for messages (SQS's long poll, at most 20).
+const RECEIVE_WAIT_S: i32 = 10;
 
 struct Worker {
     config: Config,
@@ -345,19 +354,35 @@ impl Worker {
             }
         };
         tokio::pin!(stopping);
-        let why = loop {
+        let visibility = self.config.visibility as i32;
+        let (why, late) = loop {
             while calls.try_join_next().is_some() {}
             let free = self.config.max_calls.saturating_sub(calls.len());
             if free == 0 {
                 tokio::select! {
-                    why = &mut stopping => break why,
+                    why = &mut stopping => break (why, Vec::new()),
                     _ = calls.join_next() => continue,
                 }
             }
-            let visibility = self.config.visibility as i32;
+            let receive = self.queue.receive(free, RECEIVE_WAIT_S, visibility);
+            tokio::pin!(receive);
             let received = tokio::select! {
-                why = &mut stopping => break why,
-                r = self.queue.receive(free, 10, visibility) => r,
+                why = &mut stopping => {
+                    // SQS keeps a long poll open when its client goes away,
+                    // and would hand it the calls given back below: let it
+                    // end, and give back what it took.
+                    self.metrics.ready.store(false, Ordering::Relaxed);
+                    log(
+                        "info",
+                        None,
+                        "draining: no new calls; waiting for the last receive to end",
+                        &[("signal", why.into()), ("calls", calls.len().to_string())],
+                    );
+                    let limit = Duration::from_secs(RECEIVE_WAIT_S as u64 + 5);
+                    let late = tokio::time::timeout(limit, receive).await;
+                    break (why, late.ok().and_then(Result::ok).unwrap_or_default());
+                }
+                r = &mut receive => r,
             };
             match received {
                 Ok(messages) => {
@@ -377,11 +402,21 @@ impl Worker {
             }
         };
         self.metrics.ready.store(false, Ordering::Relaxed);
+        for m in &late {
+            self.metrics.released.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.queue.hide(m, 0).await {
+                log("warn", None, &e, &[]);
+            }
+        }
         log(
             "info",
             None,
-            "draining: no new calls; running calls go back to the queue",
-            &[("signal", why.into()), ("calls", calls.len().to_string())],
+            "draining: running calls go back to the queue",
+            &[
+                ("signal", why.into()),
+                ("calls", calls.len().to_string()),
+                ("given_back_unstarted", late.len().to_string()),
+            ],
         );
         let _ = self.stop.send(true);
         while calls.join_next().await.is_some() {}
@@ -448,6 +483,7 @@ impl Worker {
                 setup: Setup {
                     endpoint_uri: config.endpoint_uri.clone(),
                     idle_timeout_ms: config.idle_timeout * 1000,
+                    max_outage: config.max_outage,
                     part_size: config.piece_mib * 1024 * 1024,
                     spool_dir: config.spool_dir.clone().map(Into::into),
                 },
