@@ -135,18 +135,6 @@ fn scrape(port: u16, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Each running call's audio bytes.
-fn recorded(port: u16) -> Vec<(String, f64)> {
-    metrics(port)
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("kvs_record_call_audio_bytes{contact_id=\"")?;
-            let (id, value) = rest.split_once("\"} ")?;
-            Some((id.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 fn run(n: usize, seconds: u64, worker_exe: &std::path::Path) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let moto = Moto::start();
@@ -192,7 +180,7 @@ fn run(n: usize, seconds: u64, worker_exe: &std::path::Path) {
         // No visibility renewals within a call: moto, not the worker, would
         // be what is measured.
         .args(["--visibility", "900"])
-        .args(["--port", &port.to_string()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("AWS_ACCESS_KEY_ID", "AKIDBENCH")
         .env("AWS_SECRET_ACCESS_KEY", "bench")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -228,17 +216,8 @@ fn run(n: usize, seconds: u64, worker_exe: &std::path::Path) {
     }
     let cpu0 = process_cpu_seconds(pid);
     let mut rss = Vec::new();
-    // Each call's worst lag: wall time since the calls started less the
-    // audio it has recorded (8 kHz stereo S16: 32000 bytes a second).
-    let mut worst = std::collections::HashMap::new();
     while epoch_ms() < to {
         rss.push(process_mb(pid, "VmRSS"));
-        let now = epoch_ms();
-        for (id, bytes) in recorded(port) {
-            let lag = (now - started_ms) as f64 - bytes / 32.0;
-            let w = worst.entry(id).or_insert(0.0f64);
-            *w = w.max(lag);
-        }
         std::thread::sleep(Duration::from_millis(1000));
     }
     let cpu = (process_cpu_seconds(pid) - cpu0) / ((to - from) as f64 / 1000.0);
@@ -263,12 +242,6 @@ fn run(n: usize, seconds: u64, worker_exe: &std::path::Path) {
             late.len()
         );
     }
-    let live_lags: Vec<f64> = worst
-        .into_iter()
-        .filter(|(id, _)| !late.contains(id))
-        .map(|(_, lag)| lag)
-        .collect();
-    let over = live_lags.iter().filter(|&&l| l >= 2000.0).count();
     let lags: Vec<f64> = done
         .lock()
         .unwrap()
@@ -281,13 +254,11 @@ fn run(n: usize, seconds: u64, worker_exe: &std::path::Path) {
     println!(
         "{n} calls of {seconds} s: {recorded} recorded; worker CPU {:.0}% of a core ({:.2}% per call), \
          RSS {rss_mb:.0} MB ({:.2} MB per call); S3 requests {:.1} per call-minute; \
-         worst lag while recording, calls taken before their audio: {} ({over} at 2 s or more); \
          object complete after the call's end and idle timeout: {}",
         cpu * 100.0,
         cpu * 100.0 / n as f64,
         rss_mb / n as f64,
         requests / (n as f64 * minutes),
-        percentiles(live_lags, "calls"),
         percentiles(lags, "calls")
     );
 }

@@ -194,8 +194,8 @@ impl Worker {
                 kvs,
                 "--region",
                 "us-east-1",
-                "--port",
-                "0",
+                "--listen",
+                "127.0.0.1:0",
             ])
             .args([
                 "--visibility",
@@ -275,16 +275,23 @@ impl Worker {
         self.get("/metrics")
     }
 
-    /// The whole HTTP answer to a GET of `path` on the worker's port.
-    fn get(&self, path: &str) -> String {
+    /// The port of /metrics, from the worker's first line.
+    fn port(&self) -> u16 {
         let started = self.said("worker started");
         let url = started[0]["metrics"].as_str().unwrap().to_string();
         let addr = url
             .trim_start_matches("http://")
             .trim_end_matches("/metrics");
-        let port = addr.rsplit(':').next().unwrap();
-        let mut tcp =
-            std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+        assert!(
+            addr.starts_with("127.0.0.1:"),
+            "--listen 127.0.0.1:0: {addr}"
+        );
+        addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// The whole HTTP answer to a GET of `path` on the worker's port.
+    fn get(&self, path: &str) -> String {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", self.port())).unwrap();
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         tcp.write_all(request.as_bytes()).unwrap();
         let mut text = String::new();
@@ -318,6 +325,15 @@ fn wait(mut done: impl FnMut() -> bool, what: &str, worker: &Worker) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The names of the series in a /metrics answer, label sets included.
+fn series(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.contains(' ') && !l.starts_with("HTTP"))
+        .filter(|l| l.starts_with("kvs_record_"))
+        .map(|l| l.rsplit_once(' ').unwrap().0.to_string())
+        .collect()
 }
 
 fn metric(text: &str, name: &str) -> u64 {
@@ -408,6 +424,9 @@ fn twenty_live_calls_two_workers() {
     let endpoint = kvs.endpoint();
     let mut a = Worker::start(&aws, &endpoint, &["--max-calls", "8"]);
     let mut b = Worker::start(&aws, &endpoint, &["--max-calls", "8"]);
+    wait(|| a.said("call started").len() == 8, "a's first calls", &a);
+    let during: std::collections::HashMap<u16, String> =
+        [&a, &b].iter().map(|w| (w.port(), w.metrics())).collect();
     wait(
         || a.recorded().union(&b.recorded()).count() == 20,
         "20 calls",
@@ -436,6 +455,26 @@ fn twenty_live_calls_two_workers() {
         + metric(&b.metrics(), "kvs_record_calls_done_total");
     assert_eq!(done, 20);
     assert!(metric(&a.metrics(), "kvs_record_audio_bytes_total") > 0);
+    for w in [&a, &b] {
+        let m = w.metrics();
+        // No series per call: the same names whether calls run or not.
+        assert_eq!(series(&m), series(&during[&w.port()]), "{m}");
+        assert!(!m.contains("contact_id"), "{m}");
+        assert!(
+            m.contains(&format!(
+                "kvs_record_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{m}"
+        );
+        let recorded = w.recorded().len() as u64;
+        assert_eq!(metric(&m, "kvs_record_call_audio_seconds_count"), recorded);
+        assert!(metric(&m, "kvs_record_behind_live_seconds_count") >= 8 * recorded);
+        for line in w.said("call recorded") {
+            let seconds: f64 = line["audio_seconds"].as_str().unwrap().parse().unwrap();
+            assert!(seconds > 8.0, "{line}");
+        }
+    }
     for w in [&mut a, &mut b] {
         assert_eq!(w.stop().0, Some(0), "{}", w.log());
     }
@@ -609,6 +648,31 @@ fn sigterm_hands_running_calls_back_and_loses_nothing() {
     for c in &calls {
         assert_recorded(&aws, c);
     }
+}
+
+/// KVS ends every GetMedia session after 40 to 45 minutes; here after 3 s,
+/// in the middle of a chunk: the worker's call comes out whole.
+#[test]
+fn a_call_across_getmedia_session_ends_is_recorded_whole() {
+    let aws = Aws::start(5);
+    let c = call(22, 10);
+    common::init();
+    let mut state = State::new(vec![Stream::from_call(&c.contact_id, &c, true)]);
+    state.session_end = gstkvs::server::SessionEnd {
+        after: Some(Duration::from_secs(3)),
+        mid_chunk: true,
+    };
+    let kvs = common::serve(state);
+    aws.send(&contact_event(&c, &c.contact_id));
+    let a = Worker::start(&aws, &kvs.endpoint(), &[]);
+    wait(|| a.recorded().len() == 1, "the call", &a);
+    assert_recorded(&aws, &c);
+    let ended = kvs
+        .state
+        .counters
+        .sessions_ended
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(ended >= 2, "{ended} session ends");
 }
 
 /// SIGTERM while calls run and slots are free, so that a long poll is in
@@ -952,6 +1016,17 @@ fn usage_errors_say_what_to_do() {
                 "many",
             ],
             "give a whole number",
+        ),
+        (
+            &[
+                "--queue-url",
+                "http://q",
+                "--bucket",
+                "b",
+                "--listen",
+                "9090",
+            ],
+            "--listen \"9090\": give ADDR:PORT",
         ),
         (
             &[

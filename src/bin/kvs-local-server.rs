@@ -50,6 +50,11 @@ PutMedia:
                            of this ErrorId (default 5000)
 Options:
   --port N                 port to listen on (default: 0, any free port)
+  --listen ADDR            address to listen on (default: 127.0.0.1)
+  --session-seconds S      end each GetMedia response after S seconds, at a
+                           chunk boundary, as KVS ends every GetMedia session
+                           after about 40 to 45 minutes
+  --session-end-mid-chunk  with it: end the response in the middle of a chunk
   --key KEY:SECRET         check the signatures of requests signed with KEY
 Faults:
   --cut-after BYTES        cut each connection after BYTES body bytes
@@ -66,11 +71,15 @@ Faults:
                            a second, as one connection to a faraway region does
   --end-after N            serve only the first N fragments
   --idle-end-ms MS         end a body with nothing to send after MS (default 3000)
+  --unanswered K           take the next K GetMedia, GetMediaForFragmentList or
+                           PutMedia requests and never answer them
 ";
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut port = 0u16;
+    let mut listen = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut session_end = gstkvs::server::SessionEnd::default();
     let mut streams = Vec::new();
     let mut demo = None;
     let mut copies = 0;
@@ -96,7 +105,23 @@ fn main() {
                 print!("{USAGE}");
                 return;
             }
-            "--port" => port = number(value()) as u16,
+            "--port" => {
+                port = u16::try_from(number(value())).unwrap_or_else(|_| {
+                    eprintln!("kvs-local-server: --port takes 0 to 65535");
+                    std::process::exit(2)
+                })
+            }
+            "--listen" => {
+                let v = value();
+                listen = v.parse().unwrap_or_else(|_| {
+                    eprintln!("kvs-local-server: --listen {v:?} is not an IP address");
+                    std::process::exit(2)
+                })
+            }
+            "--session-seconds" => {
+                session_end.after = Some(Duration::from_secs(number(value()).max(1)))
+            }
+            "--session-end-mid-chunk" => session_end.mid_chunk = true,
             "--demo-call" => demo = Some(number(value())),
             "--demo-copies" => copies = number(value()),
             "--archive-call" => archive = Some(number(value())),
@@ -133,7 +158,7 @@ fn main() {
             | "--stall-ms" | "--stall-after" | "--error-at" | "--end-after" | "--idle-end-ms"
             | "--page-max" | "--archive-rate" | "--put-rate" | "--put-calls"
             | "--keep-fragments" | "--put-cuts" | "--put-cut-after" | "--put-errors"
-            | "--put-error-id" => {
+            | "--put-error-id" | "--unanswered" => {
                 let v = number(value());
                 faults.push((arg, v));
             }
@@ -164,6 +189,7 @@ fn main() {
     }
     let mut state = State::new(streams);
     state.secrets.extend(keys);
+    state.session_end = session_end;
     for (name, v) in &faults {
         match name.as_str() {
             "--put-rate" => state.put.bytes_per_second = *v,
@@ -191,6 +217,7 @@ fn main() {
             "--put-cut-after" => f.put_cut_after.store(v as u32, Ordering::SeqCst),
             "--put-errors" => f.put_errors.store(v as u32, Ordering::SeqCst),
             "--put-error-id" => f.put_error_id.store(v as u32, Ordering::SeqCst),
+            "--unanswered" => f.unanswered.store(v as u32, Ordering::SeqCst),
             "--put-rate" | "--put-calls" | "--keep-fragments" => {}
             _ => unreachable!("every fault flag is handled"),
         }
@@ -202,8 +229,9 @@ fn main() {
     }
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     runtime.block_on(async {
-        let server = LocalKvs::start(port, state).await.unwrap_or_else(|e| {
-            eprintln!("kvs-local-server: cannot listen on 127.0.0.1:{port}: {e}");
+        let addr = std::net::SocketAddr::new(listen, port);
+        let server = LocalKvs::start_on(addr, state).await.unwrap_or_else(|e| {
+            eprintln!("kvs-local-server: cannot listen on {addr}: {e}");
             std::process::exit(1)
         });
         println!("kvs-local-server listening on {}", server.endpoint());

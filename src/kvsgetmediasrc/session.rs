@@ -84,6 +84,8 @@ pub struct Session {
     events: Vec<Event>,
     fragment: FragmentMeta,
     in_cluster: bool,
+    /// A fragment's Cluster began and its closing tags have not come yet.
+    fragment_open: bool,
     last_fragment: Instant,
     retry: Retry,
     /// The last connection was answered and its body ended as KVS ends
@@ -114,6 +116,7 @@ impl Session {
             events: Vec::new(),
             fragment: FragmentMeta::default(),
             in_cluster: false,
+            fragment_open: false,
             last_fragment: Instant::now(),
             retry,
             answered: false,
@@ -180,9 +183,16 @@ impl Session {
                     self.drop_body("sent nothing for read-timeout");
                     self.answered = false;
                 }
-                // The body ended (KVS ends a quiet one after about 3 s):
-                // resume from the last complete fragment.
-                Some(None) => self.drop_body("ended"),
+                // The body ended: resume from the last complete fragment.
+                // KVS ends a quiet one after about 3 s, between fragments;
+                // one that ends inside a fragment (a session's end, after
+                // 40 to 45 minutes) says nothing about the stream being idle.
+                Some(None) => {
+                    self.drop_body("ended");
+                    if self.fragment_open {
+                        self.answered = false;
+                    }
+                }
                 Some(Some(Err(e))) => {
                     let why = format!("broke: {e}");
                     self.drop_body(&why);
@@ -247,6 +257,7 @@ impl Session {
         self.scanner.reset();
         self.pending.clear();
         self.in_cluster = false;
+        self.fragment_open = false;
         self.discont = self.connected_once;
         self.connected_once = true;
         Ok(())
@@ -291,12 +302,17 @@ impl Session {
                     Event::Header { .. } => {
                         self.fragment = FragmentMeta::default();
                         self.in_cluster = false;
+                        self.fragment_open = false;
                     }
-                    Event::ClusterStart => self.in_cluster = true,
+                    Event::ClusterStart => {
+                        self.in_cluster = true;
+                        self.fragment_open = true;
+                    }
                     Event::Tags(tags) => {
                         self.fragment.apply(&tags);
                         let token = tags.iter().find(|t| t.name == kvs::CONTINUATION_TOKEN);
                         if let (true, Some(token)) = (self.in_cluster, token) {
+                            self.fragment_open = false;
                             self.stats.fragments += 1;
                             self.stats.continuation_token = Some(token.value.trim().to_string());
                             self.stats.millis_behind_now = self.fragment.millis_behind_now;

@@ -351,12 +351,14 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-/// Writes a body, applying the cut and stall faults.
+/// Writes a body, applying the cut and stall faults and the session end.
 pub(super) struct Writer {
     tx: mpsc::Sender<io::Result<Bytes>>,
     sent: u64,
     cut: Option<u64>,
     stall: Option<(u64, Duration)>,
+    /// When a GetMedia response ends, and whether mid-chunk.
+    ends: Option<(Instant, bool)>,
 }
 
 impl Writer {
@@ -367,12 +369,44 @@ impl Writer {
             sent: 0,
             cut: state.faults.next_cut(),
             stall: state.faults.next_stall(),
+            ends: None,
         }
+    }
+
+    /// Ends this response as `end` says, from now.
+    fn session(mut self, end: super::SessionEnd) -> Writer {
+        self.ends = end
+            .after
+            .map(|after| (Instant::now() + after, end.mid_chunk));
+        self
+    }
+
+    /// At a chunk boundary: whether the response is to end here. Counted.
+    fn session_over(&self, state: &State) -> bool {
+        let over = self
+            .ends
+            .is_some_and(|(at, mid_chunk)| !mid_chunk && Instant::now() >= at);
+        if over {
+            state.counters.sessions_ended.fetch_add(1, Ordering::SeqCst);
+        }
+        over
     }
 
     /// Sends `data`; false when the body must end (client gone or cut).
     pub(super) async fn send(&mut self, state: &State, mut data: Bytes) -> bool {
         state.faults.unpaused().await;
+        if let Some((at, true)) = self.ends
+            && Instant::now() >= at
+        {
+            // The session ends mid-chunk: half of this piece, then a clean
+            // end of the body, as KVS ends a session.
+            let head = data.split_to(data.len() / 2);
+            if !head.is_empty() {
+                let _ = self.tx.send(Ok(head)).await;
+            }
+            state.counters.sessions_ended.fetch_add(1, Ordering::SeqCst);
+            return false;
+        }
         if let Some((after, pause)) = self.stall
             && self.sent + data.len() as u64 > after
         {
@@ -437,7 +471,7 @@ async fn send_fragments(
     start: usize,
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) {
-    let mut w = Writer::new(&state, tx);
+    let mut w = Writer::new(&state, tx).session(state.session_end);
     if stream.live.is_some() {
         send_live(&state, &stream, start, &mut w).await;
     } else {
@@ -466,7 +500,7 @@ async fn send_stored(state: &State, stream: &Stream, start: usize, w: &mut Write
     let idle = Duration::from_millis(state.faults.idle_end_ms.load(Ordering::SeqCst));
     let (mut i, mut from) = (start, 0);
     while i < end {
-        if from == 0 && error_here(state, i, w).await {
+        if from == 0 && (error_here(state, i, w).await || w.session_over(state)) {
             return;
         }
         let mut changes = stream.watch();
@@ -509,6 +543,9 @@ async fn send_live(state: &State, stream: &Stream, start: usize, w: &mut Writer)
             return;
         }
         tokio::time::sleep_until(t0.into()).await;
+        if w.session_over(state) {
+            return;
+        }
         let mut from = 0;
         for (block, &(upto, at_ms)) in f.steps.iter().enumerate() {
             tokio::time::sleep_until((t0 + Duration::from_millis(at_ms)).into()).await;

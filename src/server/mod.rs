@@ -171,6 +171,8 @@ pub struct Counters {
     pub cut: AtomicU32,
     pub put_media: AtomicU32,
     pub put_fragments: AtomicU32,
+    /// GetMedia responses ended by the session limit.
+    pub sessions_ended: AtomicU32,
     /// Requests left unanswered by the `unanswered` fault.
     pub unanswered: AtomicU32,
     pub create_stream: AtomicU32,
@@ -191,8 +193,20 @@ pub struct State {
     pub timing: Option<Mutex<Timing>>,
     /// The PutMedia limits KVS enforces, and server options.
     pub put: PutLimits,
+    /// When GetMedia responses end.
+    pub session_end: SessionEnd,
     /// Every PutMedia body as received, for tests (None: not kept).
     pub put_bodies: Option<Mutex<Vec<Vec<u8>>>>,
+}
+
+/// When the server ends a GetMedia response, as KVS ends every GetMedia
+/// session after about 40 to 45 minutes: the reader must resume.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionEnd {
+    /// How long a response lasts (None: until the stream ends).
+    pub after: Option<Duration>,
+    /// End it in the middle of a chunk, not at a chunk boundary.
+    pub mid_chunk: bool,
 }
 
 /// What PutMedia accepts, and how much of it the server keeps.
@@ -255,6 +269,7 @@ impl State {
                 .collect(),
             timing: None,
             put: PutLimits::default(),
+            session_end: SessionEnd::default(),
             put_bodies: None,
         }
     }
@@ -301,7 +316,12 @@ pub struct LocalKvs {
 impl LocalKvs {
     /// Listens on 127.0.0.1 (port 0 picks a free one) and serves `state`.
     pub async fn start(port: u16, state: State) -> std::io::Result<LocalKvs> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], port)), state).await
+    }
+
+    /// Listens on `addr` and serves `state`.
+    pub async fn start_on(addr: SocketAddr, state: State) -> std::io::Result<LocalKvs> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(state);
         let task = tokio::spawn(http::serve(listener, state.clone(), addr));

@@ -20,7 +20,13 @@ use crate::event::Contact;
 pub enum Outcome {
     /// The recording is complete in S3: `bytes` of audio, or none when an
     /// earlier worker had finished it.
-    Done { bytes: u64 },
+    Done {
+        bytes: u64,
+        /// Seconds of audio in it.
+        seconds: f64,
+        /// The most any of its fragments was behind live, in ms.
+        behind_max_ms: u64,
+    },
     /// Not recorded; the message may come back. `fatal` says retrying
     /// will not help (a stream that does not exist, access denied).
     Failed { reason: String, fatal: bool },
@@ -88,7 +94,7 @@ impl Feed {
 
     fn tags(&mut self, list: &gst::TagListRef, stats: &ops::Call) {
         if let Some(ms) = list.get::<tags::MillisBehindNow>() {
-            stats.behind_ms.store(ms.get(), Ordering::Relaxed);
+            stats.behind(ms.get());
         }
         let Some(number) = list.get::<tags::FragmentNumber>() else {
             return;
@@ -195,7 +201,13 @@ impl Job {
         };
         if checkpoint.is_none() {
             match self.store.exists().await {
-                Ok(true) => return Outcome::Done { bytes: 0 },
+                Ok(true) => {
+                    return Outcome::Done {
+                        bytes: 0,
+                        seconds: 0.0,
+                        behind_max_ms: 0,
+                    };
+                }
                 Ok(false) => {}
                 Err(reason) => {
                     return Outcome::Failed {
@@ -215,8 +227,18 @@ impl Job {
         }
         let stats = self.metrics.start_call(&self.contact_id);
         let outcome = self.record(checkpoint, &stats).await;
-        self.metrics.end_call(&self.contact_id);
-        outcome
+        let behind = self.metrics.end_call(&self.contact_id);
+        match outcome {
+            Outcome::Done { bytes, seconds, .. } => {
+                self.metrics.recorded(seconds);
+                Outcome::Done {
+                    bytes,
+                    seconds,
+                    behind_max_ms: behind,
+                }
+            }
+            other => other,
+        }
     }
 
     async fn record(&mut self, checkpoint: Option<Checkpoint>, stats: &Arc<ops::Call>) -> Outcome {
@@ -364,7 +386,11 @@ impl Job {
             tracks,
         };
         match self.store.finish(pieces, buffer, &mixer, &meta).await {
-            Ok(bytes) => Outcome::Done { bytes },
+            Ok(bytes) => Outcome::Done {
+                bytes,
+                seconds: mixer.seconds(bytes),
+                behind_max_ms: 0,
+            },
             Err(reason) => Outcome::Failed {
                 reason,
                 fatal: false,

@@ -51,6 +51,12 @@ impl Mixer {
         self.tracks.len()
     }
 
+    /// The seconds `bytes` of the mixed S16 output hold.
+    pub fn seconds(&self, bytes: u64) -> f64 {
+        let frames = bytes / (self.channels() as u64 * 2).max(1);
+        frames as f64 / self.rate.max(1) as f64
+    }
+
     /// Frames handed out so far.
     #[cfg(test)]
     pub fn written(&self) -> u64 {

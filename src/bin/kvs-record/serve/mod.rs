@@ -56,7 +56,8 @@ Every option can also be set with the environment variable in brackets.
   --retry-delay S         seconds before a failed call's message comes back; the
                           queue's redrive policy dead-letters it after its
                           maxReceiveCount [KVS_RECORD_RETRY_DELAY] (30)
-  --port N                port of /metrics, /healthz, /readyz [KVS_RECORD_PORT] (9090)
+  --listen ADDR:PORT      where /metrics, /healthz and /readyz are served
+                          [KVS_RECORD_LISTEN] (0.0.0.0:9090)
   --idle-timeout S        a call ends after S seconds without new audio
                           [KVS_RECORD_IDLE_TIMEOUT] (5)
   --max-outage S          keep trying to reach KVS for S seconds of failures
@@ -97,7 +98,7 @@ struct Config {
     max_calls: usize,
     visibility: u64,
     retry_delay: u64,
-    port: u16,
+    listen: std::net::SocketAddr,
     idle_timeout: u64,
     max_outage: u64,
     piece_mib: u64,
@@ -117,7 +118,7 @@ const OPTIONS: &[(&str, &str)] = &[
     ("--max-calls", "KVS_RECORD_MAX_CALLS"),
     ("--visibility", "KVS_RECORD_VISIBILITY"),
     ("--retry-delay", "KVS_RECORD_RETRY_DELAY"),
-    ("--port", "KVS_RECORD_PORT"),
+    ("--listen", "KVS_RECORD_LISTEN"),
     ("--idle-timeout", "KVS_RECORD_IDLE_TIMEOUT"),
     ("--max-outage", "KVS_RECORD_MAX_OUTAGE"),
     ("--piece-mib", "KVS_RECORD_PIECE_MIB"),
@@ -216,7 +217,12 @@ fn parse(args: &[String]) -> Result<Option<Config>, String> {
         max_calls: num("--max-calls", 100)?.max(1) as usize,
         visibility: num("--visibility", 60)?.max(3),
         retry_delay: num("--retry-delay", 30)?,
-        port: u16::try_from(num("--port", 9090)?).map_err(|_| "--port: at most 65535")?,
+        listen: match get("--listen") {
+            None => DEFAULT_LISTEN.into(),
+            Some(v) => v.parse().map_err(|_| {
+                format!("--listen {v:?}: give ADDR:PORT, as 0.0.0.0:9090 or 127.0.0.1:9090")
+            })?,
+        },
         idle_timeout: num("--idle-timeout", 5)?.max(1),
         max_outage: num("--max-outage", crate::args::DEFAULT_MAX_OUTAGE)?,
         piece_mib: num("--piece-mib", 5)?,
@@ -267,6 +273,9 @@ pub fn main(args: &[String]) -> i32 {
     runtime.block_on(Worker::run(config))
 }
 
+/// Where /metrics, /healthz and /readyz listen unless --listen says.
+const DEFAULT_LISTEN: ([u8; 4], u16) = ([0, 0, 0, 0], 9090);
+
 /// Seconds a receive waits for messages (SQS's long poll, at most 20).
 const RECEIVE_WAIT_S: i32 = 10;
 
@@ -301,13 +310,13 @@ impl Worker {
             s3 = s3.endpoint_url(url).force_path_style(true);
         }
         let metrics = Arc::new(Metrics::default());
-        let addr = match ops::serve(config.port, metrics.clone()).await {
+        let addr = match ops::serve(config.listen, metrics.clone()).await {
             Ok(a) => a,
             Err(e) => {
                 log(
                     "error",
                     None,
-                    &format!("cannot listen on port {}: {e}", config.port),
+                    &format!("cannot listen on {} (--listen): {e}", config.listen),
                     &[],
                 );
                 return 1;
@@ -504,10 +513,18 @@ impl Worker {
                 _ = keep_hidden => unreachable!(),
             };
             match outcome {
-                Outcome::Done { bytes } => {
+                Outcome::Done {
+                    bytes,
+                    seconds,
+                    behind_max_ms,
+                } => {
                     metrics.done.fetch_add(1, Ordering::Relaxed);
                     let settled = queue.delete(&m).await;
-                    let mut fields = vec![("audio_bytes", bytes.to_string())];
+                    let mut fields = vec![
+                        ("audio_bytes", bytes.to_string()),
+                        ("audio_seconds", format!("{seconds:.3}")),
+                        ("behind_live_max_ms", behind_max_ms.to_string()),
+                    ];
                     if let Err(e) = settled {
                         fields.push(("warning", e));
                     }

@@ -31,17 +31,74 @@ pub fn log(level: &str, contact: Option<&str>, msg: &str, fields: &[(&str, Strin
     println!("{}", Value::Object(line));
 }
 
+/// A Prometheus histogram with fixed buckets: its series stay the same
+/// however many calls come and go.
+pub struct Histogram {
+    /// Upper bounds of the buckets, in seconds; +Inf follows.
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_ms: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe_ms(&self, ms: u64) {
+        let seconds = ms as f64 / 1000.0;
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        *out += &format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
+        let mut cumulative = 0;
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            let le = self.bounds.get(i).map_or("+Inf".into(), |b| b.to_string());
+            *out += &format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n");
+        }
+        let sum = self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0;
+        *out += &format!("{name}_sum {sum}\n{name}_count {cumulative}\n");
+    }
+}
+
+/// How far behind live a fragment was recorded, in seconds.
+const BEHIND_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0];
+/// How long a recorded call's audio was, in seconds.
+const LENGTH_BUCKETS: &[f64] = &[30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0];
+
 /// A running call's figures.
-#[derive(Default)]
 pub struct Call {
     pub bytes: AtomicU64,
-    pub behind_ms: AtomicU64,
+    behind_ms: AtomicU64,
+    behind_max_ms: AtomicU64,
+    /// Every fragment's lag goes here too.
+    behind: Arc<Histogram>,
     pub src: Mutex<Option<gst::glib::WeakRef<gst::Element>>>,
     /// Reconnects and throttles, kept when the source goes away.
     pub counts: Mutex<(u64, u64)>,
 }
 
-#[derive(Default)]
+impl Call {
+    /// A fragment was recorded `ms` behind live.
+    pub fn behind(&self, ms: u64) {
+        self.behind_ms.store(ms, Ordering::Relaxed);
+        self.behind_max_ms.fetch_max(ms, Ordering::Relaxed);
+        self.behind.observe_ms(ms);
+    }
+}
+
 pub struct Metrics {
     pub done: AtomicU64,
     pub failed: AtomicU64,
@@ -52,7 +109,27 @@ pub struct Metrics {
     /// Audio bytes, reconnects and throttles of calls that ended.
     ended: Mutex<(u64, u64, u64)>,
     calls: Mutex<BTreeMap<String, Arc<Call>>>,
+    behind: Arc<Histogram>,
+    /// Seconds of audio of each call recorded whole.
+    lengths: Histogram,
     pub ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+            receive_errors: AtomicU64::new(0),
+            receives_failing: AtomicU64::new(0),
+            ended: Mutex::default(),
+            calls: Mutex::default(),
+            behind: Arc::new(Histogram::new(BEHIND_BUCKETS)),
+            lengths: Histogram::new(LENGTH_BUCKETS),
+            ready: AtomicBool::new(false),
+        }
+    }
 }
 
 /// Receives in a row that may fail before the worker says it is not ready.
@@ -83,7 +160,14 @@ fn counters(call: &Call) -> (u64, u64) {
 
 impl Metrics {
     pub fn start_call(&self, contact: &str) -> Arc<Call> {
-        let call = Arc::new(Call::default());
+        let call = Arc::new(Call {
+            bytes: AtomicU64::new(0),
+            behind_ms: AtomicU64::new(0),
+            behind_max_ms: AtomicU64::new(0),
+            behind: self.behind.clone(),
+            src: Mutex::default(),
+            counts: Mutex::default(),
+        });
         self.calls
             .lock()
             .unwrap()
@@ -91,15 +175,22 @@ impl Metrics {
         call
     }
 
-    pub fn end_call(&self, contact: &str) {
+    /// The call is over; returns the most it was behind live, in ms.
+    pub fn end_call(&self, contact: &str) -> u64 {
         let Some(call) = self.calls.lock().unwrap().remove(contact) else {
-            return;
+            return 0;
         };
         let (reconnects, throttles) = counters(&call);
         let mut ended = self.ended.lock().unwrap();
         ended.0 += call.bytes.load(Ordering::Relaxed);
         ended.1 += reconnects;
         ended.2 += throttles;
+        call.behind_max_ms.load(Ordering::Relaxed)
+    }
+
+    /// A call was recorded whole: `seconds` of audio.
+    pub fn recorded(&self, seconds: f64) {
+        self.lengths.observe_ms((seconds * 1000.0) as u64);
     }
 
     /// The Prometheus text exposition.
@@ -112,87 +203,87 @@ impl Metrics {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let (mut bytes, mut reconnects, mut throttles) = *self.ended.lock().unwrap();
-        let mut behind = String::new();
-        let mut recorded = String::new();
-        for (contact, call) in &calls {
+        let mut behind_max = 0;
+        for (_, call) in &calls {
             bytes += call.bytes.load(Ordering::Relaxed);
             let (r, t) = counters(call);
             reconnects += r;
             throttles += t;
-            behind += &format!(
-                "kvs_record_call_millis_behind_live{{contact_id=\"{contact}\"}} {}\n",
-                call.behind_ms.load(Ordering::Relaxed)
-            );
-            recorded += &format!(
-                "kvs_record_call_audio_bytes{{contact_id=\"{contact}\"}} {}\n",
-                call.bytes.load(Ordering::Relaxed)
-            );
+            behind_max = behind_max.max(call.behind_ms.load(Ordering::Relaxed));
         }
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let mut out = format!(
+            "# HELP kvs_record_build_info The worker's version.\n# TYPE kvs_record_build_info gauge\n\
+             kvs_record_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
             out += &format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
         };
+        let counted = [
+            (
+                "kvs_record_calls_done_total",
+                "Calls recorded completely.",
+                load(&self.done),
+            ),
+            (
+                "kvs_record_calls_failed_total",
+                "Calls that failed (the message comes back or goes to the dead-letter queue).",
+                load(&self.failed),
+            ),
+            (
+                "kvs_record_calls_released_total",
+                "Calls handed back to the queue on shutdown.",
+                load(&self.released),
+            ),
+            ("kvs_record_audio_bytes_total", "PCM bytes recorded.", bytes),
+            (
+                "kvs_record_reconnects_total",
+                "GetMedia reconnections.",
+                reconnects,
+            ),
+            (
+                "kvs_record_throttles_total",
+                "KVS throttling answers.",
+                throttles,
+            ),
+            (
+                "kvs_record_queue_receive_errors_total",
+                "Failed SQS receives.",
+                load(&self.receive_errors),
+            ),
+            (
+                "kvs_record_s3_requests_total",
+                "S3 requests made.",
+                super::store::REQUESTS.load(Ordering::Relaxed),
+            ),
+        ];
         metric(
             "kvs_record_active_calls",
             "gauge",
             "Calls being recorded.",
-            calls.len() as u64,
+            calls.len().to_string(),
         );
+        for (name, help, value) in counted {
+            metric(name, "counter", help, value.to_string());
+        }
         metric(
-            "kvs_record_calls_done_total",
-            "counter",
-            "Calls recorded completely in S3.",
-            load(&self.done),
+            "kvs_record_behind_live_max_seconds",
+            "gauge",
+            "How far behind live the running call furthest behind is (KVS's MillisBehindNow of its last fragment).",
+            (behind_max as f64 / 1000.0).to_string(),
         );
-        metric(
-            "kvs_record_calls_failed_total",
-            "counter",
-            "Calls that failed (the message comes back or goes to the dead-letter queue).",
-            load(&self.failed),
+        self.behind.render(
+            &mut out,
+            "kvs_record_behind_live_seconds",
+            "How far behind live each fragment of each call was recorded.",
         );
-        metric(
-            "kvs_record_calls_released_total",
-            "counter",
-            "Calls handed back to the queue on shutdown.",
-            load(&self.released),
+        self.lengths.render(
+            &mut out,
+            "kvs_record_call_audio_seconds",
+            "Seconds of audio of each call recorded whole.",
         );
-        metric(
-            "kvs_record_audio_bytes_total",
-            "counter",
-            "PCM bytes recorded.",
-            bytes,
-        );
-        metric(
-            "kvs_record_reconnects_total",
-            "counter",
-            "GetMedia reconnections.",
-            reconnects,
-        );
-        metric(
-            "kvs_record_throttles_total",
-            "counter",
-            "KVS throttling answers.",
-            throttles,
-        );
-        metric(
-            "kvs_record_queue_receive_errors_total",
-            "counter",
-            "Failed SQS receives.",
-            load(&self.receive_errors),
-        );
-        metric(
-            "kvs_record_s3_requests_total",
-            "counter",
-            "S3 requests made.",
-            super::store::REQUESTS.load(Ordering::Relaxed),
-        );
-        out += "# HELP kvs_record_call_millis_behind_live How far behind live each call is, in milliseconds.\n";
-        out += "# TYPE kvs_record_call_millis_behind_live gauge\n";
-        out += &behind;
-        out += "# HELP kvs_record_call_audio_bytes PCM bytes recorded of each running call.\n";
-        out += "# TYPE kvs_record_call_audio_bytes gauge\n";
-        out + &recorded
+        out
     }
 }
 
@@ -216,9 +307,13 @@ async fn answer(
         .unwrap())
 }
 
-/// Serves /metrics, /healthz and /readyz; returns the bound address.
-pub async fn serve(port: u16, metrics: Arc<Metrics>) -> std::io::Result<std::net::SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+/// Serves /metrics, /healthz and /readyz on `listen`; returns the bound
+/// address.
+pub async fn serve(
+    listen: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {

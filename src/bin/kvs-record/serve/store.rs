@@ -226,8 +226,7 @@ impl S3 {
         meta: &Meta,
     ) -> Result<u64, String> {
         let data = pieces.iter().sum::<u64>() + tail.len() as u64;
-        let frames = data / (mixer.channels() as u64 * 2).max(1);
-        let seconds = format!("{:.3}", frames as f64 / f64::from(mixer.rate()));
+        let seconds = format!("{:.3}", mixer.seconds(data));
         let metadata = [
             ("contact-id", meta.contact_id.as_str()),
             ("tracks", meta.tracks.as_str()),
