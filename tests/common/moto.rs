@@ -83,3 +83,157 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// A test's own SQS queue (with a dead-letter queue after `max_receives`)
+/// and S3 bucket on moto, and its clients.
+pub struct Aws {
+    pub rt: tokio::runtime::Runtime,
+    pub sqs: aws_sdk_sqs::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub queue: String,
+    pub dlq: String,
+    pub moto: Moto,
+}
+
+pub const BUCKET: &str = "recordings";
+
+impl Aws {
+    pub fn start(max_receives: u32) -> Aws {
+        let moto = Moto::start();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (sqs, s3) = moto.clients("AKIDTEST", "test-secret");
+        let (queue, dlq) = rt.block_on(async {
+            s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+            let dlq = sqs
+                .create_queue()
+                .queue_name("calls-dead")
+                .send()
+                .await
+                .unwrap()
+                .queue_url
+                .unwrap();
+            let arn = sqs
+                .get_queue_attributes()
+                .queue_url(&dlq)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .unwrap()
+                .attributes
+                .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+                .clone();
+            let redrive =
+                format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receives}"}}"#);
+            let queue = sqs
+                .create_queue()
+                .queue_name("calls")
+                .attributes(
+                    aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+                    redrive,
+                )
+                .attributes(
+                    aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                    "3",
+                )
+                .send()
+                .await
+                .unwrap()
+                .queue_url
+                .unwrap();
+            (queue, dlq)
+        });
+        Aws {
+            rt,
+            sqs,
+            s3,
+            queue,
+            dlq,
+            moto,
+        }
+    }
+
+    pub fn send(&self, body: &str) {
+        self.rt
+            .block_on(
+                self.sqs
+                    .send_message()
+                    .queue_url(&self.queue)
+                    .message_body(body)
+                    .send(),
+            )
+            .unwrap();
+    }
+
+    /// The WAV object's bytes and its metadata, if it is there.
+    pub fn object(
+        &self,
+        key: &str,
+    ) -> Option<(Vec<u8>, std::collections::HashMap<String, String>)> {
+        self.rt.block_on(async {
+            let out = self
+                .s3
+                .get_object()
+                .bucket(BUCKET)
+                .key(key)
+                .send()
+                .await
+                .ok()?;
+            let meta = out.metadata.clone().unwrap_or_default();
+            Some((
+                out.body.collect().await.unwrap().into_bytes().to_vec(),
+                meta,
+            ))
+        })
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.rt.block_on(async {
+            let out = self
+                .s3
+                .list_objects_v2()
+                .bucket(BUCKET)
+                .send()
+                .await
+                .unwrap();
+            out.contents
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|o| o.key)
+                .collect()
+        })
+    }
+
+    /// Messages in a queue, visible or not.
+    pub fn depth(&self, url: &str) -> u64 {
+        let (visible, hidden) = self.visibility(url);
+        visible + hidden
+    }
+
+    /// Messages in a queue: (visible, not visible).
+    pub fn visibility(&self, url: &str) -> (u64, u64) {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        self.rt.block_on(async {
+            let attrs = self
+                .sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(A::ApproximateNumberOfMessages)
+                .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                .send()
+                .await
+                .unwrap()
+                .attributes
+                .unwrap();
+            let n = |a: A| {
+                attrs
+                    .get(&a)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            (
+                n(A::ApproximateNumberOfMessages),
+                n(A::ApproximateNumberOfMessagesNotVisible),
+            )
+        })
+    }
+}
