@@ -14,6 +14,8 @@
 //! # --phases N reads its N copies of the call, which start at different times:
 //! cargo run --release --bin kvs-local-server -- --demo-call 1200 --demo-copies 1000 &
 //! cargo run --release --example live_bench -- --scale 1000 --phases 1000 --endpoint http://127.0.0.1:PORT
+//! # a soak: 30 minutes, a row of CPU, RSS and calls behind each minute
+//! cargo run --release --example live_bench -- --scale 1000 --phases 1000 --seconds 1800 --sample-every 60 --endpoint ...
 //! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -166,12 +168,31 @@ fn resume_gap(runtime: &tokio::runtime::Runtime, seconds: u64) {
 /// instants, the worst case. Every tenth call's pads also note when each
 /// buffer leaves the demuxer: its lateness (arrival less PTS) above the
 /// least seen on that pad is the delay that the load adds.
+/// Counts each pipeline's complete fragments and errors from its bus, which
+/// it empties (a long run must not keep its messages).
+fn drain(pipelines: &[gst::Pipeline], fragments: &mut [usize], errors: &mut usize) {
+    for (p, count) in pipelines.iter().zip(fragments.iter_mut()) {
+        while let Some(msg) = p.bus().unwrap().pop() {
+            match msg.view() {
+                gst::MessageView::Element(e)
+                    if e.structure().is_some_and(|s| s.name() == "kvs-fragment") =>
+                {
+                    *count += 1
+                }
+                gst::MessageView::Error(_) => *errors += 1,
+                _ => {}
+            }
+        }
+    }
+}
+
 fn scale(
     runtime: &tokio::runtime::Runtime,
     n: usize,
     seconds: u64,
     endpoint: Option<&str>,
     phases: usize,
+    every: u64,
 ) {
     let call = Call::of_seconds(seconds + 30);
     let srv = endpoint.is_none().then(|| {
@@ -233,30 +254,35 @@ fn scale(
     }
     measuring.store(true, Ordering::Relaxed);
     let (use0, t0) = (usage(), Instant::now());
-    std::thread::sleep(Duration::from_secs(seconds));
-    let (used, wall) = (usage() - use0, t0.elapsed().as_secs_f64());
-    measuring.store(false, Ordering::Relaxed);
-    let rss = rss_mb() - rss0;
-    let expected = (wall * 1000.0 / call.fragment_ms() as f64).floor() as usize;
-    let mut behind = 0;
-    let mut errors = 0;
-    for p in &pipelines {
-        let mut fragments = 0;
-        while let Some(msg) = p.bus().unwrap().pop() {
-            match msg.view() {
-                gst::MessageView::Element(e)
-                    if e.structure().is_some_and(|s| s.name() == "kvs-fragment") =>
-                {
-                    fragments += 1
-                }
-                gst::MessageView::Error(_) => errors += 1,
-                _ => {}
-            }
-        }
-        if fragments + 1 < expected {
-            behind += 1;
+    let (mut fragments, mut errors) = (vec![0; n], 0);
+    let behind_now = |fragments: &[usize], wall: f64| {
+        let expected = (wall * 1000.0 / call.fragment_ms() as f64).floor() as usize;
+        fragments.iter().filter(|&&f| f + 1 < expected).count()
+    };
+    // In steps of `every`, each a row; the lateness of the first only.
+    let (mut step_use, mut step_at) = (use0, t0);
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        let left = Duration::from_secs(seconds).saturating_sub(t0.elapsed());
+        std::thread::sleep(left.min(Duration::from_secs(every)));
+        measuring.store(false, Ordering::Relaxed);
+        drain(&pipelines, &mut fragments, &mut errors);
+        if every < seconds {
+            let now = usage();
+            let cpu = (now.user + now.system - step_use.user - step_use.system)
+                / step_at.elapsed().as_secs_f64();
+            println!(
+                "  minute {:3.0}: CPU {:4.0}% of one core, RSS {:7.1} MB, {} behind, {errors} errors",
+                t0.elapsed().as_secs_f64() / 60.0,
+                cpu * 100.0,
+                rss_mb(),
+                behind_now(&fragments, t0.elapsed().as_secs_f64()),
+            );
+            (step_use, step_at) = (now, Instant::now());
         }
     }
+    let (used, wall) = (usage() - use0, t0.elapsed().as_secs_f64());
+    let rss = rss_mb() - rss0;
+    let behind = behind_now(&fragments, wall);
     for p in &pipelines {
         p.set_state(gst::State::Null).unwrap();
     }
@@ -317,7 +343,11 @@ fn main() {
         latency(&runtime, seconds);
         resume_gap(&runtime, seconds);
     }
+    let every: u64 = value("--sample-every")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(seconds)
+        .max(1);
     for n in counts {
-        scale(&runtime, n, seconds, endpoint.as_deref(), phases);
+        scale(&runtime, n, seconds, endpoint.as_deref(), phases, every);
     }
 }

@@ -10,6 +10,8 @@
 //! ```sh
 //! cargo build --release --features serve --bin kvs-record --example serve_bench
 //! target/release/examples/serve_bench [--calls 100,300,500] [--seconds 60]
+//! # a soak: 200 calls of 30 minutes, a row of the worker's CPU and RSS each minute
+//! target/release/examples/serve_bench --calls 200 --seconds 1800 --sample-every 60
 //! ```
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -47,12 +49,14 @@ fn kvs_child(n: usize, seconds: u64, delay_s: u64) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let started = Instant::now() + Duration::from_secs(delay_s);
     let at = epoch_ms() + delay_s * 1000;
-    let streams = (0..n)
-        .map(|i| {
-            let c = call(i, seconds);
-            Stream::from_call_at(&c.contact_id, &c, Some(started))
-        })
+    // One call's fragments, shared by every stream (each named by its
+    // contact): a long soak's calls need not each hold their own audio.
+    let first = call(0, seconds);
+    let one = Stream::from_call_at(&first.contact_id, &first, Some(started));
+    let mut streams: Vec<Stream> = (1..n)
+        .filter_map(|i| one.live_copy(&call(i, seconds).contact_id, Duration::ZERO))
         .collect();
+    streams.push(one);
     let server = runtime
         .block_on(LocalKvs::start(0, State::new(streams)))
         .unwrap();
@@ -137,7 +141,8 @@ fn scrape(port: u16, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn run(n: usize, seconds: u64, worker_exe: &std::path::Path) {
+/// `every` seconds (0: never), a row of the worker's CPU and RSS.
+fn run(n: usize, seconds: u64, worker_exe: &std::path::Path, every: u64) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let moto = Moto::start();
     let moto_url = moto.endpoint.clone();
@@ -218,9 +223,21 @@ fn run(n: usize, seconds: u64, worker_exe: &std::path::Path) {
     }
     let cpu0 = process_cpu_seconds(pid);
     let mut rss = Vec::new();
+    let (mut step_cpu, mut step_ms) = (cpu0, epoch_ms());
     while epoch_ms() < to {
         rss.push(process_mb(pid, "VmRSS"));
         std::thread::sleep(Duration::from_millis(1000));
+        if every > 0 && epoch_ms() - step_ms >= every * 1000 {
+            let cpu = process_cpu_seconds(pid);
+            println!(
+                "  minute {:3.0}: worker CPU {:4.0}% of one core, RSS {:7.1} MB, {} calls recorded",
+                (epoch_ms() - started_ms) as f64 / 60_000.0,
+                (cpu - step_cpu) / ((epoch_ms() - step_ms) as f64 / 1000.0) * 100.0,
+                rss.last().copied().unwrap_or(0.0),
+                done.lock().unwrap().len()
+            );
+            (step_cpu, step_ms) = (cpu, epoch_ms());
+        }
     }
     let cpu = (process_cpu_seconds(pid) - cpu0) / ((to - from) as f64 / 1000.0);
     let deadline = Instant::now() + Duration::from_secs(seconds + 120);
@@ -287,7 +304,8 @@ fn main() {
     let seconds: u64 = arg("--seconds").map_or(60, |s| s.parse().unwrap());
     let counts = arg("--calls").unwrap_or("100,300,500".into());
     println!("kvs-record serve, one worker; moto and the KVS server in other processes");
+    let every: u64 = arg("--sample-every").map_or(0, |s| s.parse().unwrap());
     for n in counts.split(',').map(|c| c.parse().unwrap()) {
-        run(n, seconds, &worker);
+        run(n, seconds, &worker, every);
     }
 }

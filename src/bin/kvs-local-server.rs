@@ -12,7 +12,7 @@ use gstkvs::synth::camera::Camera;
 const USAGE: &str = "\
 Usage: kvs-local-server [OPTIONS]
 
-Serves the KVS REST API (CreateStream, DescribeStream, GetDataEndpoint,
+Serves the KVS REST API (CreateStream, DeleteStream, DescribeStream, GetDataEndpoint,
 PutMedia, GetMedia, ListFragments, GetMediaForFragmentList) on 127.0.0.1
 and prints the endpoint URL. What producers put is served to readers at
 once, a reader waiting at NOW included. Requests must be SigV4-signed. For the access keys it

@@ -155,6 +155,7 @@ async fn reply(
     refuse_denied(&state, &key)?;
     match path {
         "/createStream" => return create_stream(&state, &json),
+        "/deleteStream" => return delete_stream(&state, &json),
         "/describeStream" => return describe_stream(&state, &json),
         _ => {}
     }
@@ -232,6 +233,22 @@ fn create_stream(state: &State, req: &Value) -> Result<Response<Body>, KvsError>
         ));
     }
     ok_json(json!({ "StreamARN": arn }))
+}
+
+/// DeleteStream: the stream named by its ARN goes, with its fragments.
+fn delete_stream(state: &State, req: &Value) -> Result<Response<Body>, KvsError> {
+    let arn = req["StreamARN"]
+        .as_str()
+        .ok_or_else(|| invalid("StreamARN is required"))?;
+    if !state.remove_stream(arn) {
+        let msg = format!("The stream {arn} does not exist");
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            msg,
+        ));
+    }
+    ok_json(json!({}))
 }
 
 /// DescribeStream: what the stream is, or ResourceNotFoundException.

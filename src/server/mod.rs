@@ -295,6 +295,14 @@ impl State {
         names
     }
 
+    /// Removes the stream with this ARN (DeleteStream); false if none has it.
+    pub fn remove_stream(&self, arn: &str) -> bool {
+        let mut streams = self.streams.write().unwrap();
+        let before = streams.len();
+        streams.retain(|_, s| s.arn != arn);
+        streams.len() < before
+    }
+
     /// Adds a stream (CreateStream); false if the name is taken.
     pub fn add_stream(&self, stream: Stream) -> bool {
         let mut streams = self.streams.write().unwrap();
