@@ -33,23 +33,28 @@ struct Aws {
 }
 
 fn aws() -> Option<Aws> {
-    let Ok(region) = std::env::var("GSTKVS_AWS_TEST_REGION") else {
+    let region = std::env::var("GSTKVS_AWS_TEST_REGION").ok();
+    let Some(region) = region.filter(|r| !r.is_empty()) else {
         eprintln!(
             "SKIPPED: set GSTKVS_AWS_TEST_REGION (and AWS credentials allowing \
              deploy/iam-policy-tests.json) to run this against real Kinesis Video Streams"
         );
         return None;
     };
-    let endpoint = std::env::var("GSTKVS_AWS_TEST_ENDPOINT").ok();
+    let endpoint = std::env::var("GSTKVS_AWS_TEST_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty());
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = rt.block_on(async {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_types::region::Region::new(region.clone()));
-        if let Some(e) = &endpoint {
-            loader = loader.endpoint_url(e);
-        }
-        Client::new(&loader.load().await)
-    });
+    // The plugin's own clients, with the SDK's default credential chain.
+    let target = gstkvs::aws::Target {
+        region: Some(region.clone()),
+        endpoint_uri: endpoint.clone(),
+        ..Default::default()
+    };
+    let client = rt
+        .block_on(gstkvs::aws::Clients::new(&target))
+        .video()
+        .clone();
     Some(Aws {
         region,
         endpoint,
@@ -281,7 +286,8 @@ fn a_camera_put_and_read_back_through_kvsdemux() {
     let put = aws
         .tool(env!("CARGO_BIN_EXE_kvs-put"))
         .arg(&mp4)
-        .args(["--stream", &stream.name, "-q"])
+        // At the clip's own pace: producer times stay at the wall clock's.
+        .args(["--stream", &stream.name, "--realtime", "-q"])
         .output()
         .unwrap();
     check(&put, "kvs-put camera.mp4");
