@@ -8,7 +8,7 @@ import sys
 
 source_root, build_root, profile, output = sys.argv[1:5]
 target_dir = os.path.join(build_root, "cargo-target")
-cmd = ["cargo", "build", "--lib", "--locked", "--manifest-path",
+cmd = ["cargo", "build", "-p", "gst-plugin-kvs", "--lib", "--locked", "--manifest-path",
        os.path.join(source_root, "Cargo.toml"), "--target-dir", target_dir]
 if profile == "release":
     cmd.append("--release")

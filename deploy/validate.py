@@ -203,7 +203,7 @@ def main(paths):
     failed = False
     for path in paths:
         for label, problems in check(path):
-            shown = os.path.relpath(path)
+            shown = os.path.relpath(os.path.abspath(path), os.path.dirname(HERE))
             if problems:
                 failed = True
                 print(f"INVALID {shown}: {label}")

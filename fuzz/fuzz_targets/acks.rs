@@ -5,7 +5,7 @@
 //! byte picks the piece size.
 #![no_main]
 
-use gstkvs::put::ack::{Ack, Reader};
+use kvs_mkv::ack::{Ack, Reader};
 use libfuzzer_sys::fuzz_target;
 
 /// The acknowledgements up to the first broken one, and whether it broke.

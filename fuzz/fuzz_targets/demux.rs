@@ -24,8 +24,8 @@ fn init() {
 /// its tracks swapped or renamed (so that only a MimeType tells PCM), and
 /// with `video` an H.264 track of made-up frames besides.
 fn call(flags: u8, video: bool) -> Vec<u8> {
-    use gstkvs::mkv::writer::{BlockSpec, TrackSpec};
-    use gstkvs::synth::{Call, Layout};
+    use kvs_mkv::writer::{BlockSpec, TrackSpec};
+    use kvs_local_server::synth::{Call, Layout};
     let call = Call {
         fragments: 3,
         blocks_per_fragment: 3,

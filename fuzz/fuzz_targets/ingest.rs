@@ -5,7 +5,7 @@
 //! size.
 #![no_main]
 
-use gstkvs::server::ingest::{Ingest, Piece};
+use kvs_local_server::ingest::{Ingest, Piece};
 use libfuzzer_sys::fuzz_target;
 
 /// The pieces, and the ErrorId of the refusal if the body was refused.

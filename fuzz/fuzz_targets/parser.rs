@@ -3,8 +3,8 @@
 //! what it finds. The first byte picks the chunk size.
 #![no_main]
 
-use gstkvs::mkv::Parser;
-use gstkvs::mkv::feed::feed;
+use kvs_mkv::Parser;
+use kvs_mkv::feed::feed;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

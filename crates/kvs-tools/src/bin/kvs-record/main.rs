@@ -1,0 +1,540 @@
+// SPDX-License-Identifier: MPL-2.0
+//! kvs-record: records a Kinesis video stream's audio (an Amazon Connect
+//! call) to a stereo WAV or Ogg Opus file with kvsgetmediasrc and
+//! kvsaudiodemux. See `kvs-record --help`.
+
+mod args;
+mod event;
+mod output;
+mod pieces;
+#[cfg(feature = "serve")]
+mod serve;
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use kvs_local_server::synth::Call;
+use kvs_local_server::{LocalKvs, State, Stream};
+
+use args::{Args, Input};
+
+fn main() {
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    match all.first().map(String::as_str) {
+        Some("serve") => std::process::exit(serve(&all[1..])),
+        Some("split") => std::process::exit(split(&all[1..])),
+        _ => {}
+    }
+    let args = match args::parse(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            print!("{}", args::USAGE);
+            return;
+        }
+        Err(e) => fail(2, &format!("{e}\nTry 'kvs-record --help'.")),
+    };
+    std::process::exit(Recording::run(args));
+}
+
+/// `kvs-record serve`, the queue-fed worker.
+#[cfg(feature = "serve")]
+fn serve(args: &[String]) -> i32 {
+    if let Err(e) = gst::init()
+        .map_err(|e| e.to_string())
+        .and_then(|_| gstkvs::plugin_register_static().map_err(|e| e.to_string()))
+    {
+        fail(
+            1,
+            &format!("cannot start GStreamer and the kvs elements: {e}"),
+        );
+    }
+    serve::main(args)
+}
+
+/// `kvs-record split`, which puts a long range on the workers' queue.
+#[cfg(feature = "serve")]
+fn split(args: &[String]) -> i32 {
+    serve::split::main(args)
+}
+
+#[cfg(not(feature = "serve"))]
+fn split(args: &[String]) -> i32 {
+    serve(args)
+}
+
+#[cfg(not(feature = "serve"))]
+fn serve(_: &[String]) -> i32 {
+    fail(
+        2,
+        "this kvs-record was built without the worker: build it with \
+         cargo build --release --features serve",
+    )
+}
+
+fn fail(code: i32, message: &str) -> ! {
+    eprintln!("kvs-record: {message}");
+    std::process::exit(code)
+}
+
+/// kvsgetmediasrc and kvsaudiodemux settings for the input, and the local
+/// server the demo needs.
+struct Source {
+    src: Vec<(&'static str, String)>,
+    demux: Vec<(&'static str, String)>,
+    _demo: Option<(tokio::runtime::Runtime, LocalKvs)>,
+}
+
+fn start_props(when: &str) -> Result<Vec<(&'static str, String)>, String> {
+    let (kind, value) = when.split_once(':').unwrap_or((when, ""));
+    let (selector, prop) = match kind {
+        "now" | "earliest" => (kind, None),
+        "fragment" => ("fragment-number", Some("fragment-number")),
+        "timestamp" => ("server-timestamp", Some("start-timestamp")),
+        "producer-timestamp" => ("producer-timestamp", Some("start-timestamp")),
+        _ => {
+            return Err(format!(
+                "--start {when:?}: use now, earliest, fragment:N, timestamp:T or producer-timestamp:T"
+            ));
+        }
+    };
+    let mut props = vec![("start-selector", selector.to_string())];
+    if let Some(prop) = prop {
+        if value.is_empty() {
+            return Err(format!("--start {kind} needs a value, as in {kind}:VALUE"));
+        }
+        props.push((prop, value.to_string()));
+    }
+    Ok(props)
+}
+
+/// The source properties for riding out `seconds` of failures in a row,
+/// however many attempts that takes, once the stream was reached; a stream
+/// never reached fails after a few quick attempts.
+pub(crate) fn outage_props(seconds: u64) -> [(&'static str, String); 2] {
+    [
+        ("max-retries", "3".into()),
+        (
+            "max-outage",
+            (seconds.saturating_mul(1000))
+                .min(u64::from(u32::MAX))
+                .to_string(),
+        ),
+    ]
+}
+
+impl Source {
+    fn new(args: &Args) -> Result<Source, String> {
+        let mut s = Source {
+            src: Vec::new(),
+            demux: Vec::new(),
+            _demo: None,
+        };
+        match &args.input {
+            Input::None => unreachable!("args::parse requires an input"),
+            Input::Name(name) => s.src.push(("stream-name", name.clone())),
+            Input::Arn(arn) => {
+                s.src.push(("stream-arn", arn.clone()));
+                if let Some(region) = event::arn_region(arn) {
+                    s.src.push(("region", region.into()));
+                }
+            }
+            Input::Event(path) => s.contact(path, args)?,
+            Input::Demo => s.demo(args)?,
+        }
+        if let Some(when) = &args.start {
+            s.src.extend(start_props(when)?);
+        }
+        if let Some(end) = &args.end {
+            s.src.push(("end-timestamp", end.clone()));
+        }
+        if let Some(region) = &args.region {
+            s.src.push(("region", region.clone()));
+        }
+        if let Some(uri) = &args.endpoint_uri {
+            s.src.push(("endpoint-uri", uri.clone()));
+        }
+        if let Some(mode) = &args.connect_pcm {
+            s.demux.push(("connect-pcm", mode.clone()));
+        }
+        // A buffer per block makes interleave switch threads per block: half
+        // the time of an archive download.
+        s.demux.push(("merge-raw-audio", "true".into()));
+        if args.input != Input::Demo {
+            s.src
+                .push(("idle-timeout", (args.idle_timeout * 1000).to_string()));
+            s.src.extend(outage_props(args.max_outage));
+        }
+        Ok(s)
+    }
+
+    fn contact(&mut self, path: &str, args: &Args) -> Result<(), String> {
+        let text = if path == "-" {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(path)
+        }
+        .map_err(|e| format!("cannot read the event {path}: {e}"))?;
+        let c = event::parse_message(&text).map_err(|e| format!("the event {path}: {e}"))?;
+        self.src.push(("stream-arn", c.stream_arn.clone()));
+        self.src.push(("region", c.region.clone()));
+        // Stop when the stream moves on to another contact; a range holds
+        // whichever contacts it spans.
+        self.demux
+            .push(("stop-at-contact-end", (!c.range).to_string()));
+        if args.start.is_some() {
+            return Ok(());
+        }
+        match (c.start, c.stop, &c.start_fragment) {
+            // An ended contact: its range, from the archive.
+            (Some(start), Some(stop), _) if args.end.is_none() => {
+                println!(
+                    "{} {}: recording {start} to {stop} from the archive",
+                    if c.range { "Range" } else { "Contact" },
+                    c.contact_id.as_deref().unwrap_or("?")
+                );
+                self.src.push(("start-timestamp", start.to_string()));
+                self.src.push(("end-timestamp", stop.to_string()));
+                self.src.push(("timestamp-type", "producer".into()));
+            }
+            (Some(start), _, _) => {
+                self.src
+                    .push(("start-selector", "producer-timestamp".into()));
+                self.src.push(("start-timestamp", start.to_string()));
+            }
+            (None, _, Some(fragment)) => {
+                self.src.push(("start-selector", "fragment-number".into()));
+                self.src.push(("fragment-number", fragment.clone()));
+            }
+            (None, _, None) => unreachable!("event::parse requires a start"),
+        }
+        Ok(())
+    }
+
+    fn demo(&mut self, args: &Args) -> Result<(), String> {
+        let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+        let call = Call::demo(args.demo_seconds);
+        let state = State::new(vec![Stream::from_call("demo-call", &call, true)]);
+        state.faults.idle_end_ms.store(1000, Ordering::SeqCst);
+        let server = runtime
+            .block_on(LocalKvs::start(0, state))
+            .map_err(|e| format!("cannot start the local KVS server: {e}"))?;
+        println!(
+            "Demo: a local KVS server at {} streams a synthetic {} s Connect call (the agent is silent from 3 s to 6 s)",
+            server.endpoint(),
+            args.demo_seconds
+        );
+        for (k, v) in [
+            ("stream-name", "demo-call".to_string()),
+            ("region", "us-east-1".into()),
+            ("endpoint-uri", server.endpoint()),
+            ("access-key", "AKIDDEMO".into()),
+            ("secret-access-key", "demo".into()),
+            ("start-selector", "earliest".into()),
+            ("idle-timeout", "1500".into()),
+        ] {
+            self.src.push((k, v));
+        }
+        self._demo = Some((runtime, server));
+        Ok(())
+    }
+}
+
+/// What the bus has told so far.
+#[derive(Default)]
+struct Seen {
+    fragments: u64,
+    millis_behind: Option<u64>,
+    archive: Option<(u64, u64)>,
+}
+
+struct Recording {
+    args: Args,
+    pipeline: gst::Pipeline,
+    src: gst::Element,
+    demux: gst::Element,
+    recorded: Arc<AtomicU64>,
+    mapping: Arc<Mutex<Option<Result<String, String>>>>,
+    seen: Seen,
+}
+
+impl Recording {
+    fn run(args: Args) -> i32 {
+        if let Err(e) = gst::init() {
+            fail(1, &format!("cannot start GStreamer: {e}"));
+        }
+        if let Err(e) = gstkvs::plugin_register_static() {
+            fail(1, &format!("cannot register the kvs elements: {e}"));
+        }
+        if let Err(e) = output::check_target(&args) {
+            fail(2, &e);
+        }
+        let source = Source::new(&args).unwrap_or_else(|e| fail(2, &e));
+        let rec = Recording::build(args, &source);
+        let code = rec.play();
+        drop(source);
+        code
+    }
+
+    fn build(args: Args, source: &Source) -> Recording {
+        let pipeline = gst::Pipeline::new();
+        let src = gst::ElementFactory::make("kvsgetmediasrc").build().unwrap();
+        let demux = gst::ElementFactory::make("kvsaudiodemux").build().unwrap();
+        for (k, v) in &source.src {
+            src.set_property_from_str(k, v);
+        }
+        for (k, v) in &source.demux {
+            demux.set_property_from_str(k, v);
+        }
+        pipeline.add_many([&src, &demux]).unwrap();
+        src.link(&demux).unwrap();
+        let rec = Recording {
+            args,
+            pipeline,
+            src,
+            demux,
+            recorded: Arc::new(AtomicU64::new(0)),
+            mapping: Arc::new(Mutex::new(None)),
+            seen: Seen::default(),
+        };
+        rec.wire();
+        rec
+    }
+
+    /// Links the output once the demuxer has announced its pads (it calls
+    /// no-more-pads before it pushes any audio).
+    fn wire(&self) {
+        let pads: Arc<Mutex<Vec<(gst::Pad, String)>>> = Arc::default();
+        let added = pads.clone();
+        self.demux.connect_pad_added(move |_, pad| {
+            let name = output::track_title(pad);
+            added.lock().unwrap().push((pad.clone(), name));
+        });
+        let weak = self.pipeline.downgrade();
+        let (args, recorded, mapping) = (
+            self.args.clone(),
+            self.recorded.clone(),
+            self.mapping.clone(),
+        );
+        self.demux.connect_no_more_pads(move |_| {
+            let Some(pipeline) = weak.upgrade() else {
+                return;
+            };
+            let mut mapping = mapping.lock().unwrap();
+            let mut pads = pads.lock().unwrap();
+            let linked = if mapping.is_none() {
+                output::link(&pipeline, &args, &pads, recorded.clone())
+            } else {
+                // A later change of tracks: keep the file as it is.
+                pads.iter()
+                    .filter(|(p, _)| !p.is_linked())
+                    .try_for_each(|(p, _)| output::discard(&pipeline, p))
+                    .map(|_| String::new())
+            };
+            pads.clear();
+            if let Err(e) = &linked {
+                // The main loop stops on the first error and reports it.
+                gst::element_error!(pipeline, gst::ResourceError::Failed, ("{}", e));
+            }
+            if mapping.is_none() || linked.is_err() {
+                *mapping = Some(linked);
+            }
+        });
+    }
+
+    /// Ends the recording cleanly: EOS flows through the encoder, which
+    /// finalizes the file.
+    fn finish_file(&self) {
+        if let Some(pad) = self.demux.static_pad("sink") {
+            pad.send_event(gst::event::Eos::new());
+        }
+    }
+
+    fn play(mut self) -> i32 {
+        watch_ctrl_c(&self.pipeline);
+        let progress = !self.args.quiet && std::io::stderr().is_terminal();
+        let _ = self.pipeline.set_state(gst::State::Playing);
+        let bus = self.pipeline.bus().unwrap();
+        let started = Instant::now();
+        let mut last_line = Instant::now();
+        let mut failed = None;
+        let mut told = false;
+        loop {
+            let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(250)) else {
+                if progress && last_line.elapsed() >= Duration::from_millis(500) {
+                    self.progress_line();
+                    last_line = Instant::now();
+                }
+                continue;
+            };
+            match msg.view() {
+                gst::MessageView::Eos(_) => break,
+                gst::MessageView::Error(e) => {
+                    let debug = e.debug().map(|d| d.to_string()).unwrap_or_default();
+                    let mut text = format!("{}\n  {}", e.error(), detail(&debug));
+                    if e.error().matches(gst::CoreError::Negotiation) {
+                        text += "\n  The output takes raw audio only. If this is an Amazon Connect \
+                                 stream whose PCM is labelled A_AAC, try --connect-pcm always";
+                    }
+                    failed = Some(text);
+                    if self.recorded.load(Ordering::Relaxed) == 0 {
+                        // Nothing to keep: an EOS would only make the
+                        // encoder write a bare header.
+                        break;
+                    }
+                    // Keep what was recorded: finish the file, then stop.
+                    self.finish_file();
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while Instant::now() < deadline {
+                        match bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+                            Some(m) if matches!(m.view(), gst::MessageView::Eos(_)) => break,
+                            _ => {}
+                        }
+                    }
+                    break;
+                }
+                gst::MessageView::Element(e) => self.note(e.structure()),
+                _ => {}
+            }
+            if !told && let Some(Ok(m)) = self.mapping.lock().unwrap().as_ref() {
+                println!("Tracks: {m}");
+                told = true;
+            }
+        }
+        let _ = self.pipeline.set_state(gst::State::Null);
+        if progress {
+            eprintln!();
+        }
+        let mapping = self.mapping.lock().unwrap().clone();
+        if let (Some(Ok(m)), false) = (&mapping, told) {
+            println!("Tracks: {m}");
+        }
+        let recorded = self.recorded.load(Ordering::Relaxed) > 0;
+        if let Some(error) = failed {
+            eprintln!("kvs-record: {error}");
+            if recorded {
+                eprintln!(
+                    "kvs-record: the {:.1} s of audio recorded before the error are in {}",
+                    self.recorded.load(Ordering::Relaxed) as f64 / 1e9,
+                    self.target()
+                );
+            } else {
+                self.remove_empty_output();
+            }
+            return 1;
+        }
+        if !recorded {
+            self.remove_empty_output();
+        }
+        if let Some(Err(e)) = &mapping {
+            eprintln!("kvs-record: {e}");
+            return 1;
+        }
+        let stats = self.src.property::<gst::Structure>("stats");
+        println!(
+            "Recorded {:.1} s of audio from {} fragments to {} in {:.1} s ({} reconnects)",
+            self.recorded.load(Ordering::Relaxed) as f64 / 1e9,
+            self.seen.fragments,
+            self.target(),
+            started.elapsed().as_secs_f64(),
+            stats.get::<u64>("reconnects").unwrap_or(0)
+        );
+        0
+    }
+
+    /// Removes an output file that holds no audio (a bare header), and says so.
+    fn remove_empty_output(&self) {
+        if self.args.split_seconds.is_some() {
+            return;
+        }
+        let out = self.target();
+        if std::path::Path::new(&out).is_file() && std::fs::remove_file(&out).is_ok() {
+            eprintln!("kvs-record: no audio was recorded, so {out} was not kept");
+        }
+    }
+
+    fn target(&self) -> String {
+        match self.args.split_seconds {
+            Some(_) => self.args.split_pattern(),
+            None => self.args.out.clone().unwrap_or_default(),
+        }
+    }
+
+    fn note(&mut self, s: Option<&gst::StructureRef>) {
+        let Some(s) = s else { return };
+        match s.name().as_str() {
+            "kvs-fragment" => {
+                self.seen.fragments += 1;
+                self.seen.millis_behind = s.get::<u64>("millis-behind-now").ok();
+            }
+            "kvs-progress" => {
+                self.seen.archive = Some((
+                    s.get::<u64>("fragments-done").unwrap_or(0),
+                    s.get::<u64>("fragments-total").unwrap_or(0),
+                ));
+            }
+            "kvs-contact-changed" => {
+                println!(
+                    "\nThe contact ended (the stream moved on to contact {})",
+                    s.get::<&str>("contact-id").unwrap_or("?")
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn progress_line(&self) {
+        let stats = self.src.property::<gst::Structure>("stats");
+        let mut line = format!(
+            "\r{:8.1} s recorded, {} fragments",
+            self.recorded.load(Ordering::Relaxed) as f64 / 1e9,
+            self.seen.fragments
+        );
+        match (self.seen.archive, self.seen.millis_behind) {
+            (Some((done, total)), _) => line += &format!(" ({done} of {total} from the archive)"),
+            (None, Some(ms)) => line += &format!(", {ms} ms behind live"),
+            _ => {}
+        }
+        line += &format!(
+            ", {} reconnects   ",
+            stats.get::<u64>("reconnects").unwrap_or(0)
+        );
+        let mut err = std::io::stderr();
+        let _ = err.write_all(line.as_bytes());
+        let _ = err.flush();
+    }
+}
+
+/// An error's debug text without the source location GStreamer puts first.
+fn detail(debug: &str) -> &str {
+    match debug.split_once('\n') {
+        Some((first, rest)) if first.contains("(): /") => rest.trim(),
+        _ => debug.trim(),
+    }
+}
+
+/// First Ctrl-C: finish the file and stop. Second: quit at once.
+fn watch_ctrl_c(pipeline: &gst::Pipeline) {
+    let weak = pipeline.downgrade();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            eprintln!("\nkvs-record: stopping; finishing the file (Ctrl-C again to quit at once)");
+            if let Some(p) = weak.upgrade() {
+                p.send_event(gst::event::Eos::new());
+            }
+            let _ = tokio::signal::ctrl_c().await;
+            std::process::exit(130);
+        });
+    });
+}
