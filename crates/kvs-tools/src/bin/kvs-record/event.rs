@@ -20,6 +20,61 @@ pub struct Contact {
     pub range: bool,
 }
 
+/// Where the stream is read again after a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resume {
+    /// The continuation token of the last fragment before the cut (live).
+    pub token: Option<String>,
+    /// Producer time of the first fragment after the cut (archive), ms.
+    pub producer_ms: Option<u64>,
+}
+
+impl Contact {
+    /// An ended contact (or a range): it has both a start and a stop.
+    pub fn is_ended(&self) -> bool {
+        self.start.is_some() && self.stop.is_some()
+    }
+
+    /// The kvsgetmediasrc properties that name the contact's stream.
+    pub fn stream_props(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("stream-arn", self.stream_arn.clone()),
+            ("region", self.region.clone()),
+        ]
+    }
+
+    /// The kvsgetmediasrc properties that read this contact: the stream,
+    /// and where to start. An ended one is its range from the archive, a
+    /// running one live from its start; `resume` (a checkpoint's) goes on
+    /// from there instead.
+    pub fn source_props(&self, resume: &Resume) -> Vec<(&'static str, String)> {
+        let mut p = self.stream_props();
+        let from = resume.producer_ms.map(|ms| ms as f64 / 1000.0);
+        if let (Some(start), Some(stop)) = (self.start, self.stop) {
+            p.push(("start-timestamp", from.unwrap_or(start).to_string()));
+            p.push(("end-timestamp", stop.to_string()));
+            p.push(("timestamp-type", "producer".into()));
+            return p;
+        }
+        match (&resume.token, from.or(self.start)) {
+            (Some(token), _) => {
+                p.push(("start-selector", "continuation-token".into()));
+                p.push(("continuation-token", token.clone()));
+            }
+            (None, Some(at)) => {
+                p.push(("start-selector", "producer-timestamp".into()));
+                p.push(("start-timestamp", at.to_string()));
+            }
+            (None, None) => {
+                let fragment = self.start_fragment.clone().unwrap_or_default();
+                p.push(("start-selector", "fragment-number".into()));
+                p.push(("fragment-number", fragment));
+            }
+        }
+        p
+    }
+}
+
 /// Connect gives times as epoch milliseconds (a number or a string), or
 /// as ISO 8601 text; returns epoch seconds as text kvsgetmediasrc takes.
 pub fn timestamp(v: &Value, field: &str) -> Result<Option<f64>, String> {

@@ -178,38 +178,33 @@ impl Source {
         }
         .map_err(|e| format!("cannot read the event {path}: {e}"))?;
         let c = event::parse_message(&text).map_err(|e| format!("the event {path}: {e}"))?;
-        self.src.push(("stream-arn", c.stream_arn.clone()));
-        self.src.push(("region", c.region.clone()));
         // Stop when the stream moves on to another contact; a range holds
         // whichever contacts it spans.
         self.demux
             .push(("stop-at-contact-end", (!c.range).to_string()));
-        if args.start.is_some() {
-            return Ok(());
+        let props = if args.start.is_some() {
+            // --start says where instead: the event names the stream.
+            c.stream_props()
+        } else if args.end.is_some() && c.is_ended() {
+            // --end says where to stop: from the contact's start.
+            let mut props = c.stream_props();
+            let start = c.start.unwrap_or_default().to_string();
+            props.push(("start-selector", "producer-timestamp".into()));
+            props.push(("start-timestamp", start));
+            props
+        } else {
+            c.source_props(&event::Resume::default())
+        };
+        if let (None, Some(start), Some(stop)) = (&args.start, c.start, c.stop)
+            && args.end.is_none()
+        {
+            println!(
+                "{} {}: recording {start} to {stop} from the archive",
+                if c.range { "Range" } else { "Contact" },
+                c.contact_id.as_deref().unwrap_or("?")
+            );
         }
-        match (c.start, c.stop, &c.start_fragment) {
-            // An ended contact: its range, from the archive.
-            (Some(start), Some(stop), _) if args.end.is_none() => {
-                println!(
-                    "{} {}: recording {start} to {stop} from the archive",
-                    if c.range { "Range" } else { "Contact" },
-                    c.contact_id.as_deref().unwrap_or("?")
-                );
-                self.src.push(("start-timestamp", start.to_string()));
-                self.src.push(("end-timestamp", stop.to_string()));
-                self.src.push(("timestamp-type", "producer".into()));
-            }
-            (Some(start), _, _) => {
-                self.src
-                    .push(("start-selector", "producer-timestamp".into()));
-                self.src.push(("start-timestamp", start.to_string()));
-            }
-            (None, _, Some(fragment)) => {
-                self.src.push(("start-selector", "fragment-number".into()));
-                self.src.push(("fragment-number", fragment.clone()));
-            }
-            (None, _, None) => unreachable!("event::parse requires a start"),
-        }
+        self.src.extend(props);
         Ok(())
     }
 

@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, watch};
 use super::mix::Mixer;
 use super::ops::{self, Metrics};
 use super::spool::Pending;
-use super::store::{Checkpoint, Meta, Resume, Store};
+use super::checkpoint::{Checkpoint, Meta, Resume};
+use super::store::Store;
 use crate::event::Contact;
 
 /// How a call ended.
@@ -127,45 +128,16 @@ fn source_props(
     resume: Option<&Resume>,
     setup: &Setup,
 ) -> Vec<(&'static str, String)> {
-    let mut p = vec![
-        ("stream-arn", c.stream_arn.clone()),
-        ("region", c.region.clone()),
-        ("idle-timeout", setup.idle_timeout_ms.to_string()),
-    ];
+    let mut p = c.source_props(resume.unwrap_or(&Resume::default()));
+    p.push(("idle-timeout", setup.idle_timeout_ms.to_string()));
     p.extend(crate::outage_props(setup.max_outage));
     if let Some(uri) = &setup.endpoint_uri {
         p.push(("endpoint-uri", uri.clone()));
     }
-    let from_ms = resume.and_then(|r| r.producer_ms);
-    match (c.start, c.stop) {
-        (Some(start), Some(stop)) => {
-            let from = from_ms.map_or(start, |ms| ms as f64 / 1000.0);
-            p.push(("start-timestamp", from.to_string()));
-            p.push(("end-timestamp", stop.to_string()));
-            p.push(("timestamp-type", "producer".into()));
-            // Many calls run side by side already: one batch at a time keeps
-            // an ended call's memory as flat as a live one's.
-            p.push(("archive-connections", "1".into()));
-        }
-        _ => match (resume.and_then(|r| r.token.clone()), from_ms, c.start) {
-            (Some(token), _, _) => {
-                p.push(("start-selector", "continuation-token".into()));
-                p.push(("continuation-token", token));
-            }
-            (None, Some(ms), _) => {
-                p.push(("start-selector", "producer-timestamp".into()));
-                p.push(("start-timestamp", (ms as f64 / 1000.0).to_string()));
-            }
-            (None, None, Some(start)) => {
-                p.push(("start-selector", "producer-timestamp".into()));
-                p.push(("start-timestamp", start.to_string()));
-            }
-            (None, None, None) => {
-                let fragment = c.start_fragment.clone().unwrap_or_default();
-                p.push(("start-selector", "fragment-number".into()));
-                p.push(("fragment-number", fragment));
-            }
-        },
+    if c.is_ended() {
+        // Many calls run side by side already: one batch at a time keeps
+        // an ended call's memory as flat as a live one's.
+        p.push(("archive-connections", "1".into()));
     }
     p
 }
@@ -342,7 +314,7 @@ impl Job {
                 }
             }
         };
-        *stats.counts.lock().unwrap() = source_stats(&src);
+        *stats.counts.lock().unwrap() = ops::source_stats(&src);
         let _ = set_state(&pipeline, gst::State::Null).await;
         outcome
     }
@@ -543,13 +515,4 @@ async fn set_state(
     tokio::task::spawn_blocking(move || pipeline.set_state(state))
         .await
         .unwrap_or(Err(gst::StateChangeError))
-}
-
-/// Reads a source's counters for /metrics.
-pub fn source_stats(src: &gst::Element) -> (u64, u64) {
-    let stats = src.property::<gst::Structure>("stats");
-    (
-        stats.get::<u64>("reconnects").unwrap_or(0),
-        stats.get::<u64>("throttles").unwrap_or(0),
-    )
 }

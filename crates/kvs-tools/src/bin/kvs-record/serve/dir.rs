@@ -1,16 +1,13 @@
 // SPDX-License-Identifier: MPL-2.0
 //! A call's recording in a local directory, for small setups: the same
 //! pieces and checkpoint as in S3, as files under `NAME.work/`, and at the
-//! end the WAV (or Ogg Opus) written whole beside them and renamed into
-//! place.
+//! end the recording written beside them and renamed into place.
 
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::mix::Mixer;
-use super::store::Checkpoint;
-use crate::pieces::wav_header;
+use super::checkpoint::Checkpoint;
 
 /// Makes `dir` if needed and checks that files can be written there;
 /// `what` says what for.
@@ -26,8 +23,6 @@ pub struct Dir {
     /// The recording's path: the directory, the prefix and
     /// `{ContactId}.wav` (or `.opus`).
     pub path: PathBuf,
-    /// Ogg Opus (`opus.rs`) rather than WAV.
-    pub opus: bool,
 }
 
 fn say(what: &str, path: &std::path::Path, e: std::io::Error) -> String {
@@ -48,7 +43,7 @@ impl Dir {
         PathBuf::from(name)
     }
 
-    fn piece(&self, n: usize) -> PathBuf {
+    fn piece_path(&self, n: usize) -> PathBuf {
         self.work().join(format!("piece-{:05}", n + 1))
     }
 
@@ -87,46 +82,73 @@ impl Dir {
     pub fn save(&self, piece: &[u8], cp: &Checkpoint) -> Result<(), String> {
         let work = self.work();
         fs::create_dir_all(&work).map_err(|e| say("make", &work, e))?;
-        Self::replace(&self.piece(cp.pieces.len() - 1), piece)?;
+        Self::replace(&self.piece_path(cp.pieces.len() - 1), piece)?;
         Self::replace(&self.checkpoint(), &cp.to_bytes())
     }
 
-    /// Writes the recording from the pieces and `tail`, then removes the
-    /// work files. Returns the bytes of audio.
-    pub fn finish(&self, pieces: &[u64], tail: &[u8], mixer: &Mixer) -> Result<u64, String> {
-        let data = pieces.iter().sum::<u64>() + tail.len() as u64;
+    /// Stored piece `n`.
+    pub fn piece(&self, n: usize) -> Result<Vec<u8>, String> {
+        let path = self.piece_path(n);
+        fs::read(&path).map_err(|e| say("read", &path, e))
+    }
+
+    /// Writes the WAV: `header`, the stored pieces, then `tail`.
+    pub fn write_wav(&self, pieces: usize, header: &[u8], tail: &[u8]) -> Result<(), String> {
+        let mut out = self.writer()?;
+        let mut write = || -> std::io::Result<()> {
+            out.file.write_all(header)?;
+            for n in 0..pieces {
+                std::io::copy(&mut fs::File::open(self.piece_path(n))?, &mut out.file)?;
+            }
+            out.file.write_all(tail)
+        };
+        write().map_err(|e| say("write the recording", &self.path, e))?;
+        out.finish()
+    }
+
+    /// A recording written as its bytes come, renamed into place at the end.
+    pub fn writer(&self) -> Result<Output, String> {
         if let Some(parent) = self.path.parent() {
             fs::create_dir_all(parent).map_err(|e| say("make", parent, e))?;
         }
         let part = part_of(&self.path);
-        let mut f =
-            std::io::BufWriter::new(fs::File::create(&part).map_err(|e| say("write", &part, e))?);
-        if self.opus {
-            let files = (0..pieces.len()).map(|n| self.piece(n));
-            super::opus::to_file(files, tail, mixer, &mut f)?;
-        } else {
-            let header = wav_header(
-                mixer.rate(),
-                mixer.channels() as u16,
-                u32::try_from(data).unwrap_or(u32::MAX - 36),
-            );
-            let mut write = || -> std::io::Result<()> {
-                f.write_all(&header)?;
-                for n in 0..pieces.len() {
-                    std::io::copy(&mut fs::File::open(self.piece(n))?, &mut f)?;
-                }
-                f.write_all(tail)
-            };
-            write().map_err(|e| say("write the recording", &self.path, e))?;
-        }
-        f.into_inner()
-            .map_err(|e| e.into_error())
-            .and_then(|f| f.sync_all())
-            .and_then(|_| fs::rename(&part, &self.path))
-            .map_err(|e| say("write the recording", &self.path, e))?;
-        // The checkpoint first: pieces without one are started over.
+        let file = fs::File::create(&part).map_err(|e| say("write", &part, e))?;
+        Ok(Output {
+            file: std::io::BufWriter::new(file),
+            part,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Removes the work files, the checkpoint first: pieces without one
+    /// are started over.
+    pub fn clean(&self) {
         let _ = fs::remove_file(self.checkpoint());
         let _ = fs::remove_dir_all(self.work());
-        Ok(data)
+    }
+}
+
+/// A recording being written to its `.part` file.
+pub struct Output {
+    file: std::io::BufWriter<fs::File>,
+    part: PathBuf,
+    path: PathBuf,
+}
+
+impl Output {
+    pub fn add(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| say("write the recording", &self.path, e))
+    }
+
+    /// Flushed, synced and renamed into place.
+    pub fn finish(self) -> Result<(), String> {
+        self.file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .and_then(|_| fs::rename(&self.part, &self.path))
+            .map_err(|e| say("write the recording", &self.path, e))
     }
 }

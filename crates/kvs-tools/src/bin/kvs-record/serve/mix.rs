@@ -51,6 +51,16 @@ impl Mixer {
         self.tracks.len()
     }
 
+    /// The header of a WAV holding `bytes` of the mixed output. A WAV
+    /// cannot say more than 4 GiB (37 hours of a call).
+    pub fn wav_header(&self, bytes: u64) -> Vec<u8> {
+        crate::pieces::wav_header(
+            self.rate(),
+            self.channels() as u16,
+            u32::try_from(bytes).unwrap_or(u32::MAX - 36),
+        )
+    }
+
     /// The seconds `bytes` of the mixed S16 output hold.
     pub fn seconds(&self, bytes: u64) -> f64 {
         let frames = bytes / (self.channels() as u64 * 2).max(1);

@@ -4,11 +4,13 @@
 //! checkpoints so that another worker can finish a call this one could not.
 
 mod call;
+mod checkpoint;
 mod dir;
 mod mix;
 mod ops;
 mod opus;
 mod queue;
+mod s3;
 pub mod split;
 mod spool;
 mod store;
@@ -25,7 +27,7 @@ use tokio::task::JoinSet;
 use call::{Job, Outcome, Setup};
 use ops::{Metrics, log};
 use queue::{Message, Queue};
-use store::Store;
+use store::{Backend, Format, Store};
 
 pub const USAGE: &str = "\
 Usage: kvs-record serve --queue-url URL (--bucket NAME | --out-dir DIR) [OPTIONS]
@@ -93,8 +95,7 @@ struct Config {
     bucket: String,
     out_dir: Option<String>,
     prefix: String,
-    /// Ogg Opus rather than WAV.
-    opus: bool,
+    format: Format,
     max_calls: usize,
     visibility: u64,
     retry_delay: u64,
@@ -209,9 +210,9 @@ fn parse(args: &[String]) -> Result<Option<Config>, String> {
         },
         out_dir: get("--out-dir"),
         prefix: get("--prefix").unwrap_or_default(),
-        opus: match get("--format").as_deref() {
-            None | Some("wav") => false,
-            Some("opus") => true,
+        format: match get("--format").as_deref() {
+            None | Some("wav") => Format::Wav,
+            Some("opus") => Format::Opus,
             Some(other) => return Err(format!("--format {other:?}: give wav or opus")),
         },
         max_calls: num("--max-calls", 100)?.max(1) as usize,
@@ -232,7 +233,7 @@ fn parse(args: &[String]) -> Result<Option<Config>, String> {
         sqs_endpoint: get("--sqs-endpoint").or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()),
         s3_endpoint: get("--s3-endpoint").or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()),
     };
-    if config.piece_mib * 1024 * 1024 < store::MIN_PART {
+    if config.piece_mib * 1024 * 1024 < s3::MIN_PART {
         return Err("--piece-mib: S3 parts other than the last are at least 5 MiB".into());
     }
     Ok(Some(config))
@@ -463,7 +464,7 @@ impl Worker {
             let name = format!(
                 "{}{id}.{}",
                 config.prefix,
-                if config.opus { "opus" } else { "wav" }
+                config.format.extension()
             );
             log(
                 "info",
@@ -477,17 +478,18 @@ impl Worker {
             let job = Job {
                 contact,
                 contact_id: id.clone(),
-                store: match &config.out_dir {
-                    Some(dir) => Store::Dir(dir::Dir {
-                        path: std::path::Path::new(dir).join(name),
-                        opus: config.opus,
-                    }),
-                    None => Store::S3(store::S3 {
-                        s3,
-                        bucket: config.bucket.clone(),
-                        key: name,
-                        opus: config.opus,
-                    }),
+                store: Store {
+                    backend: match &config.out_dir {
+                        Some(dir) => Backend::Dir(dir::Dir {
+                            path: std::path::Path::new(dir).join(name),
+                        }),
+                        None => Backend::S3(s3::S3 {
+                            s3,
+                            bucket: config.bucket.clone(),
+                            key: name,
+                        }),
+                    },
+                    format: config.format,
                 },
                 setup: Setup {
                     endpoint_uri: config.endpoint_uri.clone(),

@@ -154,7 +154,7 @@ impl Metrics {
 fn counters(call: &Call) -> (u64, u64) {
     let src = call.src.lock().unwrap().as_ref().and_then(|w| w.upgrade());
     src.map_or(*call.counts.lock().unwrap(), |s| {
-        super::call::source_stats(&s)
+        source_stats(&s)
     })
 }
 
@@ -255,7 +255,7 @@ impl Metrics {
             (
                 "kvs_record_s3_requests_total",
                 "S3 requests made.",
-                super::store::REQUESTS.load(Ordering::Relaxed),
+                super::s3::REQUESTS.load(Ordering::Relaxed),
             ),
         ];
         metric(
@@ -328,4 +328,14 @@ pub async fn serve(
         }
     });
     Ok(addr)
+}
+
+/// Reads a source's counters for /metrics.
+pub fn source_stats(src: &gst::Element) -> (u64, u64) {
+    use gst::prelude::*;
+    let stats = src.property::<gst::Structure>("stats");
+    (
+        stats.get::<u64>("reconnects").unwrap_or(0),
+        stats.get::<u64>("throttles").unwrap_or(0),
+    )
 }
