@@ -9,9 +9,131 @@ use kvs_local_server::synth::Call;
 use kvs_local_server::synth::camera::Camera;
 use kvs_local_server::{LocalKvs, State, Stream};
 
-const USAGE: &str = "\
-Usage: kvs-local-server [OPTIONS]
+use clap::Parser;
 
+/// kvs-local-server's command line.
+#[derive(Parser, Debug)]
+#[command(name = "kvs-local-server", version, about = ABOUT)]
+struct Cli {
+    /// Serve the chunks of a GetMedia capture or MKV file
+    #[arg(
+        long = "stream",
+        value_name = "NAME=FILE.mkv",
+        help_heading = "Streams"
+    )]
+    streams: Vec<String>,
+    /// Serve a live synthetic Connect call as stream 'demo-call', paced in real time [default:
+    /// 60, when no other stream is given]
+    #[arg(long, value_name = "SECONDS", help_heading = "Streams")]
+    demo_call: Option<u64>,
+    /// With it, N more: 'demo-call-0' to 'demo-call-N-1', each 1/N of a fragment later than the
+    /// one before, as calls that did not start together (benchmarks)
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Streams")]
+    demo_copies: u64,
+    /// Serve a stored synthetic Connect call as stream 'archive-call', all of it available at once
+    #[arg(long, value_name = "SECONDS", help_heading = "Streams")]
+    archive_call: Option<u64>,
+    /// Serve a live synthetic camera: H.264 640x360 at 25 fps from x264enc, 2 s fragments,
+    /// producer times from now (default: 600 s)
+    #[arg(
+        long = "camera",
+        value_name = "NAME[=SECONDS]",
+        help_heading = "Streams"
+    )]
+    cameras: Vec<String>,
+    /// The same, stored: all of it available at once, from 2023-11-14T22:13:20Z (producer time)
+    #[arg(
+        long = "archive-camera",
+        value_name = "NAME[=SECONDS]",
+        help_heading = "Streams"
+    )]
+    archive_cameras: Vec<String>,
+    /// An empty stream for producers to put into (PutMedia); CreateStream makes more
+    #[arg(long = "put-stream", value_name = "NAME", help_heading = "Streams")]
+    put_streams: Vec<String>,
+    /// Bytes a second read from one PutMedia connection (0: no limit) [default: 12500000, as KVS]
+    #[arg(long, value_name = "BYTES", help_heading = "PutMedia")]
+    put_rate: Option<u64>,
+    /// PutMedia calls a second per stream [default: 5, as KVS]
+    #[arg(long, value_name = "N", help_heading = "PutMedia")]
+    put_calls: Option<usize>,
+    /// Keep only the newest N fragments of each put stream [default: all]
+    #[arg(long, value_name = "N", help_heading = "PutMedia")]
+    keep_fragments: Option<usize>,
+    /// Cut K PutMedia connections ...
+    #[arg(long, value_name = "K", help_heading = "PutMedia")]
+    put_cuts: Option<u32>,
+    /// ... when N fragments are whole and the next has a block
+    #[arg(long, value_name = "N", help_heading = "PutMedia")]
+    put_cut_after: Option<u32>,
+    /// Answer K fragments with an ERROR acknowledgement ...
+    #[arg(long, value_name = "K", help_heading = "PutMedia")]
+    put_errors: Option<u32>,
+    /// ... of this ErrorId [default: 5000]
+    #[arg(long, value_name = "ID", help_heading = "PutMedia")]
+    put_error_id: Option<u32>,
+    /// Port to listen on (0: any free port)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    port: u16,
+    /// Address to listen on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    listen: std::net::IpAddr,
+    /// Check the signatures of requests signed with KEY
+    #[arg(long = "key", value_name = "KEY:SECRET")]
+    keys: Vec<String>,
+    /// End each GetMedia response after S seconds, at a chunk boundary, as KVS ends every
+    /// GetMedia session after about 40 to 45 minutes
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    session_seconds: Option<u64>,
+    /// With it: end the response in the middle of a chunk
+    #[arg(long, requires = "session_seconds")]
+    session_end_mid_chunk: bool,
+    /// Cut each connection after BYTES body bytes
+    #[arg(long, value_name = "BYTES", help_heading = "Faults")]
+    cut_after: Option<u64>,
+    /// Cut each connection after a random count of bytes up to MAX
+    #[arg(long, value_name = "MAX", help_heading = "Faults")]
+    cut_random: Option<u64>,
+    /// How many connections to cut [default with a cut: 1000000]
+    #[arg(long, value_name = "N", help_heading = "Faults")]
+    cuts: Option<u32>,
+    /// Refuse the first K GetMedia, ListFragments or GetMediaForFragmentList calls
+    /// (ClientLimitExceeded)
+    #[arg(long, value_name = "K", help_heading = "Faults")]
+    throttle: Option<u32>,
+    /// Refuse the next K GetMedia calls (InvalidEndpoint)
+    #[arg(long, value_name = "K", help_heading = "Faults")]
+    invalid_endpoint: Option<u32>,
+    /// Stall one body for T ms ...
+    #[arg(long, value_name = "T", help_heading = "Faults")]
+    stall_ms: Option<u64>,
+    /// ... after BYTES
+    #[arg(long, value_name = "BYTES", help_heading = "Faults")]
+    stall_after: Option<u64>,
+    /// Send in-band error tags in place of fragment N (GetMediaForFragmentList: as if it were
+    /// missing)
+    #[arg(long, value_name = "N", help_heading = "Faults")]
+    error_at: Option<u32>,
+    /// At most N fragments per ListFragments page
+    #[arg(long, value_name = "N", help_heading = "Faults")]
+    page_max: Option<u32>,
+    /// Send each GetMediaForFragmentList body at most BYTES a second, as one connection to a
+    /// faraway region does
+    #[arg(long, value_name = "BYTES", help_heading = "Faults")]
+    archive_rate: Option<u64>,
+    /// Serve only the first N fragments
+    #[arg(long, value_name = "N", help_heading = "Faults")]
+    end_after: Option<u32>,
+    /// End a body with nothing to send after MS [default: 3000]
+    #[arg(long, value_name = "MS", help_heading = "Faults")]
+    idle_end_ms: Option<u64>,
+    /// Take the next K GetMedia, GetMediaForFragmentList or PutMedia requests and never answer
+    /// them
+    #[arg(long, value_name = "K", help_heading = "Faults")]
+    unanswered: Option<u32>,
+}
+
+const ABOUT: &str = "\
 Serves the KVS REST API (CreateStream, DeleteStream, DescribeStream, GetDataEndpoint,
 PutMedia, GetMedia, ListFragments, GetMediaForFragmentList) on 127.0.0.1
 and prints the endpoint URL. What producers put is served to readers at
@@ -20,167 +142,59 @@ knows (AKIDTEST, AKIDBENCH, AKIDDEMO and AKIDLOCAL, with the secrets
 test-secret, bench, demo and local, and any given with --key) it signs each
 request again and refuses a wrong signature with InvalidSignatureException;
 other keys are accepted on the form of the header. AKIDDENIED gets
-NotAuthorizedException.
+NotAuthorizedException.";
 
-Streams:
-  --stream NAME=FILE.mkv   serve the chunks of a GetMedia capture or MKV file
-  --demo-call SECONDS      serve a live synthetic Connect call as stream
-                           'demo-call', paced in real time (default: 60)
-  --demo-copies N          with it, N more: 'demo-call-0' to 'demo-call-N-1',
-                           each 1/N of a fragment later than the one before,
-                           as calls that did not start together (benchmarks)
-  --archive-call SECONDS   serve a stored synthetic Connect call as stream
-                           'archive-call', all of it available at once
-  --camera NAME[=SECONDS]  serve a live synthetic camera: H.264 640x360 at
-                           25 fps from x264enc, 2 s fragments, producer
-                           times from now (default: 600 s)
-  --archive-camera NAME[=SECONDS]   the same, stored: all of it available at
-                           once, from 2023-11-14T22:13:20Z (producer time)
-  --put-stream NAME        an empty stream for producers to put into (PutMedia);
-                           CreateStream makes more
-PutMedia:
-  --put-rate BYTES         bytes a second read from one connection
-                           (default: 12500000, as KVS; 0: no limit)
-  --put-calls N            PutMedia calls a second per stream (default: 5, as KVS)
-  --keep-fragments N       keep only the newest N fragments of each put stream
-                           (default: all)
-  --put-cuts K --put-cut-after N   cut K PutMedia connections when N
-                           fragments are whole and the next has a block
-  --put-errors K --put-error-id ID answer K fragments with an ERROR ACK
-                           of this ErrorId (default 5000)
-Options:
-  --port N                 port to listen on (default: 0, any free port)
-  --listen ADDR            address to listen on (default: 127.0.0.1)
-  --session-seconds S      end each GetMedia response after S seconds, at a
-                           chunk boundary, as KVS ends every GetMedia session
-                           after about 40 to 45 minutes
-  --session-end-mid-chunk  with it: end the response in the middle of a chunk
-  --key KEY:SECRET         check the signatures of requests signed with KEY
-Faults:
-  --cut-after BYTES        cut each connection after BYTES body bytes
-  --cut-random MAX         cut each connection after a random count up to MAX
-  --cuts N                 how many connections to cut (default with a cut: 1000000)
-  --throttle K             refuse the first K GetMedia, ListFragments or
-                           GetMediaForFragmentList calls (ClientLimitExceeded)
-  --invalid-endpoint K     refuse the next K GetMedia calls (InvalidEndpoint)
-  --stall-ms T --stall-after BYTES   stall one body for T ms after BYTES
-  --error-at N             send in-band error tags in place of fragment N
-                           (GetMediaForFragmentList: as if it were missing)
-  --page-max N             at most N fragments per ListFragments page
-  --archive-rate BYTES     send each GetMediaForFragmentList body at most BYTES
-                           a second, as one connection to a faraway region does
-  --end-after N            serve only the first N fragments
-  --idle-end-ms MS         end a body with nothing to send after MS (default 3000)
-  --unanswered K           take the next K GetMedia, GetMediaForFragmentList or
-                           PutMedia requests and never answer them
-";
+/// Stores `value` in `to` when it was given.
+fn set<A, T>(to: &A, value: Option<T>, store: impl Fn(&A, T)) {
+    if let Some(v) = value {
+        store(to, v);
+    }
+}
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut port = 0u16;
-    let mut listen = std::net::IpAddr::from([127, 0, 0, 1]);
-    let mut session_end = kvs_local_server::SessionEnd::default();
+    let cli = Cli::parse();
+    let fail = |what: String| -> ! {
+        eprintln!("kvs-local-server: {what}");
+        std::process::exit(2)
+    };
     let mut streams = Vec::new();
-    let mut demo = None;
-    let mut copies = 0;
-    let mut archive = None;
-    let mut faults: Vec<(String, u64)> = Vec::new();
-    let mut keys = Vec::new();
-    let mut cameras: Vec<(String, u64, bool)> = Vec::new();
-    while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next().unwrap_or_else(|| {
-                eprintln!("kvs-local-server: {arg} needs a value\n\n{USAGE}");
-                std::process::exit(2)
-            })
+    for spec in &cli.streams {
+        let Some((name, file)) = spec.split_once('=') else {
+            fail("--stream takes NAME=FILE.mkv".into())
         };
-        let number = |v: String| -> u64 {
-            v.parse().unwrap_or_else(|_| {
-                eprintln!("kvs-local-server: {v:?} is not a number");
-                std::process::exit(2)
-            })
-        };
-        match arg.as_str() {
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return;
-            }
-            "--port" => {
-                port = u16::try_from(number(value())).unwrap_or_else(|_| {
-                    eprintln!("kvs-local-server: --port takes 0 to 65535");
-                    std::process::exit(2)
-                })
-            }
-            "--listen" => {
-                let v = value();
-                listen = v.parse().unwrap_or_else(|_| {
-                    eprintln!("kvs-local-server: --listen {v:?} is not an IP address");
-                    std::process::exit(2)
-                })
-            }
-            "--session-seconds" => {
-                session_end.after = Some(Duration::from_secs(number(value()).max(1)))
-            }
-            "--session-end-mid-chunk" => session_end.mid_chunk = true,
-            "--demo-call" => demo = Some(number(value())),
-            "--demo-copies" => copies = number(value()),
-            "--archive-call" => archive = Some(number(value())),
-            "--camera" | "--archive-camera" => {
-                let spec = value();
-                let (name, seconds) = match spec.split_once('=') {
-                    Some((name, s)) => (name.to_string(), number(s.to_string())),
-                    None => (spec, 600),
-                };
-                cameras.push((name, seconds, arg == "--camera"));
-            }
-            "--key" => {
-                let spec = value();
-                let Some((key, secret)) = spec.split_once(':') else {
-                    eprintln!("kvs-local-server: --key takes KEY:SECRET");
-                    std::process::exit(2)
-                };
-                keys.push((key.to_string(), secret.to_string()));
-            }
-            "--stream" => {
-                let spec = value();
-                let Some((name, file)) = spec.split_once('=') else {
-                    eprintln!("kvs-local-server: --stream takes NAME=FILE.mkv");
-                    std::process::exit(2)
-                };
-                let data = std::fs::read(file).unwrap_or_else(|e| {
-                    eprintln!("kvs-local-server: cannot read {file}: {e}");
-                    std::process::exit(1)
-                });
-                streams.push(Stream::from_mkv(name, &data));
-            }
-            "--put-stream" => streams.push(Stream::empty(&value(), 24)),
-            "--cut-after" | "--cut-random" | "--cuts" | "--throttle" | "--invalid-endpoint"
-            | "--stall-ms" | "--stall-after" | "--error-at" | "--end-after" | "--idle-end-ms"
-            | "--page-max" | "--archive-rate" | "--put-rate" | "--put-calls"
-            | "--keep-fragments" | "--put-cuts" | "--put-cut-after" | "--put-errors"
-            | "--put-error-id" | "--unanswered" => {
-                let v = number(value());
-                faults.push((arg, v));
-            }
-            other => {
-                eprintln!("kvs-local-server: unknown option {other:?}\n\n{USAGE}");
-                std::process::exit(2)
-            }
-        }
+        let data = std::fs::read(file).unwrap_or_else(|e| {
+            eprintln!("kvs-local-server: cannot read {file}: {e}");
+            std::process::exit(1)
+        });
+        streams.push(Stream::from_mkv(name, &data));
     }
-    if let Some(seconds) = archive {
+    streams.extend(cli.put_streams.iter().map(|n| Stream::empty(n, 24)));
+    if let Some(seconds) = cli.archive_call {
         streams.push(Stream::from_call(
             "archive-call",
             &Call::demo(seconds),
             false,
         ));
     }
-    for (name, seconds, live) in cameras {
-        streams.push(camera(&name, seconds, live));
+    let cameras = cli
+        .cameras
+        .iter()
+        .map(|c| (c, true))
+        .chain(cli.archive_cameras.iter().map(|c| (c, false)));
+    for (spec, live) in cameras {
+        let (name, seconds) = match spec.split_once('=') {
+            Some((name, s)) => match s.parse() {
+                Ok(seconds) => (name, seconds),
+                Err(_) => fail(format!("--camera {spec:?}: the seconds are a number")),
+            },
+            None => (spec.as_str(), 600),
+        };
+        streams.push(camera(name, seconds, live));
     }
-    if streams.is_empty() || demo.is_some() {
-        let call = Call::demo(demo.unwrap_or(60));
+    if streams.is_empty() || cli.demo_call.is_some() {
+        let call = Call::demo(cli.demo_call.unwrap_or(60));
         let stream = Stream::from_call("demo-call", &call, true);
+        let copies = cli.demo_copies;
         let step = Duration::from_millis(call.fragment_ms()) / (copies.max(1) as u32);
         for i in 0..copies {
             streams.extend(stream.live_copy(&format!("demo-call-{i}"), step * (i as u32 + 1)));
@@ -188,48 +202,49 @@ fn main() {
         streams.push(stream);
     }
     let mut state = State::new(streams);
-    state.secrets.extend(keys);
-    state.session_end = session_end;
-    for (name, v) in &faults {
-        match name.as_str() {
-            "--put-rate" => state.put.bytes_per_second = *v,
-            "--put-calls" => state.put.calls_per_second = *v as usize,
-            "--keep-fragments" => state.put.keep = Some(*v as usize),
-            _ => {}
-        }
+    for spec in &cli.keys {
+        let Some((key, secret)) = spec.split_once(':') else {
+            fail("--key takes KEY:SECRET".into())
+        };
+        state.secrets.insert(key.to_string(), secret.to_string());
     }
+    state.session_end = kvs_local_server::SessionEnd {
+        after: cli.session_seconds.map(Duration::from_secs),
+        mid_chunk: cli.session_end_mid_chunk,
+    };
+    if let Some(v) = cli.put_rate {
+        state.put.bytes_per_second = v;
+    }
+    if let Some(v) = cli.put_calls {
+        state.put.calls_per_second = v;
+    }
+    state.put.keep = cli.keep_fragments.or(state.put.keep);
     let f = &state.faults;
-    for (name, v) in faults {
-        match name.as_str() {
-            "--cut-after" => f.cut_after.store(v, Ordering::SeqCst),
-            "--cut-random" => f.cut_max.store(v, Ordering::SeqCst),
-            "--cuts" => f.cuts.store(v as u32, Ordering::SeqCst),
-            "--throttle" => f.throttle.store(v as u32, Ordering::SeqCst),
-            "--invalid-endpoint" => f.invalid_endpoint.store(v as u32, Ordering::SeqCst),
-            "--stall-ms" => f.stall_ms.store(v, Ordering::SeqCst),
-            "--stall-after" => f.stall_after.store(v, Ordering::SeqCst),
-            "--error-at" => f.error_at.store(v as u32, Ordering::SeqCst),
-            "--end-after" => f.end_after.store(v as u32, Ordering::SeqCst),
-            "--idle-end-ms" => f.idle_end_ms.store(v, Ordering::SeqCst),
-            "--page-max" => f.page_max.store(v as u32, Ordering::SeqCst),
-            "--archive-rate" => f.archive_rate.store(v, Ordering::SeqCst),
-            "--put-cuts" => f.put_cuts.store(v as u32, Ordering::SeqCst),
-            "--put-cut-after" => f.put_cut_after.store(v as u32, Ordering::SeqCst),
-            "--put-errors" => f.put_errors.store(v as u32, Ordering::SeqCst),
-            "--put-error-id" => f.put_error_id.store(v as u32, Ordering::SeqCst),
-            "--unanswered" => f.unanswered.store(v as u32, Ordering::SeqCst),
-            "--put-rate" | "--put-calls" | "--keep-fragments" => {}
-            _ => unreachable!("every fault flag is handled"),
-        }
-        if matches!(name.as_str(), "--cut-after" | "--cut-random")
-            && f.cuts.load(Ordering::SeqCst) == 0
-        {
-            f.cuts.store(1_000_000, Ordering::SeqCst);
-        }
+    let store32 = |a: &std::sync::atomic::AtomicU32, v: u32| a.store(v, Ordering::SeqCst);
+    let store64 = |a: &std::sync::atomic::AtomicU64, v: u64| a.store(v, Ordering::SeqCst);
+    set(&f.cut_after, cli.cut_after, store64);
+    set(&f.cut_max, cli.cut_random, store64);
+    set(&f.cuts, cli.cuts, store32);
+    if (cli.cut_after.is_some() || cli.cut_random.is_some()) && cli.cuts.is_none() {
+        f.cuts.store(1_000_000, Ordering::SeqCst);
     }
+    set(&f.throttle, cli.throttle, store32);
+    set(&f.invalid_endpoint, cli.invalid_endpoint, store32);
+    set(&f.stall_ms, cli.stall_ms, store64);
+    set(&f.stall_after, cli.stall_after, store64);
+    set(&f.error_at, cli.error_at, store32);
+    set(&f.end_after, cli.end_after, store32);
+    set(&f.idle_end_ms, cli.idle_end_ms, store64);
+    set(&f.page_max, cli.page_max, store32);
+    set(&f.archive_rate, cli.archive_rate, store64);
+    set(&f.put_cuts, cli.put_cuts, store32);
+    set(&f.put_cut_after, cli.put_cut_after, store32);
+    set(&f.put_errors, cli.put_errors, store32);
+    set(&f.put_error_id, cli.put_error_id, store32);
+    set(&f.unanswered, cli.unanswered, store32);
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let addr = std::net::SocketAddr::new(cli.listen, cli.port);
     runtime.block_on(async {
-        let addr = std::net::SocketAddr::new(listen, port);
         let server = LocalKvs::start_on(addr, state).await.unwrap_or_else(|e| {
             eprintln!("kvs-local-server: cannot listen on {addr}: {e}");
             std::process::exit(1)

@@ -840,14 +840,17 @@ fn an_out_or_spool_dir_that_cannot_be_written_is_refused_at_start() {
 #[test]
 fn usage_errors_say_what_to_do() {
     let cases: &[(&[&str], &str)] = &[
-        (&[], "--queue-url is required"),
+        (
+            &[],
+            "the following required arguments were not provided: --queue-url <URL>",
+        ),
         (
             &["--queue-url", "http://q"],
-            "--bucket NAME (S3) or --out-dir DIR (a local directory) is required",
+            "the following required arguments were not provided: <--bucket <NAME>|--out-dir <DIR>>",
         ),
         (
             &["--queue-url", "http://q", "--bucket", "b", "--out-dir", "d"],
-            "give --bucket or --out-dir, not both",
+            "the argument '--bucket <NAME>' cannot be used with '--out-dir <DIR>'",
         ),
         (
             &[
@@ -858,7 +861,7 @@ fn usage_errors_say_what_to_do() {
                 "--piece-mib",
                 "1",
             ],
-            "at least 5 MiB",
+            "invalid value '1' for '--piece-mib <N>'",
         ),
         (
             &[
@@ -869,7 +872,7 @@ fn usage_errors_say_what_to_do() {
                 "--max-calls",
                 "many",
             ],
-            "give a whole number",
+            "invalid value 'many' for '--max-calls <N>'",
         ),
         (
             &[
@@ -880,7 +883,7 @@ fn usage_errors_say_what_to_do() {
                 "--listen",
                 "9090",
             ],
-            "--listen \"9090\": give ADDR:PORT",
+            "invalid value '9090' for '--listen <ADDR:PORT>'",
         ),
         (
             &[
@@ -891,9 +894,12 @@ fn usage_errors_say_what_to_do() {
                 "--format",
                 "mp3",
             ],
-            "--format \"mp3\": give wav or opus",
+            "invalid value 'mp3' for '--format <FORMAT>'",
         ),
-        (&["--no-such-flag"], "unknown option --no-such-flag"),
+        (
+            &["--no-such-flag"],
+            "unexpected argument '--no-such-flag' found",
+        ),
     ];
     for (args, says) in cases {
         let out = Command::new(env!("CARGO_BIN_EXE_kvs-record"))

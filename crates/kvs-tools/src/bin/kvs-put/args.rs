@@ -1,46 +1,76 @@
 // SPDX-License-Identifier: MPL-2.0
 //! kvs-put's command line.
 
-pub const USAGE: &str = "\
-Usage: kvs-put [OPTIONS] (FILE | --demo) (--stream NAME | --stream-arn ARN | --local)
+use clap::Parser;
+use kvs_tools::cli::{Read, Usage};
 
-Puts a media file, or the synthetic demo call, into a Kinesis video stream
-with PutMedia (kvsputmediasink). Every fragment is kept until KVS has it, and
-sent again after a dropped connection.
+/// kvs-put's command line, as given.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "kvs-put",
+    version,
+    about = "Puts a media file, or the synthetic demo call, into a Kinesis video stream with \
+             PutMedia (kvsputmediasink). Every fragment is kept until KVS has it, and sent again \
+             after a dropped connection.",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// Any file GStreamer can read. H.264, H.265, AAC, A-law, mu-law, PCM and Opus are put as
+    /// they are; other codecs are decoded, and video encoded to H.264 (audio goes as PCM). At
+    /// most one video and two audio tracks
+    #[arg(value_name = "FILE", help_heading = "Input (one of)")]
+    file: Option<String>,
+    /// The synthetic two-party Amazon Connect call: two 8 kHz PCM tracks named
+    /// AUDIO_FROM_CUSTOMER and AUDIO_TO_CUSTOMER, with ContactId and MimeType tags on every
+    /// fragment
+    #[arg(long, conflicts_with = "file", help_heading = "Input (one of)")]
+    demo: bool,
+    /// The stream's name
+    #[arg(long, value_name = "NAME", help_heading = "Where")]
+    stream: Option<String>,
+    /// The stream's ARN
+    #[arg(
+        long,
+        value_name = "ARN",
+        conflicts_with = "stream",
+        help_heading = "Where"
+    )]
+    stream_arn: Option<String>,
+    /// Start a local KVS server in this process and put into it (no AWS account needed); the
+    /// stream is created
+    #[arg(long, conflicts_with_all = ["stream_arn", "endpoint_uri"], help_heading = "Where")]
+    local: bool,
+    /// AWS region [default: the SDK's region chain]
+    #[arg(long, value_name = "REGION", help_heading = "Where")]
+    region: Option<String>,
+    /// KVS endpoint to use instead of AWS's
+    #[arg(long, value_name = "URL", help_heading = "Where")]
+    endpoint_uri: Option<String>,
+    /// Create the stream if it is missing, keeping data HOURS hours
+    #[arg(long, value_name = "HOURS", value_parser = clap::value_parser!(u32).range(0..=87_600), help_heading = "Where")]
+    create_stream: Option<u32>,
+    /// At the media's own pace, as a live source would [default: as fast as KVS accepts (12.5
+    /// MB/s)]
+    #[arg(long, help_heading = "How")]
+    realtime: bool,
+    /// Fragment length for audio-only input, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(100..=10_000), help_heading = "How")]
+    fragment_duration: u32,
+    /// Length of the --demo call, in seconds
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..), help_heading = "How")]
+    demo_seconds: u64,
+    /// No progress line
+    #[arg(short, long, help_heading = "How")]
+    quiet: bool,
+}
 
-Input (one of):
-  FILE                  any file GStreamer can read. H.264, H.265, AAC, A-law,
-                        mu-law, PCM and Opus are put as they are; other codecs are
-                        decoded, and video encoded to H.264 (audio goes as PCM).
-                        At most one video and two audio tracks.
-  --demo                the synthetic two-party Amazon Connect call: two 8 kHz PCM
-                        tracks named AUDIO_FROM_CUSTOMER and AUDIO_TO_CUSTOMER,
-                        with ContactId and MimeType tags on every fragment
-
-Where:
-  --stream NAME         the stream's name
-  --stream-arn ARN      the stream's ARN
-  --local               start a local KVS server in this process and put into it
-                        (no AWS account needed); the stream is created
-  --region REGION       AWS region [default: the SDK's region chain]
-  --endpoint-uri URL    KVS endpoint to use instead of AWS's
-  --create-stream HOURS create the stream if it is missing, keeping data HOURS hours
-
-How:
-  --realtime            at the media's own pace, as a live source would
-                        [default: as fast as KVS accepts (12.5 MB/s)]
-  --fragment-duration MS  fragment length for audio-only input [default: 2000]
-  --demo-seconds N      length of the --demo call [default: 20]
-  -q, --quiet           no progress line
-  -h, --help            this help
-
+const AFTER_HELP: &str = "\
 Producer timestamps start now and follow the media's own timestamps.
 Credentials come from the AWS SDK's default chain; they need
 kinesisvideo:PutMedia, GetDataEndpoint and DescribeStream (and CreateStream
 with --create-stream).
 Exit status: 0 every fragment acknowledged, 1 failed (the reason is printed),
-2 bad usage.
-";
+2 bad usage.";
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Input {
@@ -65,71 +95,38 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// Parses the arguments; `Ok(None)` means --help was asked for.
-pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut a = Args {
-        input: Input::None,
-        stream_name: None,
-        stream_arn: None,
-        local: false,
-        region: None,
-        endpoint_uri: None,
-        create_stream: None,
-        realtime: false,
-        fragment_duration: 2000,
-        demo_seconds: 20,
-        quiet: false,
+/// Reads the command line: the arguments, checked, or the text of
+/// --help or --version.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Read<Args>, Usage> {
+    let c = match kvs_tools::cli::read::<Cli>("kvs-put", args)? {
+        Read::Args(c) => c,
+        Read::Said(text) => return Ok(Read::Said(text)),
     };
-    let mut it = args.into_iter();
-    let set_input = |a: &mut Args, input: Input| {
-        if a.input != Input::None {
-            return Err("give one input: a FILE or --demo".to_string());
-        }
-        a.input = input;
-        Ok(())
+    let input = match (c.file, c.demo) {
+        (Some(file), false) => Input::File(file),
+        (None, true) => Input::Demo,
+        _ => return Err("say what to put: a FILE or --demo".into()),
     };
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
-        let number = |v: String| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{arg} takes a whole number, not {v:?}"))
-        };
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--demo" => set_input(&mut a, Input::Demo)?,
-            "--stream" => a.stream_name = Some(value()?),
-            "--stream-arn" => a.stream_arn = Some(value()?),
-            "--local" => a.local = true,
-            "--region" => a.region = Some(value()?),
-            "--endpoint-uri" => a.endpoint_uri = Some(value()?),
-            "--create-stream" => a.create_stream = Some(number(value()?)?.min(87_600) as u32),
-            "--realtime" => a.realtime = true,
-            "--fragment-duration" => match number(value()?)? {
-                n @ 100..=10_000 => a.fragment_duration = n as u32,
-                _ => return Err("--fragment-duration takes 100 to 10000 (ms)".into()),
-            },
-            "--demo-seconds" => match number(value()?)? {
-                0 => return Err("--demo-seconds takes 1 or more".into()),
-                n => a.demo_seconds = n,
-            },
-            "-q" | "--quiet" => a.quiet = true,
-            flag if flag.starts_with('-') => return Err(format!("unknown argument {flag:?}")),
-            file => set_input(&mut a, Input::File(file.into()))?,
-        }
+    let mut stream_name = c.stream;
+    if c.local {
+        stream_name.get_or_insert_with(|| "demo-call".into());
     }
-    if a.input == Input::None {
-        return Err("say what to put: a FILE or --demo".into());
-    }
-    if a.local {
-        if a.stream_arn.is_some() || a.endpoint_uri.is_some() {
-            return Err("--local puts into its own server: give --stream NAME or nothing".into());
-        }
-        a.stream_name.get_or_insert_with(|| "demo-call".into());
-    }
-    if a.stream_name.is_some() == a.stream_arn.is_some() {
+    if stream_name.is_none() && c.stream_arn.is_none() {
         return Err("say where to put: --stream NAME, --stream-arn ARN or --local".into());
     }
-    Ok(Some(a))
+    Ok(Read::Args(Args {
+        input,
+        stream_name,
+        stream_arn: c.stream_arn,
+        local: c.local,
+        region: c.region,
+        endpoint_uri: c.endpoint_uri,
+        create_stream: c.create_stream,
+        realtime: c.realtime,
+        fragment_duration: c.fragment_duration,
+        demo_seconds: c.demo_seconds,
+        quiet: c.quiet,
+    }))
 }
 
 #[cfg(test)]
@@ -137,7 +134,11 @@ mod tests {
     use super::*;
 
     fn p(args: &[&str]) -> Result<Option<Args>, String> {
-        parse(args.iter().map(|s| s.to_string()))
+        match parse(args.iter().map(|s| s.to_string())) {
+            Ok(Read::Args(a)) => Ok(Some(a)),
+            Ok(Read::Said(_)) => Ok(None),
+            Err(u) => Err(u.0),
+        }
     }
 
     #[test]
@@ -154,7 +155,7 @@ mod tests {
         assert!(
             p(&["a.mkv", "b.mkv", "--stream", "s"])
                 .unwrap_err()
-                .contains("one input")
+                .contains("unexpected argument 'b.mkv'")
         );
         assert!(p(&["--stream", "s"]).unwrap_err().contains("what to put"));
         assert!(p(&["--demo", "--stream", "s", "--fragment-duration", "20000"]).is_err());

@@ -12,19 +12,17 @@ use gst::prelude::*;
 use kvs_local_server::synth::{Call, Side};
 use kvs_local_server::{LocalKvs, State, Stream};
 
-use args::{Args, Input, USAGE};
+use args::{Args, Input};
+use kvs_tools::cli::Read;
 
 fn main() {
     let args = match args::parse(std::env::args().skip(1)) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            print!("{USAGE}");
+        Ok(Read::Args(a)) => a,
+        Ok(Read::Said(text)) => {
+            print!("{text}");
             return;
         }
-        Err(e) => {
-            eprintln!("kvs-put: {e}\n\n{USAGE}");
-            std::process::exit(2);
-        }
+        Err(mistake) => kvs_tools::cli::usage_exit("kvs-put", &mistake),
     };
     if let Err(e) = run(&args) {
         eprintln!("kvs-put: {e}");

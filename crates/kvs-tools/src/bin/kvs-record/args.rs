@@ -1,51 +1,42 @@
 // SPDX-License-Identifier: MPL-2.0
 //! kvs-record's command line.
 
-pub const USAGE: &str = "\
-Usage: kvs-record [OPTIONS] (--stream NAME | --stream-arn ARN | --event FILE | --demo)
+use clap::{ArgGroup, Parser, Subcommand};
+use kvs_tools::cli::{Read, Usage};
 
-Records a Kinesis video stream's audio, such as an Amazon Connect call, to a
-stereo WAV or Ogg Opus file: the caller (track AUDIO_FROM_CUSTOMER) on the left,
-the agent (AUDIO_TO_CUSTOMER) on the right, aligned by time, with silence where
-a side says nothing.
+/// What the recorder is told on the command line, as given.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "kvs-record",
+    version,
+    about = "Records a Kinesis video stream's audio, such as an Amazon Connect call, to a stereo \
+             WAV or Ogg Opus file: the caller (track AUDIO_FROM_CUSTOMER) on the left, the agent \
+             (AUDIO_TO_CUSTOMER) on the right, aligned by time, with silence where a side says \
+             nothing.",
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    group(ArgGroup::new("input").args(["stream", "stream_arn", "event", "demo"]))
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
+    #[command(flatten)]
+    pub record: Record,
+}
 
-Input (one of):
-  --stream NAME         the stream's name
-  --stream-arn ARN      the stream's ARN (the region comes from it)
-  --event FILE          an Amazon Connect contact-flow event (JSON; - reads stdin):
-                        records that contact from its start and stops at its end;
-                        or a worker's range message ({\"Range\": ...}, see
-                        kvs-record serve --help): that range from the archive
-  --demo                starts a local KVS server with a synthetic two-party call
-                        and records it; no AWS account needed
+/// The other tools of kvs-record.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Tool {
+    /// Records contacts from an SQS queue to S3 or a directory (kvs-record serve --help)
+    #[cfg(feature = "serve")]
+    Serve(crate::serve::Cli),
+    /// Puts a long time range on the workers' queue in pieces (kvs-record split --help)
+    #[cfg(feature = "serve")]
+    Split(crate::serve::split::Cli),
+}
 
-Output:
-  -o, --out FILE        FILE.wav (stereo WAV) or FILE.opus / FILE.ogg (Ogg Opus)
-                        [default: call.wav, or demo-call.wav with --demo]
-  --split-seconds N     N-second WAV pieces instead: FILE-00000.wav, FILE-00001.wav...
-                        (or put a %05d pattern in FILE)
-  --mono-mix            both sides mixed into one channel
-
-Where and when:
-  --region REGION       AWS region [default: from the ARN, else the SDK's region chain]
-  --endpoint-uri URL    KVS endpoint to use instead of AWS's (a local server, a VPC endpoint)
-  --start WHEN          now, earliest, fragment:NUMBER, timestamp:T or producer-timestamp:T
-                        [default: now; with --event, the contact's start]
-  --end T               record from --start timestamp:T0 to T from the archive, as fast
-                        as it downloads (T: RFC 3339 or epoch seconds)
-  --idle-timeout S      stop after S seconds without a new fragment [default: 10]
-  --max-outage S        once the stream was reached, keep trying for S seconds of
-                        failures in a row (no answer, refused connections,
-                        throttles) before the recording fails with exit status 1;
-                        an outage is never taken for the end of the stream
-                        [default: 60]
-  --connect-pcm MODE    how A_AAC tracks are read: auto (PCM for Amazon Connect
-                        tracks and audio/L16 MimeType tags), always (PCM) or never
-                        (AAC, which this recorder cannot decode) [default: auto]
-  --demo-seconds N      length of the --demo call [default: 20]
-  -q, --quiet           no progress line
-  -h, --help            this help
-
+const AFTER_HELP: &str = "\
 Credentials come from the AWS SDK's default chain: AWS_ACCESS_KEY_ID and
 AWS_SECRET_ACCESS_KEY, AWS_PROFILE, SSO, or an instance or task role. They need
 kinesisvideo:GetDataEndpoint and GetMedia (ListFragments and
@@ -53,12 +44,75 @@ GetMediaForFragmentList with --end or an ended contact).
 
 Recording stops at the end of the contact (a new ContactId in the stream), after
 --idle-timeout, at --end, or on Ctrl-C; every stop leaves a finalized file.
-Exit status: 0 recorded, 1 failed (the reason is printed), 2 bad usage.
+Exit status: 0 recorded, 1 failed (the reason is printed), 2 bad usage.";
 
-With the serve feature: `kvs-record serve` records contacts from an SQS queue,
-and `kvs-record split` puts a long time range on that queue in pieces (see
-their --help).
-";
+/// The recorder's own options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Record {
+    /// The stream's name
+    #[arg(long, value_name = "NAME", help_heading = "Input (one of)")]
+    pub stream: Option<String>,
+    /// The stream's ARN (the region comes from it)
+    #[arg(long, value_name = "ARN", help_heading = "Input (one of)")]
+    pub stream_arn: Option<String>,
+    /// An Amazon Connect contact-flow event (JSON; - reads stdin): records that contact from its
+    /// start and stops at its end; or a worker's range message ({"Range": ...}, see kvs-record
+    /// serve --help): that range from the archive
+    #[arg(long, value_name = "FILE", help_heading = "Input (one of)")]
+    pub event: Option<String>,
+    /// Starts a local KVS server with a synthetic two-party call and records it; no AWS account
+    /// needed
+    #[arg(long, help_heading = "Input (one of)")]
+    pub demo: bool,
+    /// FILE.wav (stereo WAV) or FILE.opus / FILE.ogg (Ogg Opus) [default: call.wav, or
+    /// demo-call.wav with --demo]
+    #[arg(short, long, value_name = "FILE", help_heading = "Output")]
+    pub out: Option<String>,
+    /// N-second WAV pieces instead: FILE-00000.wav, FILE-00001.wav... (or put a %05d pattern in
+    /// FILE)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Output")]
+    pub split_seconds: Option<u64>,
+    /// Both sides mixed into one channel
+    #[arg(long, help_heading = "Output")]
+    pub mono_mix: bool,
+    /// AWS region [default: from the ARN, else the SDK's region chain]
+    #[arg(long, value_name = "REGION", help_heading = "Where and when")]
+    pub region: Option<String>,
+    /// KVS endpoint to use instead of AWS's (a local server, a VPC endpoint)
+    #[arg(long, value_name = "URL", help_heading = "Where and when")]
+    pub endpoint_uri: Option<String>,
+    /// now, earliest, fragment:NUMBER, timestamp:T or producer-timestamp:T [default: now; with
+    /// --event, the contact's start]
+    #[arg(long, value_name = "WHEN", help_heading = "Where and when")]
+    pub start: Option<String>,
+    /// Record from --start timestamp:T0 to T from the archive, as fast as it downloads (T: RFC
+    /// 3339 or epoch seconds)
+    #[arg(long, value_name = "T", help_heading = "Where and when")]
+    pub end: Option<String>,
+    /// Stop after S seconds without a new fragment
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 10,
+        help_heading = "Where and when"
+    )]
+    pub idle_timeout: u64,
+    /// Once the stream was reached, keep trying for S seconds of failures in a row (no answer,
+    /// refused connections, throttles) before the recording fails with exit status 1; an outage
+    /// is never taken for the end of the stream
+    #[arg(long, value_name = "S", default_value_t = DEFAULT_MAX_OUTAGE, help_heading = "Where and when")]
+    pub max_outage: u64,
+    /// How A_AAC tracks are read: auto (PCM for Amazon Connect tracks and audio/L16 MimeType
+    /// tags), always (PCM) or never (AAC, which this recorder cannot decode)
+    #[arg(long, value_name = "MODE", value_parser = ["auto", "always", "never"], help_heading = "Where and when")]
+    pub connect_pcm: Option<String>,
+    /// Length of the --demo call
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Where and when")]
+    pub demo_seconds: u64,
+    /// No progress line
+    #[arg(short, long)]
+    pub quiet: bool,
+}
 
 /// Seconds of failures in a row the tools ride out before they give up.
 pub const DEFAULT_MAX_OUTAGE: u64 = 60;
@@ -91,91 +145,56 @@ pub struct Args {
     pub connect_pcm: Option<String>,
 }
 
-/// Parses the arguments; `Ok(None)` means --help was asked for.
-pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut a = Args {
-        input: Input::None,
-        out: None,
-        split_seconds: None,
-        mono_mix: false,
-        region: None,
-        endpoint_uri: None,
-        start: None,
-        end: None,
-        idle_timeout: 10,
-        max_outage: DEFAULT_MAX_OUTAGE,
-        demo_seconds: 20,
-        quiet: false,
-        connect_pcm: None,
-    };
-    let mut it = args.into_iter();
-    let set_input = |a: &mut Args, input: Input| {
-        if a.input != Input::None {
-            return Err("give one input: --stream, --stream-arn, --event or --demo".to_string());
+/// Reads the command line: the recorder's arguments, another tool's, or
+/// the text of --help or --version.
+pub fn read(args: impl IntoIterator<Item = String>) -> Result<Read<Cli>, Usage> {
+    kvs_tools::cli::read::<Cli>("kvs-record", args)
+}
+
+/// The recorder's arguments, checked.
+pub fn check(r: Record) -> Result<Args, Usage> {
+    let input = match (r.stream, r.stream_arn, r.event, r.demo) {
+        (Some(name), None, None, false) => Input::Name(name),
+        (None, Some(arn), None, false) => Input::Arn(arn),
+        (None, None, Some(path), false) => Input::Event(path),
+        (None, None, None, true) => Input::Demo,
+        _ => {
+            return Err(
+                "say what to record: --stream NAME, --stream-arn ARN, --event FILE or --demo"
+                    .into(),
+            );
         }
-        a.input = input;
-        Ok(())
     };
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
-        let number = |v: String| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{arg} takes a whole number, not {v:?}"))
-        };
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--stream" => set_input(&mut a, Input::Name(value()?))?,
-            "--stream-arn" => set_input(&mut a, Input::Arn(value()?))?,
-            "--event" => set_input(&mut a, Input::Event(value()?))?,
-            "--demo" => set_input(&mut a, Input::Demo)?,
-            "-o" | "--out" => a.out = Some(value()?),
-            "--split-seconds" => match number(value()?)? {
-                0 => return Err("--split-seconds takes 1 or more".into()),
-                n => a.split_seconds = Some(n),
-            },
-            "--mono-mix" => a.mono_mix = true,
-            "--region" => a.region = Some(value()?),
-            "--endpoint-uri" => a.endpoint_uri = Some(value()?),
-            "--start" => a.start = Some(value()?),
-            "--end" => a.end = Some(value()?),
-            "--idle-timeout" => a.idle_timeout = number(value()?)?,
-            "--max-outage" => a.max_outage = number(value()?)?,
-            "--demo-seconds" => a.demo_seconds = number(value()?)?,
-            "-q" | "--quiet" => a.quiet = true,
-            "--connect-pcm" => match value()?.as_str() {
-                mode @ ("auto" | "always" | "never") => a.connect_pcm = Some(mode.into()),
-                other => {
-                    return Err(format!(
-                        "--connect-pcm {other:?}: use auto, always or never"
-                    ));
-                }
-            },
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    if a.input == Input::None {
-        return Err(
-            "say what to record: --stream NAME, --stream-arn ARN, --event FILE or --demo".into(),
-        );
-    }
-    let out = a.out.get_or_insert_with(|| {
-        if a.input == Input::Demo {
+    let out = r.out.unwrap_or_else(|| {
+        if input == Input::Demo {
             "demo-call.wav".into()
         } else {
             "call.wav".into()
         }
     });
+    let a = Args {
+        input,
+        out: Some(out.clone()),
+        split_seconds: r.split_seconds,
+        mono_mix: r.mono_mix,
+        region: r.region,
+        endpoint_uri: r.endpoint_uri,
+        start: r.start,
+        end: r.end,
+        idle_timeout: r.idle_timeout,
+        max_outage: r.max_outage,
+        demo_seconds: r.demo_seconds,
+        quiet: r.quiet,
+        connect_pcm: r.connect_pcm,
+    };
     let lower = out.to_lowercase();
-    let opus = lower.ends_with(".opus") || lower.ends_with(".ogg");
-    if !opus && !lower.ends_with(".wav") {
-        return Err(format!(
-            "--out {out:?}: the name must end in .wav, .opus or .ogg"
-        ));
+    if !a.is_opus() && !lower.ends_with(".wav") {
+        return Err(format!("--out {out:?}: the name must end in .wav, .opus or .ogg").into());
     }
-    if opus && a.split_seconds.is_some() {
+    if a.is_opus() && a.split_seconds.is_some() {
         return Err("--split-seconds writes WAV pieces: give --out FILE.wav".into());
     }
-    Ok(Some(a))
+    Ok(a)
 }
 
 impl Args {
@@ -199,8 +218,11 @@ impl Args {
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Result<Option<Args>, String> {
-        parse(list.iter().map(|s| s.to_string()))
+    fn args(list: &[&str]) -> Result<Option<Args>, Usage> {
+        match read(list.iter().map(|s| s.to_string()))? {
+            Read::Args(cli) => check(cli.record).map(Some),
+            Read::Said(_) => Ok(None),
+        }
     }
 
     #[test]
@@ -213,6 +235,7 @@ mod tests {
         let a = args(&["--demo", "--split-seconds", "1"]).unwrap().unwrap();
         assert_eq!(a.split_pattern(), "demo-call-%05d.wav");
         assert_eq!(args(&["--help"]).unwrap(), None);
+        assert_eq!(args(&["--version"]).unwrap(), None);
         let a = args(&["--demo", "--connect-pcm", "always"])
             .unwrap()
             .unwrap();
@@ -221,15 +244,20 @@ mod tests {
 
     #[test]
     fn mistakes() {
-        let err = |list: &[&str]| args(list).unwrap_err();
+        let err = |list: &[&str]| args(list).unwrap_err().0;
         assert!(err(&[]).contains("say what to record"));
-        assert!(err(&["--demo", "--stream", "s"]).contains("one input"));
+        assert!(err(&["--demo", "--stream", "s"]).contains("cannot be used with"));
         assert!(err(&["--demo", "--out", "x.mp3"]).contains(".wav, .opus or .ogg"));
         assert!(err(&["--demo", "--out", "x.opus", "--split-seconds", "1"]).contains("WAV pieces"));
-        assert!(err(&["--demo", "--idle-timeout", "soon"]).contains("whole number"));
-        assert!(err(&["--demo", "--split-seconds", "0"]).contains("1 or more"));
-        assert!(err(&["--demo", "--bogus"]).contains("unknown argument"));
-        assert!(err(&["--stream"]).contains("needs a value"));
-        assert!(err(&["--demo", "--connect-pcm", "pcm"]).contains("auto, always or never"));
+        assert!(err(&["--demo", "--idle-timeout", "soon"]).contains("invalid value 'soon'"));
+        assert!(err(&["--demo", "--split-seconds", "0"]).contains("0 is not in 1.."));
+        assert!(err(&["--demo", "--bogus"]).contains("unexpected argument '--bogus'"));
+        assert!(err(&["--stream"]).contains("a value is required for '--stream <NAME>'"));
+        assert!(
+            err(&["--demo", "--connect-pcm", "pcm"])
+                .contains("[possible values: auto, always, never]")
+        );
+        // One line.
+        assert!(!err(&["--demo", "--bogus"]).contains('\n'));
     }
 }

@@ -20,28 +20,46 @@ use kvs_local_server::synth::Call;
 use kvs_local_server::{LocalKvs, State, Stream};
 
 use args::{Args, Input};
+use kvs_tools::cli::{Read, usage_exit};
 
 fn main() {
     let all: Vec<String> = std::env::args().skip(1).collect();
-    match all.first().map(String::as_str) {
-        Some("serve") => std::process::exit(serve(&all[1..])),
-        Some("split") => std::process::exit(split(&all[1..])),
-        _ => {}
+    #[cfg(not(feature = "serve"))]
+    if matches!(all.first().map(String::as_str), Some("serve" | "split")) {
+        fail(
+            2,
+            "this kvs-record was built without the worker: build it with \
+             cargo build --release --features serve",
+        );
     }
-    let args = match args::parse(std::env::args().skip(1)) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            print!("{}", args::USAGE);
+    // A mistake is said with the pointer to the help of what was run.
+    let program = match all.first().map(String::as_str) {
+        Some(tool @ ("serve" | "split")) => format!("kvs-record {tool}"),
+        _ => "kvs-record".to_string(),
+    };
+    let cli = match args::read(all) {
+        Ok(Read::Args(cli)) => cli,
+        Ok(Read::Said(text)) => {
+            print!("{text}");
             return;
         }
-        Err(e) => fail(2, &format!("{e}\nTry 'kvs-record --help'.")),
+        Err(mistake) => usage_exit(&program, &mistake),
     };
-    std::process::exit(Recording::run(args));
+    match cli.tool {
+        #[cfg(feature = "serve")]
+        Some(args::Tool::Serve(serve)) => std::process::exit(self::serve(serve)),
+        #[cfg(feature = "serve")]
+        Some(args::Tool::Split(split)) => std::process::exit(serve::split::main(split)),
+        None => {
+            let args = args::check(cli.record).unwrap_or_else(|m| usage_exit(&program, &m));
+            std::process::exit(Recording::run(args));
+        }
+    }
 }
 
 /// `kvs-record serve`, the queue-fed worker.
 #[cfg(feature = "serve")]
-fn serve(args: &[String]) -> i32 {
+fn serve(cli: serve::Cli) -> i32 {
     if let Err(e) = gst::init()
         .map_err(|e| e.to_string())
         .and_then(|_| gstkvs::plugin_register_static().map_err(|e| e.to_string()))
@@ -51,27 +69,7 @@ fn serve(args: &[String]) -> i32 {
             &format!("cannot start GStreamer and the kvs elements: {e}"),
         );
     }
-    serve::main(args)
-}
-
-/// `kvs-record split`, which puts a long range on the workers' queue.
-#[cfg(feature = "serve")]
-fn split(args: &[String]) -> i32 {
-    serve::split::main(args)
-}
-
-#[cfg(not(feature = "serve"))]
-fn split(args: &[String]) -> i32 {
-    serve(args)
-}
-
-#[cfg(not(feature = "serve"))]
-fn serve(_: &[String]) -> i32 {
-    fail(
-        2,
-        "this kvs-record was built without the worker: build it with \
-         cargo build --release --features serve",
-    )
+    serve::main(cli)
 }
 
 fn fail(code: i32, message: &str) -> ! {

@@ -9,10 +9,10 @@ use gst::prelude::*;
 use gstkvs::tags;
 use tokio::sync::{mpsc, watch};
 
+use super::checkpoint::{Checkpoint, Meta, Resume};
 use super::mix::Mixer;
 use super::ops::{self, Metrics};
 use super::spool::Pending;
-use super::checkpoint::{Checkpoint, Meta, Resume};
 use super::store::Store;
 use crate::event::Contact;
 

@@ -29,9 +29,110 @@ use ops::{Metrics, log};
 use queue::{Message, Queue};
 use store::{Backend, Format, Store};
 
-pub const USAGE: &str = "\
-Usage: kvs-record serve --queue-url URL (--bucket NAME | --out-dir DIR) [OPTIONS]
+/// `kvs-record serve`'s command line. Every option can also be set with
+/// its environment variable.
+#[derive(clap::Args, Debug, Clone)]
+#[command(
+    about = "Records Amazon Connect contacts from an SQS queue to S3 or a directory",
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    group(clap::ArgGroup::new("storage").args(["bucket", "out_dir"]).required(true))
+)]
+pub struct Cli {
+    /// The SQS queue of contact events
+    #[arg(long, value_name = "URL", env = "KVS_RECORD_QUEUE_URL")]
+    queue_url: String,
+    /// The S3 bucket for recordings
+    #[arg(long, value_name = "NAME", env = "KVS_RECORD_BUCKET")]
+    bucket: Option<String>,
+    /// A local directory instead, for small setups: the same pieces and checkpoints as files, so
+    /// that one machine's workers can resume one another's calls
+    #[arg(long, value_name = "DIR", env = "KVS_RECORD_OUT_DIR")]
+    out_dir: Option<String>,
+    /// Key prefix, as in calls/
+    #[arg(
+        long,
+        value_name = "TEXT",
+        env = "KVS_RECORD_PREFIX",
+        default_value = ""
+    )]
+    prefix: String,
+    /// Stereo WAV, or Ogg Opus (opusenc's defaults) to PREFIX{ContactId}.opus
+    #[arg(long, value_enum, env = "KVS_RECORD_FORMAT", default_value_t = Format::Wav)]
+    format: Format,
+    /// Calls recorded at once
+    #[arg(long, value_name = "N", env = "KVS_RECORD_MAX_CALLS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    max_calls: u64,
+    /// Seconds a running call's message stays hidden; it is renewed every third of that
+    #[arg(long, value_name = "S", env = "KVS_RECORD_VISIBILITY", default_value_t = 60, value_parser = clap::value_parser!(u64).range(3..))]
+    visibility: u64,
+    /// Seconds before a failed call's message comes back; the queue's redrive policy
+    /// dead-letters it after its maxReceiveCount
+    #[arg(
+        long,
+        value_name = "S",
+        env = "KVS_RECORD_RETRY_DELAY",
+        default_value_t = 30
+    )]
+    retry_delay: u64,
+    /// Where /metrics, /healthz and /readyz are served
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        env = "KVS_RECORD_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    listen: std::net::SocketAddr,
+    /// A call ends after S seconds without new audio
+    #[arg(long, value_name = "S", env = "KVS_RECORD_IDLE_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Keep trying to reach KVS for S seconds of failures in a row, then give the call back to
+    /// the queue (never finish it short)
+    #[arg(long, value_name = "S", env = "KVS_RECORD_MAX_OUTAGE", default_value_t = crate::args::DEFAULT_MAX_OUTAGE)]
+    max_outage: u64,
+    /// MiB of audio per checkpoint, at least 5
+    #[arg(long, value_name = "N", env = "KVS_RECORD_PIECE_MIB", default_value_t = 5, value_parser = clap::value_parser!(u64).range(5..))]
+    piece_mib: u64,
+    /// Keep each call's audio since its last checkpoint in an (unlinked) file here, not in
+    /// memory: 64 KiB of memory per call for it rather than up to a piece [default: in memory]
+    #[arg(long, value_name = "DIR", env = "KVS_RECORD_SPOOL_DIR")]
+    spool_dir: Option<String>,
+    #[command(flatten)]
+    aws: Aws,
+    /// KVS endpoint, as for a local server
+    #[arg(long, value_name = "URL", env = "KVS_RECORD_ENDPOINT_URI")]
+    endpoint_uri: Option<String>,
+}
 
+/// Where the queue and the bucket are: for `serve` and `split`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Aws {
+    /// AWS region of the queue and bucket
+    #[arg(long, value_name = "REGION", env = "AWS_REGION")]
+    region: Option<String>,
+    /// SQS endpoint
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL_SQS")]
+    sqs_endpoint: Option<String>,
+    /// S3 endpoint (path-style)
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL_S3")]
+    s3_endpoint: Option<String>,
+}
+
+impl Aws {
+    /// The region, and the endpoints, with the SDK's other variables.
+    fn resolved(&self) -> (Option<String>, Option<String>, Option<String>) {
+        let any = || std::env::var("AWS_ENDPOINT_URL").ok();
+        (
+            self.region
+                .clone()
+                .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok()),
+            self.sqs_endpoint.clone().or_else(any),
+            self.s3_endpoint.clone().or_else(any),
+        )
+    }
+}
+
+const LONG_ABOUT: &str = "\
 Takes Amazon Connect contact events (the contact flow's event, or its
 Details.ContactData) from an SQS queue and records each contact's two
 tracks to s3://BUCKET/PREFIX{ContactId}.wav (or DIR/PREFIX{ContactId}.wav),
@@ -41,44 +142,11 @@ recorded from the archive to PREFIX{Name}.wav:
 with the fragments that start from Start to End, both included (TIME: epoch
 milliseconds or ISO 8601; Name by default STREAM/START-END).
 `kvs-record split` puts a long range on the queue in pieces.
-Every option can also be set with the environment variable in brackets.
+Every option can also be set with the environment variable in brackets.";
 
-  --queue-url URL         the SQS queue of contact events [KVS_RECORD_QUEUE_URL]
-  --bucket NAME           the S3 bucket for recordings [KVS_RECORD_BUCKET]
-  --out-dir DIR           a local directory instead, for small setups: the
-                          same pieces and checkpoints as files, so that one
-                          machine's workers can resume one another's calls
-                          [KVS_RECORD_OUT_DIR]
-  --prefix TEXT           key prefix, as in calls/ [KVS_RECORD_PREFIX] (none)
-  --format wav|opus       stereo WAV, or Ogg Opus (opusenc's defaults) to
-                          PREFIX{ContactId}.opus [KVS_RECORD_FORMAT] (wav)
-  --max-calls N           calls recorded at once [KVS_RECORD_MAX_CALLS] (100)
-  --visibility S          seconds a running call's message stays hidden; it is
-                          renewed every third of that [KVS_RECORD_VISIBILITY] (60)
-  --retry-delay S         seconds before a failed call's message comes back; the
-                          queue's redrive policy dead-letters it after its
-                          maxReceiveCount [KVS_RECORD_RETRY_DELAY] (30)
-  --listen ADDR:PORT      where /metrics, /healthz and /readyz are served
-                          [KVS_RECORD_LISTEN] (0.0.0.0:9090)
-  --idle-timeout S        a call ends after S seconds without new audio
-                          [KVS_RECORD_IDLE_TIMEOUT] (5)
-  --max-outage S          keep trying to reach KVS for S seconds of failures
-                          in a row, then give the call back to the queue
-                          (never finish it short) [KVS_RECORD_MAX_OUTAGE] (60)
-  --piece-mib N           MiB of audio per checkpoint, at least 5
-                          [KVS_RECORD_PIECE_MIB] (5)
-  --spool-dir DIR         keep each call's audio since its last checkpoint in
-                          an (unlinked) file here, not in memory: 64 KiB of
-                          memory per call for it rather than up to a piece
-                          [KVS_RECORD_SPOOL_DIR] (none: in memory)
-  --region REGION         AWS region of the queue and bucket [AWS_REGION]
-  --endpoint-uri URL      KVS endpoint, as for a local server [KVS_RECORD_ENDPOINT_URI]
-  --sqs-endpoint URL      SQS endpoint [AWS_ENDPOINT_URL_SQS]
-  --s3-endpoint URL       S3 endpoint (path-style) [AWS_ENDPOINT_URL_S3]
-
+const AFTER_HELP: &str = "\
 SIGTERM or Ctrl-C: stop taking messages and give running calls back to the
-queue at once; their checkpoints let the next worker continue them.
-";
+queue at once; their checkpoints let the next worker continue them.";
 
 /// An SDK error with all its causes, after `what` failed.
 fn explain(what: &str, e: impl std::error::Error) -> String {
@@ -110,148 +178,34 @@ struct Config {
     s3_endpoint: Option<String>,
 }
 
-const OPTIONS: &[(&str, &str)] = &[
-    ("--queue-url", "KVS_RECORD_QUEUE_URL"),
-    ("--bucket", "KVS_RECORD_BUCKET"),
-    ("--out-dir", "KVS_RECORD_OUT_DIR"),
-    ("--prefix", "KVS_RECORD_PREFIX"),
-    ("--format", "KVS_RECORD_FORMAT"),
-    ("--max-calls", "KVS_RECORD_MAX_CALLS"),
-    ("--visibility", "KVS_RECORD_VISIBILITY"),
-    ("--retry-delay", "KVS_RECORD_RETRY_DELAY"),
-    ("--listen", "KVS_RECORD_LISTEN"),
-    ("--idle-timeout", "KVS_RECORD_IDLE_TIMEOUT"),
-    ("--max-outage", "KVS_RECORD_MAX_OUTAGE"),
-    ("--piece-mib", "KVS_RECORD_PIECE_MIB"),
-    ("--spool-dir", "KVS_RECORD_SPOOL_DIR"),
-    ("--region", "AWS_REGION"),
-    ("--endpoint-uri", "KVS_RECORD_ENDPOINT_URI"),
-    ("--sqs-endpoint", "AWS_ENDPOINT_URL_SQS"),
-    ("--s3-endpoint", "AWS_ENDPOINT_URL_S3"),
-];
-
-/// Options given as flags, or else in the environment.
-pub(crate) struct Flags {
-    given: std::collections::HashMap<String, String>,
-    options: &'static [(&'static str, &'static str)],
-}
-
-impl Flags {
-    /// `options` pairs each flag with its environment variable ("" for
-    /// none). None for --help.
-    pub(crate) fn parse(
-        args: &[String],
-        options: &'static [(&'static str, &'static str)],
-    ) -> Result<Option<Flags>, String> {
-        let mut given = std::collections::HashMap::new();
-        let mut it = args.iter();
-        while let Some(flag) = it.next() {
-            if flag == "-h" || flag == "--help" {
-                return Ok(None);
-            }
-            let (name, inline) = match flag.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (flag.as_str(), None),
-            };
-            if !options.iter().any(|(f, _)| *f == name) {
-                return Err(format!("unknown option {flag}"));
-            }
-            let value = match inline {
-                Some(v) => v,
-                None => it.next().ok_or(format!("{name} needs a value"))?.clone(),
-            };
-            given.insert(name.to_string(), value);
+impl Cli {
+    fn config(self) -> Config {
+        let (region, sqs_endpoint, s3_endpoint) = self.aws.resolved();
+        Config {
+            queue_url: self.queue_url,
+            bucket: self.bucket.unwrap_or_default(),
+            out_dir: self.out_dir,
+            prefix: self.prefix,
+            format: self.format,
+            max_calls: self.max_calls as usize,
+            visibility: self.visibility,
+            retry_delay: self.retry_delay,
+            listen: self.listen,
+            idle_timeout: self.idle_timeout,
+            max_outage: self.max_outage,
+            piece_mib: self.piece_mib,
+            spool_dir: self.spool_dir,
+            region,
+            endpoint_uri: self.endpoint_uri,
+            sqs_endpoint,
+            s3_endpoint,
         }
-        Ok(Some(Flags { given, options }))
     }
-
-    pub(crate) fn get(&self, flag: &str) -> Option<String> {
-        let env = self.options.iter().find(|(f, _)| *f == flag)?.1;
-        self.given
-            .get(flag)
-            .cloned()
-            .or_else(|| (!env.is_empty()).then(|| std::env::var(env).ok()).flatten())
-            .filter(|v| !v.is_empty())
-    }
-
-    pub(crate) fn need(&self, flag: &str) -> Result<String, String> {
-        self.get(flag).ok_or(format!("{flag} is required"))
-    }
-
-    pub(crate) fn num(&self, flag: &str, default: u64) -> Result<u64, String> {
-        self.get(flag).map_or(Ok(default), |v| {
-            v.parse()
-                .map_err(|_| format!("{flag} {v:?}: give a whole number"))
-        })
-    }
-}
-
-/// Flags first, then the environment, then defaults.
-fn parse(args: &[String]) -> Result<Option<Config>, String> {
-    let Some(flags) = Flags::parse(args, OPTIONS)? else {
-        return Ok(None);
-    };
-    let (get, need, num) = (
-        |f: &str| flags.get(f),
-        |f: &str| flags.need(f),
-        |f: &str, d: u64| flags.num(f, d),
-    );
-    let config = Config {
-        queue_url: need("--queue-url")?,
-        bucket: match (get("--bucket"), get("--out-dir")) {
-            (Some(bucket), None) => bucket,
-            (None, Some(_)) => String::new(),
-            (Some(_), Some(_)) => return Err("give --bucket or --out-dir, not both".into()),
-            (None, None) => {
-                return Err(
-                    "--bucket NAME (S3) or --out-dir DIR (a local directory) is required".into(),
-                );
-            }
-        },
-        out_dir: get("--out-dir"),
-        prefix: get("--prefix").unwrap_or_default(),
-        format: match get("--format").as_deref() {
-            None | Some("wav") => Format::Wav,
-            Some("opus") => Format::Opus,
-            Some(other) => return Err(format!("--format {other:?}: give wav or opus")),
-        },
-        max_calls: num("--max-calls", 100)?.max(1) as usize,
-        visibility: num("--visibility", 60)?.max(3),
-        retry_delay: num("--retry-delay", 30)?,
-        listen: match get("--listen") {
-            None => DEFAULT_LISTEN.into(),
-            Some(v) => v.parse().map_err(|_| {
-                format!("--listen {v:?}: give ADDR:PORT, as 0.0.0.0:9090 or 127.0.0.1:9090")
-            })?,
-        },
-        idle_timeout: num("--idle-timeout", 5)?.max(1),
-        max_outage: num("--max-outage", crate::args::DEFAULT_MAX_OUTAGE)?,
-        piece_mib: num("--piece-mib", 5)?,
-        spool_dir: get("--spool-dir"),
-        region: get("--region").or_else(|| std::env::var("AWS_DEFAULT_REGION").ok()),
-        endpoint_uri: get("--endpoint-uri"),
-        sqs_endpoint: get("--sqs-endpoint").or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()),
-        s3_endpoint: get("--s3-endpoint").or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()),
-    };
-    if config.piece_mib * 1024 * 1024 < s3::MIN_PART {
-        return Err("--piece-mib: S3 parts other than the last are at least 5 MiB".into());
-    }
-    Ok(Some(config))
 }
 
 /// Runs the worker; returns the exit code.
-pub fn main(args: &[String]) -> i32 {
-    let config = match parse(args) {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            print!("{USAGE}");
-            return 0;
-        }
-        Err(e) => {
-            eprintln!("kvs-record serve: {e}\nTry 'kvs-record serve --help'.");
-            return 2;
-        }
-    };
+pub fn main(cli: Cli) -> i32 {
+    let config = cli.config();
     let dirs = [
         (&config.out_dir, "write recordings to --out-dir"),
         (&config.spool_dir, "keep audio in --spool-dir"),
@@ -273,9 +227,6 @@ pub fn main(args: &[String]) -> i32 {
     };
     runtime.block_on(Worker::run(config))
 }
-
-/// Where /metrics, /healthz and /readyz listen unless --listen says.
-const DEFAULT_LISTEN: ([u8; 4], u16) = ([0, 0, 0, 0], 9090);
 
 /// Seconds a receive waits for messages (SQS's long poll, at most 20).
 const RECEIVE_WAIT_S: i32 = 10;
@@ -461,11 +412,7 @@ impl Worker {
                 }
             };
             let id = contact.contact_id.clone().unwrap_or_else(|| m.id.clone());
-            let name = format!(
-                "{}{id}.{}",
-                config.prefix,
-                config.format.extension()
-            );
+            let name = format!("{}{id}.{}", config.prefix, config.format.extension());
             log(
                 "info",
                 Some(&id),

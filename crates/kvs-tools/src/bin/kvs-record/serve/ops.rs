@@ -153,9 +153,7 @@ impl Metrics {
 
 fn counters(call: &Call) -> (u64, u64) {
     let src = call.src.lock().unwrap().as_ref().and_then(|w| w.upgrade());
-    src.map_or(*call.counts.lock().unwrap(), |s| {
-        source_stats(&s)
-    })
+    src.map_or(*call.counts.lock().unwrap(), |s| source_stats(&s))
 }
 
 impl Metrics {

@@ -119,7 +119,11 @@ impl S3 {
     }
 
     /// A recording written as its bytes come (Ogg Opus).
-    pub fn writer<'a>(&'a self, content_type: &'a str, metadata: &'a [(&'a str, &'a str)]) -> Upload<'a> {
+    pub fn writer<'a>(
+        &'a self,
+        content_type: &'a str,
+        metadata: &'a [(&'a str, &'a str)],
+    ) -> Upload<'a> {
         Upload {
             s3: self,
             content_type,
@@ -273,12 +277,7 @@ impl S3 {
         Ok(parts)
     }
 
-    async fn upload_part(
-        &self,
-        id: &str,
-        n: i32,
-        body: Vec<u8>,
-    ) -> Result<CompletedPart, String> {
+    async fn upload_part(&self, id: &str, n: i32, body: Vec<u8>) -> Result<CompletedPart, String> {
         count();
         let out = self
             .s3
@@ -319,7 +318,6 @@ fn part(n: i32, e_tag: Option<String>) -> CompletedPart {
         .build()
 }
 
-
 /// Bytes to the recording's object as they come: one PUT when they stay
 /// under a part, else a multipart upload of 5 MiB parts.
 pub struct Upload<'a> {
@@ -337,7 +335,10 @@ impl Upload<'_> {
             return Ok(());
         }
         if self.upload.is_none() {
-            let id = self.s3.start_upload(self.content_type, self.metadata).await?;
+            let id = self
+                .s3
+                .start_upload(self.content_type, self.metadata)
+                .await?;
             self.upload = Some((id, Vec::new()));
         }
         let (id, done) = self.upload.as_mut().expect("started above");
@@ -352,7 +353,10 @@ impl Upload<'_> {
     pub async fn finish(&mut self) -> Result<(), String> {
         let body = std::mem::take(&mut self.pending);
         let Some((id, done)) = self.upload.as_mut() else {
-            return self.s3.put_whole(body, self.content_type, self.metadata).await;
+            return self
+                .s3
+                .put_whole(body, self.content_type, self.metadata)
+                .await;
         };
         if !body.is_empty() {
             let n = done.len() as i32 + 1;

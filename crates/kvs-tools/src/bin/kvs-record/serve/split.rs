@@ -5,17 +5,65 @@
 //! side by side.
 
 use aws_smithy_types::DateTime;
-use aws_smithy_types::date_time::Format;
+use aws_smithy_types::date_time::Format as DateFormat;
 use serde_json::json;
 
-use super::{Flags, explain, sdk_config};
+use super::store::Format;
+use super::{explain, sdk_config};
 use crate::event::{self, check_name};
 
-pub const USAGE: &str = "\
-Usage: kvs-record split --stream-arn ARN --start TIME --end TIME
-         (--pieces N | --piece-minutes M) --queue-url URL
-         (--bucket NAME | --out-dir DIR) [OPTIONS]
+/// `kvs-record split`'s command line.
+#[derive(clap::Args, Debug, Clone)]
+#[command(
+    about = "Puts a long time range of a stream on the workers' queue in pieces",
+    long_about = LONG_ABOUT,
+    group(clap::ArgGroup::new("storage").args(["bucket", "out_dir"]).required(true)),
+    group(clap::ArgGroup::new("cut").args(["pieces", "piece_minutes"]).required(true))
+)]
+pub struct Cli {
+    /// The Kinesis Video stream
+    #[arg(long, value_name = "ARN")]
+    stream_arn: String,
+    /// The range's first producer time (epoch milliseconds or ISO 8601)
+    #[arg(long, value_name = "TIME")]
+    start: String,
+    /// Its last
+    #[arg(long, value_name = "TIME")]
+    end: String,
+    /// This many pieces, 1 to 1000
+    #[arg(long, value_name = "N")]
+    pieces: Option<u64>,
+    /// Or pieces of M minutes
+    #[arg(long, value_name = "M", value_parser = clap::value_parser!(u64).range(1..))]
+    piece_minutes: Option<u64>,
+    /// The range's name [default: STREAM/START-END, in epoch milliseconds]
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// The workers' queue
+    #[arg(long, value_name = "URL", env = "KVS_RECORD_QUEUE_URL")]
+    queue_url: String,
+    /// The workers' bucket
+    #[arg(long, value_name = "NAME", env = "KVS_RECORD_BUCKET")]
+    bucket: Option<String>,
+    /// Or their directory
+    #[arg(long, value_name = "DIR", env = "KVS_RECORD_OUT_DIR")]
+    out_dir: Option<String>,
+    /// Their key prefix
+    #[arg(
+        long,
+        value_name = "TEXT",
+        env = "KVS_RECORD_PREFIX",
+        default_value = ""
+    )]
+    prefix: String,
+    /// Their format
+    #[arg(long, value_enum, env = "KVS_RECORD_FORMAT", default_value_t = Format::Wav)]
+    format: Format,
+    #[command(flatten)]
+    aws: super::Aws,
+}
 
+const LONG_ABOUT: &str = "\
 Cuts the time range of a stream from --start to --end into pieces of equal
 length, puts one range message per piece on the queue of `kvs-record serve`
 workers, and writes a manifest of the pieces, in order, to
@@ -26,41 +74,7 @@ fragments whose producer times start from --start to --end, both included,
 as ListFragments selects them; each piece ends 1 ms before the next starts,
 so every fragment is in exactly one piece, and the pieces' audio one after
 the other is the range's. Each piece starts at its first audio.
-TIME is epoch milliseconds or ISO 8601, as 2024-05-01T00:00:00Z.
-
-  --stream-arn ARN        the Kinesis Video stream
-  --start TIME            the range's first producer time
-  --end TIME              its last
-  --pieces N              this many pieces, 1 to 1000
-  --piece-minutes M       or pieces of M minutes
-  --name NAME             the range's name (default STREAM/START-END, in
-                          epoch milliseconds)
-  --queue-url URL         the workers' queue [KVS_RECORD_QUEUE_URL]
-  --bucket NAME           the workers' bucket [KVS_RECORD_BUCKET]
-  --out-dir DIR           or their directory [KVS_RECORD_OUT_DIR]
-  --prefix TEXT           their key prefix [KVS_RECORD_PREFIX] (none)
-  --format wav|opus       their format [KVS_RECORD_FORMAT] (wav)
-  --region REGION         AWS region of the queue and bucket [AWS_REGION]
-  --sqs-endpoint URL      SQS endpoint [AWS_ENDPOINT_URL_SQS]
-  --s3-endpoint URL       S3 endpoint (path-style) [AWS_ENDPOINT_URL_S3]
-";
-
-const OPTIONS: &[(&str, &str)] = &[
-    ("--stream-arn", ""),
-    ("--start", ""),
-    ("--end", ""),
-    ("--pieces", ""),
-    ("--piece-minutes", ""),
-    ("--name", ""),
-    ("--queue-url", "KVS_RECORD_QUEUE_URL"),
-    ("--bucket", "KVS_RECORD_BUCKET"),
-    ("--out-dir", "KVS_RECORD_OUT_DIR"),
-    ("--prefix", "KVS_RECORD_PREFIX"),
-    ("--format", "KVS_RECORD_FORMAT"),
-    ("--region", "AWS_REGION"),
-    ("--sqs-endpoint", "AWS_ENDPOINT_URL_SQS"),
-    ("--s3-endpoint", "AWS_ENDPOINT_URL_S3"),
-];
+TIME is epoch milliseconds or ISO 8601, as 2024-05-01T00:00:00Z.";
 
 /// One piece of the range: its name and its first and last producer
 /// times, in epoch milliseconds.
@@ -96,16 +110,14 @@ struct Split {
     bucket: String,
     out_dir: Option<String>,
     prefix: String,
-    /// The recordings' file name extension: wav or opus.
-    ext: String,
+    format: Format,
     region: Option<String>,
     sqs_endpoint: Option<String>,
     s3_endpoint: Option<String>,
 }
 
-fn millis(flags: &Flags, flag: &str) -> Result<u64, String> {
-    let text = flags.need(flag)?;
-    match event::timestamp(&serde_json::Value::String(text.clone()), flag) {
+fn millis(text: &str, flag: &str) -> Result<u64, String> {
+    match event::timestamp(&serde_json::Value::String(text.into()), flag) {
         Ok(Some(seconds)) if seconds >= 0.0 => Ok((seconds * 1000.0).round() as u64),
         _ => Err(format!(
             "{flag} {text:?}: give epoch milliseconds or ISO 8601"
@@ -113,66 +125,49 @@ fn millis(flags: &Flags, flag: &str) -> Result<u64, String> {
     }
 }
 
-fn parse(args: &[String]) -> Result<Option<Split>, String> {
-    let Some(flags) = Flags::parse(args, OPTIONS)? else {
-        return Ok(None);
-    };
-    let stream_arn = flags.need("--stream-arn")?;
-    event::arn_region(&stream_arn)
-        .ok_or_else(|| format!("--stream-arn {stream_arn:?} is not a Kinesis Video stream ARN"))?;
-    let (start_ms, end_ms) = (millis(&flags, "--start")?, millis(&flags, "--end")?);
-    if end_ms < start_ms {
-        return Err("--end is before --start".into());
-    }
-    let count = match (flags.get("--pieces"), flags.get("--piece-minutes")) {
-        (Some(_), None) => flags.num("--pieces", 1)?,
-        (None, Some(_)) => {
-            let minutes = flags.num("--piece-minutes", 1)?.max(1);
-            (end_ms - start_ms + 1).div_ceil(minutes * 60_000)
+impl Cli {
+    fn check(self) -> Result<Split, String> {
+        let stream_arn = self.stream_arn;
+        event::arn_region(&stream_arn).ok_or_else(|| {
+            format!("--stream-arn {stream_arn:?} is not a Kinesis Video stream ARN")
+        })?;
+        let (start_ms, end_ms) = (millis(&self.start, "--start")?, millis(&self.end, "--end")?);
+        if end_ms < start_ms {
+            return Err("--end is before --start".into());
         }
-        _ => return Err("give --pieces N or --piece-minutes M".into()),
-    };
-    if !(1..=1000).contains(&count) {
-        return Err(format!("{count} pieces: give 1 to 1000"));
+        let count = match (self.pieces, self.piece_minutes) {
+            (Some(n), _) => n,
+            (None, Some(minutes)) => (end_ms - start_ms + 1).div_ceil(minutes * 60_000),
+            (None, None) => return Err("give --pieces N or --piece-minutes M".into()),
+        };
+        if !(1..=1000).contains(&count) {
+            return Err(format!("{count} pieces: give 1 to 1000"));
+        }
+        let name = self.name.unwrap_or_else(|| {
+            let stream = stream_arn.split('/').nth(1).unwrap_or("stream");
+            format!("{stream}/{start_ms}-{end_ms}")
+        });
+        check_name(&name)?;
+        let (region, sqs_endpoint, s3_endpoint) = self.aws.resolved();
+        Ok(Split {
+            pieces: plan(&name, start_ms, end_ms, count),
+            stream_arn,
+            name,
+            queue_url: self.queue_url,
+            bucket: self.bucket.unwrap_or_default(),
+            out_dir: self.out_dir,
+            prefix: self.prefix,
+            format: self.format,
+            region,
+            sqs_endpoint,
+            s3_endpoint,
+        })
     }
-    let name = flags.get("--name").unwrap_or_else(|| {
-        let stream = stream_arn.split('/').nth(1).unwrap_or("stream");
-        format!("{stream}/{start_ms}-{end_ms}")
-    });
-    check_name(&name)?;
-    let (bucket, out_dir) = match (flags.get("--bucket"), flags.get("--out-dir")) {
-        (Some(bucket), None) => (bucket, None),
-        (None, Some(dir)) => (String::new(), Some(dir)),
-        _ => return Err("give --bucket NAME or --out-dir DIR, as the workers have".into()),
-    };
-    Ok(Some(Split {
-        pieces: plan(&name, start_ms, end_ms, count),
-        stream_arn,
-        name,
-        queue_url: flags.need("--queue-url")?,
-        bucket,
-        out_dir,
-        prefix: flags.get("--prefix").unwrap_or_default(),
-        ext: match flags.get("--format").as_deref() {
-            None | Some("wav") => "wav".into(),
-            Some("opus") => "opus".into(),
-            Some(other) => return Err(format!("--format {other:?}: give wav or opus")),
-        },
-        region: flags
-            .get("--region")
-            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok()),
-        sqs_endpoint: flags
-            .get("--sqs-endpoint")
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()),
-        s3_endpoint: flags
-            .get("--s3-endpoint")
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()),
-    }))
 }
 
 fn iso(ms: u64) -> String {
     DateTime::from_millis(ms as i64)
-        .fmt(Format::DateTime)
+        .fmt(DateFormat::DateTime)
         .unwrap_or_default()
 }
 
@@ -188,7 +183,7 @@ impl Split {
             .pieces
             .iter()
             .map(|p| {
-                let key = format!("{}{}.{}", self.prefix, p.name, self.ext);
+                let key = format!("{}{}.{}", self.prefix, p.name, self.format.extension());
                 json!({
                     "name": p.name,
                     "recording": place(&key),
@@ -279,17 +274,10 @@ impl Split {
 }
 
 /// Runs `kvs-record split`; returns the exit code.
-pub fn main(args: &[String]) -> i32 {
-    let split = match parse(args) {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            print!("{USAGE}");
-            return 0;
-        }
-        Err(e) => {
-            eprintln!("kvs-record split: {e}\nTry 'kvs-record split --help'.");
-            return 2;
-        }
+pub fn main(cli: Cli) -> i32 {
+    let split = match cli.check() {
+        Ok(s) => s,
+        Err(e) => kvs_tools::cli::usage_exit("kvs-record split", &e.into()),
     };
     let done = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start: {e}"))
@@ -332,22 +320,37 @@ mod tests {
         assert_eq!((day[1].start_ms, day[1].end_ms), (3_600_000, 7_199_999));
     }
 
+    /// `kvs-record split ARGS`, read and checked.
+    fn parse(args: &[String]) -> Result<Split, String> {
+        use kvs_tools::cli::{Read, read};
+        let all = std::iter::once("split".to_string()).chain(args.iter().cloned());
+        match read::<crate::args::Cli>("kvs-record", all).map_err(|u| u.0)? {
+            Read::Args(crate::args::Cli {
+                tool: Some(crate::args::Tool::Split(cli)),
+                ..
+            }) => cli.check(),
+            _ => Err("not split".into()),
+        }
+    }
+
     #[test]
     fn usage_errors() {
         let args = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
         let base =
             "--stream-arn arn:aws:kinesisvideo:us-east-1:0:stream/s/1 --queue-url q --bucket b";
         let err = |extra: &str| parse(&args(&format!("{base} {extra}"))).err().unwrap();
-        assert!(err("--start 0 --end 10").contains("--pieces N or --piece-minutes M"));
+        assert!(err("--start 0 --end 10").contains("<--pieces <N>|--piece-minutes <M>>"));
         assert!(err("--start 10 --end 0 --pieces 2").contains("--end is before --start"));
         assert!(err("--start yesterday --end 0 --pieces 2").contains("--start \"yesterday\""));
         assert!(err("--start 0 --end 10 --pieces 0").contains("1 to 1000"));
         assert!(err("--start 0 --end 10 --pieces 2 --name ../x").contains("'..'"));
-        assert!(err("--start 0 --end 10 --pieces 2 --format mp3").contains("give wav or opus"));
+        assert!(
+            err("--start 0 --end 10 --pieces 2 --format mp3")
+                .contains("[possible values: wav, opus]")
+        );
         let ok = parse(&args(&format!(
             "{base} --start 2024-05-01T00:00:00Z --end 2024-05-01T23:59:59.999Z --piece-minutes 60"
         )))
-        .unwrap()
         .unwrap();
         assert_eq!(ok.pieces.len(), 24);
         assert_eq!(ok.name, "s/1714521600000-1714607999999");
@@ -361,7 +364,7 @@ mod tests {
             .split_whitespace()
             .map(String::from)
             .collect();
-        let split = parse(&args).unwrap().unwrap();
+        let split = parse(&args).unwrap();
         let m = split.manifest();
         assert_eq!(m["pieces"][1]["recording"], "/rec/ranges/n/part-001.opus");
         assert_eq!(m["pieces"][1]["start_ms"], 5);

@@ -24,9 +24,11 @@ pub enum Backend {
 }
 
 /// What the recording is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Stereo WAV
     Wav,
+    /// Ogg Opus
     Opus,
 }
 
