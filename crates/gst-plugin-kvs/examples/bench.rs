@@ -21,7 +21,7 @@ use gst::prelude::*;
 
 mod common;
 use kvs_local_server::synth::Call;
-use kvs_mkv::writer::{Fragment, TrackSpec};
+use kvs_mkv::writer::{Chunk, TrackSpec};
 
 fn usage() -> ! {
     eprintln!("usage: bench [--minutes N] [--archive-only]");
@@ -41,7 +41,7 @@ fn connect_call(minutes: u64) -> Call {
 /// Plain 16-bit PCM, one track, no Connect or KVS tags.
 fn write_plain(call: &Call, out: &mut Vec<u8>) {
     for i in 0..call.fragments {
-        let mut f: Fragment = call.fragment(i);
+        let mut f: Chunk = call.fragment(i);
         f.tracks = vec![TrackSpec::audio(1, "audio", "A_PCM/INT/LIT", 8000.0, 1, 16)];
         f.blocks.retain(|b| b.track == 1);
         f.tags_before.clear();

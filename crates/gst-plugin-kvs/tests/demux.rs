@@ -6,7 +6,7 @@ mod common;
 use common::{Rng, assert_speakers, demux, demux_with, each_layout_and_feeding, speaker};
 use gst::prelude::*;
 use kvs_local_server::synth::{AGENT, CALLER, Call, Layout, Side};
-use kvs_mkv::writer::{BlockSpec, Fragment, Lacing, TrackSpec};
+use kvs_mkv::writer::{BlockSpec, Chunk, Lacing, TrackSpec};
 
 fn ms(v: u64) -> gst::ClockTime {
     gst::ClockTime::from_mseconds(v)
@@ -483,8 +483,8 @@ fn stop_at_contact_end_outputs_exactly_the_first_contact() {
     });
 }
 
-fn frag(tracks: Vec<TrackSpec>, cluster_timecode: u64, blocks: Vec<BlockSpec>) -> Fragment {
-    Fragment {
+fn frag(tracks: Vec<TrackSpec>, cluster_timecode: u64, blocks: Vec<BlockSpec>) -> Chunk {
+    Chunk {
         timestamp_scale: Some(1_000_000),
         tracks,
         tags_before: vec![vec![(
@@ -493,7 +493,7 @@ fn frag(tracks: Vec<TrackSpec>, cluster_timecode: u64, blocks: Vec<BlockSpec>) -
         )]],
         cluster_timecode,
         blocks,
-        ..Fragment::default()
+        ..Chunk::default()
     }
 }
 
@@ -599,7 +599,7 @@ fn unsupported_codec_is_skipped_with_a_warning() {
 }
 
 /// The call's fragments as `edit` changes them.
-fn edited(call: &Call, edit: impl Fn(&mut Fragment)) -> Vec<u8> {
+fn edited(call: &Call, edit: impl Fn(&mut Chunk)) -> Vec<u8> {
     let mut out = Vec::new();
     for i in 0..call.fragments {
         let mut f = call.fragment(i);
@@ -610,13 +610,13 @@ fn edited(call: &Call, edit: impl Fn(&mut Fragment)) -> Vec<u8> {
 }
 
 /// Names the tracks as Connect does not: only a MimeType tells PCM from AAC.
-fn rename(f: &mut Fragment) {
+fn rename(f: &mut Chunk) {
     for t in &mut f.tracks {
         t.name = format!("track-{}", t.number);
     }
 }
 
-fn without_mime_type(f: &mut Fragment) {
+fn without_mime_type(f: &mut Chunk) {
     for tags in f.tags_before.iter_mut().chain(&mut f.tags_after) {
         tags.retain(|(name, _)| name != "MimeType");
     }
@@ -940,7 +940,7 @@ fn pull_all(sink: &gst_app::AppSink) -> Vec<gst::Buffer> {
 }
 
 /// The fragment with only its first track.
-fn first_track_only(mut f: Fragment) -> Vec<u8> {
+fn first_track_only(mut f: Chunk) -> Vec<u8> {
     f.tracks.truncate(1);
     f.blocks.retain(|b| b.track == 1);
     f.to_bytes()
@@ -983,7 +983,7 @@ fn connect_names_go_out_before_the_trailing_tags_other_names_wait() {
         }
         let data = f.to_bytes();
         // Everything up to the end of the Cluster: no MimeType, no ContactId yet.
-        let cut = Fragment {
+        let cut = Chunk {
             tags_after: Vec::new(),
             ..f.clone()
         }

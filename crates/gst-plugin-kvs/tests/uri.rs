@@ -15,7 +15,7 @@ use gst::prelude::*;
 use kvs_local_server::synth::camera::Camera;
 use kvs_local_server::synth::{Call, Side};
 use kvs_local_server::{State, Stream};
-use kvs_mkv::writer::{BlockSpec, Fragment, TrackSpec};
+use kvs_mkv::writer::{BlockSpec, Chunk, TrackSpec};
 
 /// The local server's endpoint, percent-encoded for a `kvs://` URI; the
 /// credentials for it go into the environment, where the SDK finds them.
@@ -142,14 +142,14 @@ fn kvs_uri_plays_through_kvsdemux() {
 #[test]
 fn ordinary_matroska_files_still_use_matroskademux() {
     let track = TrackSpec::audio(1, "pcm", "A_PCM/INT/LIT", 8000.0, 1, 16);
-    let file = Fragment {
+    let file = Chunk {
         timestamp_scale: Some(1_000_000),
         tracks: vec![track],
         known_size_cluster: true,
         blocks: (0..10)
             .map(|i| BlockSpec::simple(1, i * 64, vec![i as u8; 1024]))
             .collect(),
-        ..Fragment::default()
+        ..Chunk::default()
     };
     let path = std::env::temp_dir().join(format!("kvs-plain-{}.mkv", std::process::id()));
     std::fs::write(&path, file.to_bytes()).unwrap();

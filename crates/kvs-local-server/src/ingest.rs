@@ -283,10 +283,10 @@ impl Ingest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kvs_mkv::writer::{BlockSpec, Fragment, TrackSpec};
+    use kvs_mkv::writer::{BlockSpec, Chunk, TrackSpec};
 
     fn body() -> (Vec<u8>, usize) {
-        let f = |tc: u64, known: bool| Fragment {
+        let f = |tc: u64, known: bool| Chunk {
             timestamp_scale: Some(1_000_000),
             tracks: vec![TrackSpec::audio(1, "a", "A_PCM/INT/LIT", 8000.0, 1, 16)],
             cluster_timecode: tc,
@@ -296,7 +296,7 @@ mod tests {
                 BlockSpec::simple(1, 20, vec![2; 320]),
             ],
             tags_after: vec![vec![("ContactId".into(), "c1".into())]],
-            ..Fragment::default()
+            ..Chunk::default()
         };
         let mut out = f(1000, false).to_bytes();
         let first = out.len();
@@ -397,11 +397,11 @@ mod tests {
         // A body cut inside an element.
         assert_eq!(pieces(&data[..first - 3], 64).unwrap_err().id, 4006);
         // Four tracks.
-        let four = Fragment {
+        let four = Chunk {
             tracks: (1..=4)
                 .map(|n| TrackSpec::audio(n, "a", "A_OPUS", 48000.0, 1, 16))
                 .collect(),
-            ..Fragment::default()
+            ..Chunk::default()
         };
         assert_eq!(pieces(&four.to_bytes(), 64).unwrap_err().id, 4012);
         assert_eq!(

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
 use hyper::{Response, StatusCode};
-use kvs_mkv::writer::Fragment as ChunkWriter;
+use kvs_mkv::writer::Chunk;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -193,9 +193,9 @@ impl Writer {
 
 /// A chunk that holds only `tags`: how KVS reports an error in-band.
 pub(super) fn tags_chunk(tags: Vec<(String, String)>) -> Bytes {
-    let chunk = ChunkWriter {
+    let chunk = Chunk {
         tags_before: vec![tags],
-        ..ChunkWriter::default()
+        ..Chunk::default()
     };
     let mut bytes = chunk.to_bytes();
     // Only the header, the Segment and the Tags: drop the empty Cluster.

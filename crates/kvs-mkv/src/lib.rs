@@ -19,15 +19,15 @@
 //! ```
 //! use kvs_mkv::feed::Scanner;
 //! use kvs_mkv::kvs::FragmentMeta;
-//! use kvs_mkv::writer::{BlockSpec, Fragment, TrackSpec};
+//! use kvs_mkv::writer::{BlockSpec, Chunk, TrackSpec};
 //! use kvs_mkv::{Event, Parser};
 //!
 //! // A one-fragment chunk as GetMedia sends it, then read back in 7-byte pieces.
-//! let chunk = Fragment {
+//! let chunk = Chunk {
 //!     tracks: vec![TrackSpec::connect(1, "AUDIO_FROM_CUSTOMER")],
 //!     tags_before: vec![vec![("AWS_KINESISVIDEO_FRAGMENT_NUMBER".into(), "91343852".into())]],
 //!     blocks: vec![BlockSpec::simple(1, 0, vec![0; 1024])],
-//!     ..Fragment::default()
+//!     ..Chunk::default()
 //! }
 //! .to_bytes();
 //! let mut scanner = Scanner::new(Parser::new(1 << 20));

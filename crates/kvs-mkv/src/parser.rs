@@ -476,7 +476,7 @@ enum Step {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::writer::{BlockSpec, Fragment, Lacing, TrackSpec};
+    use crate::writer::{BlockSpec, Chunk, Lacing, TrackSpec};
 
     use crate::feed::{Owned, feed};
 
@@ -488,8 +488,8 @@ mod tests {
         run(data, || usize::MAX)
     }
 
-    fn fragment(n: u64) -> Fragment {
-        Fragment {
+    fn fragment(n: u64) -> Chunk {
+        Chunk {
             timestamp_scale: Some(1_000_000),
             tracks: vec![
                 TrackSpec::connect(1, "AUDIO_FROM_CUSTOMER"),

@@ -305,7 +305,7 @@ impl Producer {
 
 /// One KVS chunk: EBML header, then an unknown-size Segment.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Fragment {
+pub struct Chunk {
     pub doc_type: Option<String>,
     /// `None` writes no Info element (the 1 ms default applies).
     pub timestamp_scale: Option<u64>,
@@ -337,7 +337,7 @@ pub fn write_tags(out: &mut Vec<u8>, tags: &[(String, String)]) {
     });
 }
 
-impl Fragment {
+impl Chunk {
     pub fn write(&self, out: &mut Vec<u8>) {
         master(out, id::EBML, |h| {
             uint_element(h, 0x4286, 1);

@@ -89,7 +89,7 @@ impl Failure {
     }
 }
 
-pub fn sort<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
     err: SdkError<E, R>,
     refresh_on_auth: bool,
 ) -> Failure {
@@ -210,7 +210,7 @@ impl Clients {
             .api_name(api)
             .send()
             .await
-            .map_err(|e| sort(e, false))?;
+            .map_err(|e| classify(e, false))?;
         out.data_endpoint
             .ok_or_else(|| Failure::Transient("GetDataEndpoint returned no endpoint".into()))
     }
@@ -373,7 +373,7 @@ pub async fn get_media(
         .start_selector(start.selector())
         .send()
         .await
-        .map_err(|e| sort(e, true))?;
+        .map_err(|e| classify(e, true))?;
     Ok(out.payload)
 }
 

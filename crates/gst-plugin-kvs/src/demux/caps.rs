@@ -134,7 +134,7 @@ fn acm(private: &[u8]) -> Result<Output, String> {
 /// Opus caps as matroskademux makes them: the OpusHead goes into
 /// `streamheader` with the track's rate as its input rate and the
 /// CodecDelay as its pre-skip. The decoder drops the pre-skip through the
-/// clipping meta on the first buffers (see `Stream::push_block`).
+/// clipping meta on the first buffers (see `TrackPad::push_block`).
 fn opus(track: &Track) -> Result<Output, String> {
     let private = &track.codec_private;
     if private.len() < 19 || &private[..8] != b"OpusHead" {

@@ -9,8 +9,8 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use super::pad::Action;
 use super::state::{DEFAULT_MAX_GAP_MS, Demux, SeekTo, Settings, Step};
-use super::stream::Action;
 use super::{ConnectPcm, Host, MakePad, caps, video};
 
 /// What an element subclass gives the shared plumbing.

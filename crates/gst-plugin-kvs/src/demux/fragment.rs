@@ -75,7 +75,7 @@ pub fn is_aac(codec_id: &str) -> bool {
 }
 
 /// The chunk being read.
-pub struct Fragment<R> {
+pub struct Reading<R> {
     pub meta: FragmentMeta,
     /// Its Tracks, until its Cluster puts them in force.
     tracks: Option<Vec<Track>>,
@@ -105,9 +105,9 @@ pub struct Fragment<R> {
     pub seen: bool,
 }
 
-impl<R> Default for Fragment<R> {
+impl<R> Default for Reading<R> {
     fn default() -> Self {
-        Fragment {
+        Reading {
             meta: FragmentMeta::default(),
             tracks: None,
             timestamp_scale: DEFAULT_TIMESTAMP_SCALE,
@@ -146,7 +146,7 @@ pub struct TagNews {
 
 /// Stream-wide fragment state.
 pub struct Tracker<R> {
-    pub fragment: Fragment<R>,
+    pub fragment: Reading<R>,
     /// The Tracks in force (a chunk without Tracks keeps the previous ones).
     pub tracks: Vec<Track>,
     pub mime: Mime,
@@ -165,7 +165,7 @@ pub struct Tracker<R> {
 impl<R> Default for Tracker<R> {
     fn default() -> Self {
         Tracker {
-            fragment: Fragment::default(),
+            fragment: Reading::default(),
             tracks: Vec::new(),
             mime: Mime::Unknown,
             contact: None,
@@ -181,9 +181,9 @@ impl<R> Default for Tracker<R> {
 impl<R> Tracker<R> {
     /// A new chunk starts (its EBML header).
     pub fn chunk(&mut self) {
-        self.fragment = Fragment {
+        self.fragment = Reading {
             seen: true,
-            ..Fragment::default()
+            ..Reading::default()
         };
     }
 
@@ -371,7 +371,7 @@ impl<R> Tracker<R> {
 
     /// Forgets the fragment and the replay order, as after a flush.
     pub fn flush(&mut self) {
-        self.fragment = Fragment::default();
+        self.fragment = Reading::default();
         self.last_number = None;
     }
 }

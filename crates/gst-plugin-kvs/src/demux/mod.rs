@@ -10,9 +10,9 @@ mod caps;
 pub(crate) mod element;
 mod fragment;
 mod matching;
+mod pad;
 mod report;
 mod state;
-mod stream;
 mod timeline;
 mod video;
 

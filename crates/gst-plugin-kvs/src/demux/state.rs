@@ -24,8 +24,8 @@ use super::ConnectPcm;
 use super::caps::{self, Output};
 use super::fragment::{Mime, Tracker, is_aac};
 use super::matching;
+use super::pad::{Action, FlowResult, TrackPad};
 use super::report;
-use super::stream::{Action, FlowResult, Stream};
 use super::timeline::{self, Timeline};
 use super::{Host, video};
 use kvs_mkv::{Block, Event, Parser, SimpleTag, Track, TrackKind};
@@ -99,7 +99,7 @@ pub struct Demux {
     events: Vec<Event>,
     tracker: Tracker<gst::Buffer>,
     timeline: Timeline,
-    streams: Vec<Stream>,
+    streams: Vec<TrackPad>,
     /// Actions not handed to the element yet.
     out: Vec<Action>,
     /// The next pad index of each kind: audio, video.
@@ -282,7 +282,7 @@ impl Demux {
                     format!("{reason} (fragment {})", self.tracker.name()),
                 )));
                 self.tracker.fragment.damaged = true;
-                self.streams.iter_mut().for_each(Stream::mark_discont);
+                self.streams.iter_mut().for_each(TrackPad::mark_discont);
                 return self.open_output(el, settings, true);
             }
             Event::ClusterStart | Event::ClusterEnd => {}
@@ -442,14 +442,18 @@ impl Demux {
             gst::info!(el.cat, obj = el.obj, "Resuming after skipping: {s}");
             self.out.push(Action::Post(report::element(el.obj, s)));
             self.timeline.rebase();
-            self.streams.iter_mut().for_each(Stream::mark_discont);
+            self.streams.iter_mut().for_each(TrackPad::mark_discont);
         }
         false
     }
 
     /// The output time the furthest pad has reached.
     fn newest(&self) -> u64 {
-        self.streams.iter().map(Stream::position).max().unwrap_or(0)
+        self.streams
+            .iter()
+            .map(TrackPad::position)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Configures the pads for the started fragment and sends its tags, then
@@ -572,7 +576,7 @@ impl Demux {
             .map(|(t, _, _)| (t.number, t.name.as_str()))
             .collect();
         let kept = matching::keep(&keys, &wanted_keys);
-        let mut old: Vec<Option<Stream>> = std::mem::take(&mut self.streams)
+        let mut old: Vec<Option<TrackPad>> = std::mem::take(&mut self.streams)
             .into_iter()
             .map(Some)
             .collect();
@@ -642,7 +646,7 @@ impl Demux {
             .build()
     }
 
-    fn new_stream(&mut self, el: &Host, track: Track, output: Output) -> Stream {
+    fn new_stream(&mut self, el: &Host, track: Track, output: Output) -> TrackPad {
         let obj = el.obj;
         let (kind, index) = match track.kind {
             TrackKind::Video => ("video", &mut self.next_index[1]),
@@ -665,7 +669,7 @@ impl Demux {
         );
         pad.push_event(gst::event::Caps::new(&output.caps));
         pad.push_event(self.segment_event());
-        Stream::new(pad, track, output, self.newest(), self.lists, self.merge)
+        TrackPad::new(pad, track, output, self.newest(), self.lists, self.merge)
     }
 
     fn push_tags(&mut self) {
@@ -735,7 +739,7 @@ impl Demux {
                 obj = el.obj,
                 "Timeline moved: {jump:?}; continuing from {out}"
             );
-            self.streams.iter_mut().for_each(Stream::mark_discont);
+            self.streams.iter_mut().for_each(TrackPad::mark_discont);
         }
         self.tracker.fragment.first_out.get_or_insert(out);
         // Keep silent pads moving first, so that sinks preroll and mixers and

@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::imp::CAT;
-use super::session::{Next, Policy, Stats};
+use super::live::{Next, Policy, Stats};
 use crate::aws::retry::{Retry, within};
 use crate::aws::{self, Clients, Failure, Pace, Target};
 use kvs_mkv::feed::Scanner;
@@ -185,7 +185,7 @@ async fn fetch(
         .set_stream_arn(target.stream_arn)
         .set_fragments(Some(numbers))
         .send();
-    let answer = async { sent.await.map_err(|e| aws::sort(e, true)) };
+    let answer = async { sent.await.map_err(|e| aws::classify(e, true)) };
     let mut body = match within(deadlines.request, "GetMediaForFragmentList", answer).await {
         Ok(out) => out.payload,
         Err(failure) => {
@@ -393,7 +393,7 @@ impl Archive {
             .max_results(BATCH as i64)
             .set_next_token(token)
             .send();
-        let answer = async { sent.await.map_err(|e| aws::sort(e, true)) };
+        let answer = async { sent.await.map_err(|e| aws::classify(e, true)) };
         let out = within(limit, "ListFragments", answer).await?;
         let producer = self.range.producer;
         let page = out

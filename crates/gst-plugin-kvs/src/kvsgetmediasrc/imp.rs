@@ -14,7 +14,7 @@ use gst_base::subclass::prelude::*;
 use tokio::sync::watch;
 
 use super::archive::{self, Archive, Progress};
-use super::session::{Next, Session, Stats};
+use super::live::{Live, Next, Stats};
 use super::settings::{self, Plan, Settings};
 use crate::aws::errors::Access;
 use crate::aws::{Failure, Target};
@@ -43,7 +43,7 @@ struct Running {
 
 /// What reads the stream.
 enum Reader {
-    Live(Box<Session>),
+    Live(Box<Live>),
     Archive(Box<Archive>),
 }
 
@@ -278,7 +278,7 @@ impl BaseSrcImpl for KvsGetMediaSrc {
                             ("Could not start an async runtime: {}", e)
                         )
                     })?;
-                let session = runtime.block_on(Session::new(target, start, policy));
+                let session = runtime.block_on(Live::new(target, start, policy));
                 Running {
                     reader: Reader::Live(Box::new(session)),
                     runtime: Some(runtime),
@@ -298,8 +298,9 @@ impl BaseSrcImpl for KvsGetMediaSrc {
         Ok(())
     }
 
+    /// The reader goes; the figures stay readable until the next start.
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        *self.state.lock().unwrap() = State::default();
+        self.state.lock().unwrap().running = None;
         Ok(())
     }
 

@@ -25,7 +25,7 @@ use gst::prelude::*;
 
 mod archive;
 mod imp;
-mod session;
+mod live;
 mod settings;
 mod uri;
 

@@ -9,7 +9,7 @@ use gst::glib;
 use gst::prelude::*;
 
 use super::archive::Range;
-use super::session::Policy;
+use super::live::Policy;
 use super::{Mode, StartSelector, TimestampType};
 use crate::aws::props::{RetrySettings, TargetNames};
 use crate::aws::{Start, Target, props};

@@ -46,7 +46,7 @@ impl Default for Rules {
 
 /// A fragment: its Cluster (and tags) as written, and what became of it.
 #[derive(Debug)]
-pub struct Fragment {
+pub struct Held {
     /// The Cluster Timecode: ms since the Unix epoch.
     pub timecode: u64,
     pub bytes: Vec<u8>,
@@ -80,7 +80,7 @@ pub struct Fragments {
     rules: Rules,
     video_track: Option<u64>,
     header: Arc<Vec<u8>>,
-    list: VecDeque<Fragment>,
+    list: VecDeque<Held>,
     /// Sequence number of `list[0]`.
     first: u64,
     bytes: usize,
@@ -133,7 +133,7 @@ impl Fragments {
         self.close();
     }
 
-    fn open(&self) -> Option<&Fragment> {
+    fn open(&self) -> Option<&Held> {
         self.list.back().filter(|f| !f.closed)
     }
 
@@ -168,7 +168,7 @@ impl Fragments {
             unknown_size_header(&mut bytes, id::CLUSTER);
             uint_element(&mut bytes, id::TIMECODE, frame.ms);
             self.bytes += bytes.len();
-            self.list.push_back(Fragment {
+            self.list.push_back(Held {
                 timecode: frame.ms,
                 bytes,
                 closed: false,
@@ -228,11 +228,11 @@ impl Fragments {
     }
 
     #[cfg(test)]
-    pub fn get(&self, seq: u64) -> Option<&Fragment> {
+    pub fn get(&self, seq: u64) -> Option<&Held> {
         self.list.get(seq.checked_sub(self.first)? as usize)
     }
 
-    pub fn get_mut(&mut self, seq: u64) -> Option<&mut Fragment> {
+    pub fn get_mut(&mut self, seq: u64) -> Option<&mut Held> {
         self.list.get_mut(seq.checked_sub(self.first)? as usize)
     }
 
@@ -254,7 +254,7 @@ impl Fragments {
     /// stores a connection's fragments in order). What another connection
     /// sent is not its to acknowledge. Returns the fragments that can go:
     /// acknowledged, with none before them still waiting.
-    pub fn acknowledge(&mut self, timecode: u64, conn: u64) -> Vec<Fragment> {
+    pub fn acknowledge(&mut self, timecode: u64, conn: u64) -> Vec<Held> {
         for f in self.list.iter_mut() {
             if f.closed && f.conn == conn && f.timecode <= timecode {
                 f.acked = true;
@@ -275,7 +275,7 @@ impl Fragments {
     }
 
     /// Lets the oldest closed fragment go unacknowledged (storage full).
-    pub fn drop_oldest(&mut self) -> Option<Fragment> {
+    pub fn drop_oldest(&mut self) -> Option<Held> {
         if self.list.front().is_some_and(|f| f.closed) {
             self.pop_front()
         } else {
@@ -283,7 +283,7 @@ impl Fragments {
         }
     }
 
-    fn pop_front(&mut self) -> Option<Fragment> {
+    fn pop_front(&mut self) -> Option<Held> {
         let f = self.list.pop_front()?;
         self.first += 1;
         self.bytes -= f.bytes.len();

@@ -13,9 +13,9 @@ use gst::subclass::prelude::*;
 
 use super::fragments::{Fragments, Frame, Pushed};
 use super::inputs::{Input, Pending, State, now_ms, unix_meta_ms};
-use super::session;
 use super::settings::{PROPERTIES, Settings};
 use super::shared::{Report, Reporter, Shared};
+use super::upload;
 use super::{messages, tracks};
 use crate::aws::RUNTIME;
 use kvs_mkv::writer::TrackSpec;
@@ -140,7 +140,7 @@ impl KvsPutMediaSink {
                 obj.imp().on_report(r);
             }
         });
-        state.task = Some(RUNTIME.spawn(session::run(shared.clone(), config, report)));
+        state.task = Some(RUNTIME.spawn(upload::run(shared.clone(), config, report)));
         state.shared = Some(shared);
         state.written = Some(list);
         Ok(())

@@ -31,11 +31,11 @@ mod imp;
 mod inputs;
 mod messages;
 mod pad;
-mod session;
 mod settings;
 mod shared;
 mod tracks;
 mod transfer;
+mod upload;
 
 glib::wrapper! {
     pub struct KvsPutMediaSink(ObjectSubclass<imp::KvsPutMediaSink>)

@@ -35,7 +35,7 @@ pub struct Config {
 }
 
 /// The fragments and what the element and the session tell each other.
-pub struct Store {
+pub struct Backlog {
     pub fragments: Fragments,
     /// Input has ended and the last fragment is closed.
     pub eos: bool,
@@ -76,7 +76,7 @@ impl Counts for Stats {
 }
 
 pub struct Shared {
-    pub store: Mutex<Store>,
+    pub store: Mutex<Backlog>,
     /// Signalled when fragments are let go (room in the store).
     pub space: Condvar,
     /// Woken when there is more to send.
@@ -91,7 +91,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(fragments: Fragments) -> Self {
         Shared {
-            store: Mutex::new(Store {
+            store: Mutex::new(Backlog {
                 fragments,
                 eos: false,
                 resend: false,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use gst::prelude::*;
 
 use kvs_mkv::kvs;
-use kvs_mkv::writer::{BlockSpec, Fragment, TrackSpec};
+use kvs_mkv::writer::{BlockSpec, Chunk, TrackSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
@@ -300,7 +300,7 @@ impl Camera {
 
     /// The stream's fragments: the encoded ones, repeated and retimed up to
     /// `fragments` when fewer were encoded.
-    pub fn fragments(&self, enc: &Encoded) -> Vec<Fragment> {
+    pub fn fragments(&self, enc: &Encoded) -> Vec<Chunk> {
         let gops = self.gops(enc);
         let tracks = self.tracks(enc);
         let seconds = |ms: u64| format!("{}.{:03}", ms / 1000, ms % 1000);
@@ -313,7 +313,7 @@ impl Camera {
                 let producer = self.start_ms + index as u64 * self.fragment_ms();
                 let number = self.fragment_number(index as u64);
                 let blocks = &gops[index % gops.len()];
-                Fragment {
+                Chunk {
                     doc_type: None,
                     timestamp_scale: Some(1_000_000),
                     producer: None,

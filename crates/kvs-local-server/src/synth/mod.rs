@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use kvs_mkv::kvs;
-use kvs_mkv::writer::{BlockSpec, Fragment, Producer, TrackSpec};
+use kvs_mkv::writer::{BlockSpec, Chunk, Producer, TrackSpec};
 
 pub mod camera;
 
@@ -61,7 +61,7 @@ pub enum Layout {
 
 /// A GetMedia fragment as GetMediaForFragmentList returns it: the KVS
 /// timestamps under their archive names, and no trailing KVS tags.
-pub fn archived(mut f: Fragment) -> Fragment {
+pub fn archived(mut f: Chunk) -> Chunk {
     for tags in &mut f.tags_before {
         for (name, _) in tags.iter_mut() {
             if name == kvs::SERVER_TIMESTAMP {
@@ -182,7 +182,7 @@ impl Call {
         format!("{}.{:03}", ms / 1000, ms % 1000)
     }
 
-    pub fn fragment(&self, index: u64) -> Fragment {
+    pub fn fragment(&self, index: u64) -> Chunk {
         let start = self.start_ms + index * self.fragment_ms();
         let sides = self.sides();
         let mut blocks = Vec::new();
@@ -240,7 +240,7 @@ impl Call {
         } else {
             (vec![connect, kvs_tags], vec![trailer])
         };
-        Fragment {
+        Chunk {
             doc_type: None,
             timestamp_scale: Some(1_000_000),
             producer: real.then(Producer::connect),
@@ -259,7 +259,7 @@ impl Call {
 
     /// Fragment `index` as GetMediaForFragmentList returns it: the KVS
     /// timestamps under their archive names, and no trailing KVS tags.
-    pub fn archive_fragment(&self, index: u64) -> Fragment {
+    pub fn archive_fragment(&self, index: u64) -> Chunk {
         archived(self.fragment(index))
     }
 

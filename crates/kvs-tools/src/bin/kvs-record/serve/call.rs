@@ -13,7 +13,7 @@ use super::checkpoint::{Checkpoint, Meta, Resume};
 use super::mix::Mixer;
 use super::ops::{self, Metrics};
 use super::spool::Pending;
-use super::store::Store;
+use super::store::Destination;
 use crate::event::Contact;
 
 /// How a call ended.
@@ -154,7 +154,7 @@ fn is_fatal(err: &gst::glib::Error) -> bool {
 pub struct Job {
     pub contact: Contact,
     pub contact_id: String,
-    pub store: Store,
+    pub store: Destination,
     pub setup: Setup,
     pub metrics: Arc<Metrics>,
     pub stop: watch::Receiver<bool>,

@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use call::{Job, Outcome, Setup};
 use ops::{Metrics, log};
 use queue::{Message, Queue};
-use store::{Backend, Format, Store};
+use store::{Backend, Destination, Format};
 
 /// `kvs-record serve`'s command line. Every option can also be set with
 /// its environment variable.
@@ -425,7 +425,7 @@ impl Worker {
             let job = Job {
                 contact,
                 contact_id: id.clone(),
-                store: Store {
+                store: Destination {
                     backend: match &config.out_dir {
                         Some(dir) => Backend::Dir(dir::Dir {
                             path: std::path::Path::new(dir).join(name),

@@ -41,12 +41,12 @@ impl Format {
     }
 }
 
-pub struct Store {
+pub struct Destination {
     pub backend: Backend,
     pub format: Format,
 }
 
-impl Store {
+impl Destination {
     pub async fn load(&self) -> Result<Option<Checkpoint>, String> {
         match &self.backend {
             Backend::S3(s) => s.load().await,

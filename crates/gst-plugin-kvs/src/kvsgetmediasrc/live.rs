@@ -68,7 +68,7 @@ pub enum Next {
     End,
 }
 
-pub struct Session {
+pub struct Live {
     target: Target,
     policy: Policy,
     clients: Clients,
@@ -96,12 +96,12 @@ pub struct Session {
     pub stats: Stats,
 }
 
-impl Session {
-    pub async fn new(target: Target, start: Start, policy: Policy) -> Session {
+impl Live {
+    pub async fn new(target: Target, start: Start, policy: Policy) -> Live {
         let clients = Clients::new(&target).await;
         let watchdog = Box::pin(tokio::time::sleep(policy.read_timeout));
         let retry = Retry::new(*CAT, target.stream(), policy.limits);
-        Session {
+        Live {
             target,
             policy,
             clients,
@@ -275,7 +275,7 @@ impl Session {
     /// fragment is where a reconnect resumes. The scanner skips blocks, so
     /// it nearly always takes a whole chunk; only a leftover is copied.
     fn watch(&mut self, bytes: &[u8]) {
-        let Session {
+        let Live {
             scanner,
             fragment,
             in_cluster,

@@ -32,7 +32,7 @@ static UNIX_CAPS: LazyLock<gst::Caps> =
 /// Silence is pushed in buffers of at most this long.
 const SILENCE_CHUNK: u64 = 1_000_000_000;
 
-pub(super) struct Stream {
+pub(super) struct TrackPad {
     pad: gst::Pad,
     track: Track,
     output: Output,
@@ -115,7 +115,7 @@ fn merge_runs(buffers: Vec<gst::Buffer>) -> Vec<gst::Buffer> {
     out
 }
 
-impl Stream {
+impl TrackPad {
     /// A pad's stream at output time `position`, the pad's sticky events
     /// already set; it starts DISCONT.
     pub fn new(
@@ -125,8 +125,8 @@ impl Stream {
         position: u64,
         lists: bool,
         merge: bool,
-    ) -> Stream {
-        Stream {
+    ) -> TrackPad {
+        TrackPad {
             pad,
             track,
             output,

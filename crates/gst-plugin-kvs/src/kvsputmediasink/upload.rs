@@ -19,13 +19,13 @@ use super::imp::CAT;
 use super::shared::{Config, Report, Reporter, Shared, Stats, Stop};
 use super::transfer::{AcksEnd, Sender, Sent, finish_old, read_acks};
 use crate::aws::retry::{Retry, within};
-use crate::aws::{Clients, Failure, Pace, sort};
+use crate::aws::{Clients, Failure, Pace, classify};
 use kvs_mkv::ack::{self, Remedy};
 
 /// Runs until every fragment is acknowledged after the end of input, or
 /// until a failure that cannot be retried.
 pub async fn run(shared: Arc<Shared>, cfg: Config, report: Reporter) {
-    let result = Session::new(shared.clone(), cfg, report.clone())
+    let result = Uploader::new(shared.clone(), cfg, report.clone())
         .await
         .run()
         .await;
@@ -52,7 +52,7 @@ enum Outcome {
     ErrorAck(u32, Option<u64>),
 }
 
-struct Session {
+struct Uploader {
     shared: Arc<Shared>,
     cfg: Config,
     report: Reporter,
@@ -64,8 +64,8 @@ struct Session {
     conns: u64,
 }
 
-impl Session {
-    async fn new(shared: Arc<Shared>, cfg: Config, report: Reporter) -> Session {
+impl Uploader {
+    async fn new(shared: Arc<Shared>, cfg: Config, report: Reporter) -> Uploader {
         let clients = Clients::new(&cfg.target).await;
         let settings = HttpConnectorSettings::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -75,7 +75,7 @@ impl Session {
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build();
         let retry = Retry::new(*CAT, cfg.target.stream(), cfg.limits);
-        Session {
+        Uploader {
             shared,
             cfg,
             report,
@@ -212,7 +212,7 @@ impl Session {
             .set_stream_arn(target.stream_arn.clone())
             .send();
         let described = within(limit, "DescribeStream", async {
-            described.await.map_err(|e| sort(e, false))
+            described.await.map_err(|e| classify(e, false))
         })
         .await;
         let retention = match described {
@@ -232,7 +232,7 @@ impl Session {
                         .media_type(&self.cfg.media_type)
                         .send();
                     within(limit, "CreateStream", async {
-                        created.await.map_err(|e| sort(e, false))
+                        created.await.map_err(|e| classify(e, false))
                     })
                     .await?;
                     gst::info!(
