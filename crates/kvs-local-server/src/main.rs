@@ -13,7 +13,7 @@ use clap::Parser;
 
 /// kvs-local-server's command line.
 #[derive(Parser, Debug)]
-#[command(name = "kvs-local-server", version, about = ABOUT)]
+#[command(name = "kvs-local-server", version, about = ABOUT, args_override_self = true)]
 struct Cli {
     /// Serve the chunks of a GetMedia capture or MKV file
     #[arg(

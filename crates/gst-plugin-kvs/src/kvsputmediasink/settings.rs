@@ -30,21 +30,38 @@ pub struct Settings {
     pub fragment_tags: Option<gst::Structure>,
 }
 
+/// Milliseconds per fragment of audio-only input.
+pub const DEFAULT_FRAGMENT_DURATION_MS: u32 = 2000;
+pub const DEFAULT_KEY_FRAME_FRAGMENTATION: bool = true;
+/// MiB of fragments kept until KVS acknowledges them.
+pub const DEFAULT_STORAGE_SIZE_MIB: u32 = 128;
+pub const DEFAULT_DROP_WHEN_FULL: bool = false;
+/// Hours of data a created stream keeps.
+pub const DEFAULT_RETENTION_HOURS: u32 = 2;
+pub const DEFAULT_CREATE_STREAM: bool = false;
+pub const DEFAULT_RESTART_ON_ERROR: bool = true;
+/// Seconds a PutMedia connection serves before it is replaced.
+pub const DEFAULT_CONNECTION_MAX_AGE_S: u32 = 3000;
+/// Seconds without an acknowledgement before a connection is dead.
+pub const DEFAULT_CONNECTION_STALENESS_S: u32 = 60;
+/// Bytes a second at most: what KVS reads of one stream.
+pub const DEFAULT_MAX_RATE: u32 = 12_500_000;
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             target: Target::default(),
-            fragment_duration_ms: 2000,
-            key_frame_fragmentation: true,
-            storage_size_mib: 128,
-            drop_when_full: false,
-            retention_hours: 2,
-            create_stream: false,
-            restart_on_error: true,
+            fragment_duration_ms: DEFAULT_FRAGMENT_DURATION_MS,
+            key_frame_fragmentation: DEFAULT_KEY_FRAME_FRAGMENTATION,
+            storage_size_mib: DEFAULT_STORAGE_SIZE_MIB,
+            drop_when_full: DEFAULT_DROP_WHEN_FULL,
+            retention_hours: DEFAULT_RETENTION_HOURS,
+            create_stream: DEFAULT_CREATE_STREAM,
+            restart_on_error: DEFAULT_RESTART_ON_ERROR,
             retry: RetrySettings::default(),
-            connection_max_age_s: 3000,
-            connection_staleness_s: 60,
-            max_rate: 12_500_000,
+            connection_max_age_s: DEFAULT_CONNECTION_MAX_AGE_S,
+            connection_staleness_s: DEFAULT_CONNECTION_STALENESS_S,
+            max_rate: DEFAULT_MAX_RATE,
             fragment_tags: None,
         }
     }
@@ -151,39 +168,39 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             "Milliseconds per fragment for audio-only streams; with video, the shortest fragment \
              when key-frame-fragmentation is off (KVS takes at most 10 s)",
             1..=10_000,
-            2000,
+            DEFAULT_FRAGMENT_DURATION_MS,
         ),
         props::boolean(
             "key-frame-fragmentation",
             "With video: start a fragment at every key frame (else at the first key frame after fragment-duration)",
-            true,
+            DEFAULT_KEY_FRAME_FRAGMENTATION,
         ),
         props::uint(
             "storage-size",
             "MiB of fragments kept until KVS acknowledges them; when full, upstream waits (or see drop-when-full)",
             1..=u32::MAX,
-            128,
+            DEFAULT_STORAGE_SIZE_MIB,
         ),
         props::boolean(
             "drop-when-full",
             "When storage-size is full, drop the oldest fragments with a warning instead of making upstream wait",
-            false,
+            DEFAULT_DROP_WHEN_FULL,
         ),
         props::uint(
             "retention-period",
             "Hours of data kept by a stream that create-stream creates (0 = none: KVS then sends no PERSISTED)",
             0..=u32::MAX,
-            2,
+            DEFAULT_RETENTION_HOURS,
         ),
         props::boolean(
             "create-stream",
             "Create the stream (with retention-period) if it does not exist, as kvssink does",
-            false,
+            DEFAULT_CREATE_STREAM,
         ),
         props::boolean(
             "restart-on-error",
             "Reconnect and send again after an error KVS says is temporary (else any ERROR ACK fails the element)",
-            true,
+            DEFAULT_RESTART_ON_ERROR,
         ),
     ]);
     specs.extend(props::retry_limits());
@@ -193,20 +210,20 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             "Seconds after which the PutMedia connection is replaced at the next fragment boundary, \
              with no gap (it is also replaced 2 minutes before the credentials expire)",
             1..=u32::MAX,
-            3000,
+            DEFAULT_CONNECTION_MAX_AGE_S,
         ),
         props::uint(
             "connection-staleness",
             "Seconds without an acknowledgement after which the connection is taken as dead and replaced",
             1..=u32::MAX,
-            60,
+            DEFAULT_CONNECTION_STALENESS_S,
         ),
         props::uint(
             "max-rate",
             "Bytes a second sent at most (KVS reads up to 12.5 MB/s a stream; 0 = no limit, for \
              other endpoints)",
             0..=u32::MAX,
-            12_500_000,
+            DEFAULT_MAX_RATE,
         ),
         glib::ParamSpecBoxed::builder::<gst::Structure>("fragment-tags")
             .blurb(

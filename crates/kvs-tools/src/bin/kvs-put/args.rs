@@ -9,6 +9,7 @@ use kvs_tools::cli::{Read, Usage};
 #[command(
     name = "kvs-put",
     version,
+    args_override_self = true,
     about = "Puts a media file, or the synthetic demo call, into a Kinesis video stream with \
              PutMedia (kvsputmediasink). Every fragment is kept until KVS has it, and sent again \
              after a dropped connection.",

@@ -1,50 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
 //! kvs-record's command line.
 
-use clap::{ArgGroup, Parser, Subcommand};
-use kvs_tools::cli::{Read, Usage};
+use kvs_tools::cli::Usage;
 
-/// What the recorder is told on the command line, as given.
-#[derive(Parser, Debug, Clone)]
-#[command(
-    name = "kvs-record",
-    version,
-    about = "Records a Kinesis video stream's audio, such as an Amazon Connect call, to a stereo \
-             WAV or Ogg Opus file: the caller (track AUDIO_FROM_CUSTOMER) on the left, the agent \
-             (AUDIO_TO_CUSTOMER) on the right, aligned by time, with silence where a side says \
-             nothing.",
-    after_help = AFTER_HELP,
-    args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true,
-    group(ArgGroup::new("input").args(["stream", "stream_arn", "event", "demo"]))
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub tool: Option<Tool>,
-    #[command(flatten)]
-    pub record: Record,
+/// At most one input: --stream, --stream-arn, --event or --demo.
+pub fn input_group() -> clap::ArgGroup {
+    clap::ArgGroup::new("input").args(["stream", "stream_arn", "event", "demo"])
 }
-
-/// The other tools of kvs-record.
-#[derive(Subcommand, Debug, Clone)]
-pub enum Tool {
-    /// Records contacts from an SQS queue to S3 or a directory (kvs-record serve --help)
-    #[cfg(feature = "serve")]
-    Serve(crate::serve::Cli),
-    /// Puts a long time range on the workers' queue in pieces (kvs-record split --help)
-    #[cfg(feature = "serve")]
-    Split(crate::serve::split::Cli),
-}
-
-const AFTER_HELP: &str = "\
-Credentials come from the AWS SDK's default chain: AWS_ACCESS_KEY_ID and
-AWS_SECRET_ACCESS_KEY, AWS_PROFILE, SSO, or an instance or task role. They need
-kinesisvideo:GetDataEndpoint and GetMedia (ListFragments and
-GetMediaForFragmentList with --end or an ended contact).
-
-Recording stops at the end of the contact (a new ContactId in the stream), after
---idle-timeout, at --end, or on Ctrl-C; every stop leaves a finalized file.
-Exit status: 0 recorded, 1 failed (the reason is printed), 2 bad usage.";
 
 /// The recorder's own options.
 #[derive(clap::Args, Debug, Clone)]
@@ -145,12 +107,6 @@ pub struct Args {
     pub connect_pcm: Option<String>,
 }
 
-/// Reads the command line: the recorder's arguments, another tool's, or
-/// the text of --help or --version.
-pub fn read(args: impl IntoIterator<Item = String>) -> Result<Read<Cli>, Usage> {
-    kvs_tools::cli::read::<Cli>("kvs-record", args)
-}
-
 /// The recorder's arguments, checked.
 pub fn check(r: Record) -> Result<Args, Usage> {
     let input = match (r.stream, r.stream_arn, r.event, r.demo) {
@@ -197,6 +153,21 @@ pub fn check(r: Record) -> Result<Args, Usage> {
     Ok(a)
 }
 
+/// The source properties for riding out `seconds` of failures in a row,
+/// however many attempts that takes, once the stream was reached; a stream
+/// never reached fails after a few quick attempts.
+pub fn outage_props(seconds: u64) -> [(&'static str, String); 2] {
+    [
+        ("max-retries", "3".into()),
+        (
+            "max-outage",
+            (seconds.saturating_mul(1000))
+                .min(u64::from(u32::MAX))
+                .to_string(),
+        ),
+    ]
+}
+
 impl Args {
     pub fn is_opus(&self) -> bool {
         let out = self.out.as_deref().unwrap_or_default().to_lowercase();
@@ -218,9 +189,18 @@ impl Args {
 mod tests {
     use super::*;
 
+    /// The recorder's options alone, as kvs-record reads them.
+    #[derive(clap::Parser)]
+    #[command(name = "kvs-record", version, group(input_group()))]
+    struct Only {
+        #[command(flatten)]
+        record: Record,
+    }
+
     fn args(list: &[&str]) -> Result<Option<Args>, Usage> {
-        match read(list.iter().map(|s| s.to_string()))? {
-            Read::Args(cli) => check(cli.record).map(Some),
+        use kvs_tools::cli::{Read, read};
+        match read::<Only>("kvs-record", list.iter().map(|s| s.to_string()))? {
+            Read::Args(only) => check(only.record).map(Some),
             Read::Said(_) => Ok(None),
         }
     }

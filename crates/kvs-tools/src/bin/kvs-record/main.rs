@@ -20,7 +20,58 @@ use kvs_local_server::synth::Call;
 use kvs_local_server::{LocalKvs, State, Stream};
 
 use args::{Args, Input};
+use clap::{Parser, Subcommand};
 use kvs_tools::cli::{Read, usage_exit};
+
+/// What the recorder is told on the command line, as given.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "kvs-record",
+    version,
+    about = "Records a Kinesis video stream's audio, such as an Amazon Connect call, to a stereo \
+             WAV or Ogg Opus file: the caller (track AUDIO_FROM_CUSTOMER) on the left, the agent \
+             (AUDIO_TO_CUSTOMER) on the right, aligned by time, with silence where a side says \
+             nothing.",
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    // As with most tools, a flag given twice takes its last value.
+    args_override_self = true,
+    subcommand_negates_reqs = true,
+    group(args::input_group())
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
+    #[command(flatten)]
+    pub record: args::Record,
+}
+
+/// The other tools of kvs-record.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Tool {
+    /// Records contacts from an SQS queue to S3 or a directory (kvs-record serve --help)
+    #[cfg(feature = "serve")]
+    Serve(serve::Cli),
+    /// Puts a long time range on the workers' queue in pieces (kvs-record split --help)
+    #[cfg(feature = "serve")]
+    Split(serve::split::Cli),
+}
+
+const AFTER_HELP: &str = "\
+Credentials come from the AWS SDK's default chain: AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY, AWS_PROFILE, SSO, or an instance or task role. They need
+kinesisvideo:GetDataEndpoint and GetMedia (ListFragments and
+GetMediaForFragmentList with --end or an ended contact).
+
+Recording stops at the end of the contact (a new ContactId in the stream), after
+--idle-timeout, at --end, or on Ctrl-C; every stop leaves a finalized file.
+Exit status: 0 recorded, 1 failed (the reason is printed), 2 bad usage.";
+
+/// Reads the command line: the recorder's arguments, another tool's, or
+/// the text of --help or --version.
+fn read(args: impl IntoIterator<Item = String>) -> Result<Read<Cli>, kvs_tools::cli::Usage> {
+    kvs_tools::cli::read::<Cli>("kvs-record", args)
+}
 
 fn main() {
     let all: Vec<String> = std::env::args().skip(1).collect();
@@ -37,7 +88,7 @@ fn main() {
         Some(tool @ ("serve" | "split")) => format!("kvs-record {tool}"),
         _ => "kvs-record".to_string(),
     };
-    let cli = match args::read(all) {
+    let cli = match read(all) {
         Ok(Read::Args(cli)) => cli,
         Ok(Read::Said(text)) => {
             print!("{text}");
@@ -47,9 +98,9 @@ fn main() {
     };
     match cli.tool {
         #[cfg(feature = "serve")]
-        Some(args::Tool::Serve(serve)) => std::process::exit(self::serve(serve)),
+        Some(Tool::Serve(serve)) => std::process::exit(self::serve(serve)),
         #[cfg(feature = "serve")]
-        Some(args::Tool::Split(split)) => std::process::exit(serve::split::main(split)),
+        Some(Tool::Split(split)) => std::process::exit(serve::split::main(split)),
         None => {
             let args = args::check(cli.record).unwrap_or_else(|m| usage_exit(&program, &m));
             std::process::exit(Recording::run(args));
@@ -108,21 +159,6 @@ fn start_props(when: &str) -> Result<Vec<(&'static str, String)>, String> {
     Ok(props)
 }
 
-/// The source properties for riding out `seconds` of failures in a row,
-/// however many attempts that takes, once the stream was reached; a stream
-/// never reached fails after a few quick attempts.
-pub(crate) fn outage_props(seconds: u64) -> [(&'static str, String); 2] {
-    [
-        ("max-retries", "3".into()),
-        (
-            "max-outage",
-            (seconds.saturating_mul(1000))
-                .min(u64::from(u32::MAX))
-                .to_string(),
-        ),
-    ]
-}
-
 impl Source {
     fn new(args: &Args) -> Result<Source, String> {
         let mut s = Source {
@@ -163,7 +199,7 @@ impl Source {
         if args.input != Input::Demo {
             s.src
                 .push(("idle-timeout", (args.idle_timeout * 1000).to_string()));
-            s.src.extend(outage_props(args.max_outage));
+            s.src.extend(args::outage_props(args.max_outage));
         }
         Ok(s)
     }

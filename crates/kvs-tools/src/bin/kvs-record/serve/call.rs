@@ -130,7 +130,7 @@ fn source_props(
 ) -> Vec<(&'static str, String)> {
     let mut p = c.source_props(resume.unwrap_or(&Resume::default()));
     p.push(("idle-timeout", setup.idle_timeout_ms.to_string()));
-    p.extend(crate::outage_props(setup.max_outage));
+    p.extend(crate::args::outage_props(setup.max_outage));
     if let Some(uri) = &setup.endpoint_uri {
         p.push(("endpoint-uri", uri.clone()));
     }

@@ -34,6 +34,7 @@ use store::{Backend, Destination, Format};
 #[derive(clap::Args, Debug, Clone)]
 #[command(
     about = "Records Amazon Connect contacts from an SQS queue to S3 or a directory",
+    args_override_self = true,
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP,
     group(clap::ArgGroup::new("storage").args(["bucket", "out_dir"]).required(true))

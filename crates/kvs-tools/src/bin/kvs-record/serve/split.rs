@@ -16,6 +16,7 @@ use crate::event::{self, check_name};
 #[derive(clap::Args, Debug, Clone)]
 #[command(
     about = "Puts a long time range of a stream on the workers' queue in pieces",
+    args_override_self = true,
     long_about = LONG_ABOUT,
     group(clap::ArgGroup::new("storage").args(["bucket", "out_dir"]).required(true)),
     group(clap::ArgGroup::new("cut").args(["pieces", "piece_minutes"]).required(true))
@@ -320,16 +321,20 @@ mod tests {
         assert_eq!((day[1].start_ms, day[1].end_ms), (3_600_000, 7_199_999));
     }
 
+    /// `kvs-record split`'s options alone, as read.
+    #[derive(clap::Parser)]
+    #[command(name = "kvs-record split")]
+    struct Only {
+        #[command(flatten)]
+        split: Cli,
+    }
+
     /// `kvs-record split ARGS`, read and checked.
     fn parse(args: &[String]) -> Result<Split, String> {
         use kvs_tools::cli::{Read, read};
-        let all = std::iter::once("split".to_string()).chain(args.iter().cloned());
-        match read::<crate::args::Cli>("kvs-record", all).map_err(|u| u.0)? {
-            Read::Args(crate::args::Cli {
-                tool: Some(crate::args::Tool::Split(cli)),
-                ..
-            }) => cli.check(),
-            _ => Err("not split".into()),
+        match read::<Only>("kvs-record split", args.iter().cloned()).map_err(|u| u.0)? {
+            Read::Args(only) => only.split.check(),
+            Read::Said(_) => Err("help".into()),
         }
     }
 
