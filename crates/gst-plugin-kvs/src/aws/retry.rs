@@ -73,12 +73,17 @@ pub async fn within<T>(
     what: &str,
     call: impl Future<Output = Result<T, Failure>>,
 ) -> Result<T, Failure> {
-    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-        Err(Failure::Transient(format!(
-            "{what} got no answer within {:.1} s",
-            limit.as_secs_f64()
-        )))
-    })
+    // Boxed: an SDK call's future is large; moved by value into the
+    // timeout, its copies deepen the stack of the thread that polls it,
+    // pages a streaming thread then keeps (about 60 KB a live camera).
+    tokio::time::timeout(limit, Box::pin(call))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::Transient(format!(
+                "{what} got no answer within {:.1} s",
+                limit.as_secs_f64()
+            )))
+        })
 }
 
 /// Where a caller counts throttles and endpoint refreshes.

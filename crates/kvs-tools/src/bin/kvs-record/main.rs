@@ -49,10 +49,10 @@ pub struct Cli {
 /// The other tools of kvs-record.
 #[derive(Subcommand, Debug, Clone)]
 pub enum Tool {
-    /// Records contacts from an SQS queue to S3 or a directory (kvs-record serve --help)
+    /// Records contacts from an SQS queue to S3 or a directory
     #[cfg(feature = "serve")]
     Serve(serve::Cli),
-    /// Puts a long time range on the workers' queue in pieces (kvs-record split --help)
+    /// Puts a long time range on the workers' queue in pieces
     #[cfg(feature = "serve")]
     Split(serve::split::Cli),
 }

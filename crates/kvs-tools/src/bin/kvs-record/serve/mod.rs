@@ -40,27 +40,8 @@ use store::{Backend, Destination, Format};
     group(clap::ArgGroup::new("storage").args(["bucket", "out_dir"]).required(true))
 )]
 pub struct Cli {
-    /// The SQS queue of contact events
-    #[arg(long, value_name = "URL", env = "KVS_RECORD_QUEUE_URL")]
-    queue_url: String,
-    /// The S3 bucket for recordings
-    #[arg(long, value_name = "NAME", env = "KVS_RECORD_BUCKET")]
-    bucket: Option<String>,
-    /// A local directory instead, for small setups: the same pieces and checkpoints as files, so
-    /// that one machine's workers can resume one another's calls
-    #[arg(long, value_name = "DIR", env = "KVS_RECORD_OUT_DIR")]
-    out_dir: Option<String>,
-    /// Key prefix, as in calls/
-    #[arg(
-        long,
-        value_name = "TEXT",
-        env = "KVS_RECORD_PREFIX",
-        default_value = ""
-    )]
-    prefix: String,
-    /// Stereo WAV, or Ogg Opus (opusenc's defaults) to PREFIX{ContactId}.opus
-    #[arg(long, value_enum, env = "KVS_RECORD_FORMAT", default_value_t = Format::Wav)]
-    format: Format,
+    #[command(flatten)]
+    place: Place,
     /// Calls recorded at once
     #[arg(long, value_name = "N", env = "KVS_RECORD_MAX_CALLS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     max_calls: u64,
@@ -103,6 +84,33 @@ pub struct Cli {
     /// KVS endpoint, as for a local server
     #[arg(long, value_name = "URL", env = "KVS_RECORD_ENDPOINT_URI")]
     endpoint_uri: Option<String>,
+}
+
+/// The queue the workers take from and where they record to: for `serve`
+/// and `split` alike.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Place {
+    /// The workers' SQS queue: contact events and range messages
+    #[arg(long, value_name = "URL", env = "KVS_RECORD_QUEUE_URL")]
+    queue_url: String,
+    /// The S3 bucket the recordings go to
+    #[arg(long, value_name = "NAME", env = "KVS_RECORD_BUCKET")]
+    bucket: Option<String>,
+    /// A local directory instead, for small setups: the same pieces and checkpoints as files, so
+    /// that one machine's workers can resume one another's calls
+    #[arg(long, value_name = "DIR", env = "KVS_RECORD_OUT_DIR")]
+    out_dir: Option<String>,
+    /// Key prefix, as in calls/
+    #[arg(
+        long,
+        value_name = "TEXT",
+        env = "KVS_RECORD_PREFIX",
+        default_value = ""
+    )]
+    prefix: String,
+    /// Stereo WAV, or Ogg Opus (opusenc's defaults) to PREFIX{ContactId}.opus
+    #[arg(long, value_enum, env = "KVS_RECORD_FORMAT", default_value_t = Format::Wav)]
+    format: Format,
 }
 
 /// Where the queue and the bucket are: for `serve` and `split`.
@@ -183,11 +191,11 @@ impl Cli {
     fn config(self) -> Config {
         let (region, sqs_endpoint, s3_endpoint) = self.aws.resolved();
         Config {
-            queue_url: self.queue_url,
-            bucket: self.bucket.unwrap_or_default(),
-            out_dir: self.out_dir,
-            prefix: self.prefix,
-            format: self.format,
+            queue_url: self.place.queue_url,
+            bucket: self.place.bucket.unwrap_or_default(),
+            out_dir: self.place.out_dir,
+            prefix: self.place.prefix,
+            format: self.place.format,
             max_calls: self.max_calls as usize,
             visibility: self.visibility,
             retry_delay: self.retry_delay,

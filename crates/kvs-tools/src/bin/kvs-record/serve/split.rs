@@ -40,26 +40,8 @@ pub struct Cli {
     /// The range's name [default: STREAM/START-END, in epoch milliseconds]
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
-    /// The workers' queue
-    #[arg(long, value_name = "URL", env = "KVS_RECORD_QUEUE_URL")]
-    queue_url: String,
-    /// The workers' bucket
-    #[arg(long, value_name = "NAME", env = "KVS_RECORD_BUCKET")]
-    bucket: Option<String>,
-    /// Or their directory
-    #[arg(long, value_name = "DIR", env = "KVS_RECORD_OUT_DIR")]
-    out_dir: Option<String>,
-    /// Their key prefix
-    #[arg(
-        long,
-        value_name = "TEXT",
-        env = "KVS_RECORD_PREFIX",
-        default_value = ""
-    )]
-    prefix: String,
-    /// Their format
-    #[arg(long, value_enum, env = "KVS_RECORD_FORMAT", default_value_t = Format::Wav)]
-    format: Format,
+    #[command(flatten)]
+    place: super::Place,
     #[command(flatten)]
     aws: super::Aws,
 }
@@ -154,11 +136,11 @@ impl Cli {
             pieces: plan(&name, start_ms, end_ms, count),
             stream_arn,
             name,
-            queue_url: self.queue_url,
-            bucket: self.bucket.unwrap_or_default(),
-            out_dir: self.out_dir,
-            prefix: self.prefix,
-            format: self.format,
+            queue_url: self.place.queue_url,
+            bucket: self.place.bucket.unwrap_or_default(),
+            out_dir: self.place.out_dir,
+            prefix: self.place.prefix,
+            format: self.place.format,
             region,
             sqs_endpoint,
             s3_endpoint,
