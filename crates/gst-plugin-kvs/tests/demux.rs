@@ -1259,17 +1259,7 @@ fn a_sync_bus_handler_may_seek_and_query_the_demuxer_from_its_messages() {
             }
             gst::BusSyncReply::Pass
         });
-        let src = pipeline
-            .by_name("src")
-            .unwrap()
-            .downcast::<gst_app::AppSrc>()
-            .unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
-        for piece in data.chunks(4096) {
-            src.push_buffer(gst::Buffer::from_slice(piece.to_vec()))
-                .unwrap();
-        }
-        src.end_of_stream().unwrap();
+        common::play_and_feed(&pipeline, &data, 4096);
         let bus = pipeline.bus().unwrap();
         let end = bus.timed_pop_filtered(
             gst::ClockTime::from_seconds(20),

@@ -578,6 +578,22 @@ pub struct Out {
     pub caps: Option<gst::Caps>,
 }
 
+/// Sets `pipeline` playing and pushes `data` into its appsrc named `src`
+/// in pieces of `piece` bytes, then EOS.
+pub fn play_and_feed(pipeline: &gst::Pipeline, data: &[u8], piece: usize) {
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for piece in data.chunks(piece) {
+        src.push_buffer(gst::Buffer::from_slice(piece.to_vec()))
+            .unwrap();
+    }
+    src.end_of_stream().unwrap();
+}
+
 /// Runs `appsrc ! <middle> ! appsink` on `data` and returns what the sink got.
 pub fn pull(data: &[u8], middle: &str) -> Vec<Out> {
     pull_as("video/x-matroska", data, middle)
@@ -593,22 +609,12 @@ pub fn pull_as(caps: &str, data: &[u8], middle: &str) -> Vec<Out> {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
     let sink = pipeline
         .by_name("sink")
         .unwrap()
         .downcast::<gst_app::AppSink>()
         .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    for piece in data.chunks(65536) {
-        src.push_buffer(gst::Buffer::from_slice(piece.to_vec()))
-            .unwrap();
-    }
-    src.end_of_stream().unwrap();
+    play_and_feed(&pipeline, data, 65536);
     let bus = pipeline.bus().unwrap();
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
