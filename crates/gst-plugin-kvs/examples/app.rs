@@ -4,7 +4,7 @@
 //! each `kvs-fragment` message as the fragment completes.
 //!
 //! ```sh
-//! cargo run --release --example app -- STREAM [REGION] [ENDPOINT]
+//! cargo run --release --example app -- --stream NAME [--region R] [--endpoint-uri URL]
 //! ```
 //!
 //! Credentials come from the AWS SDK's default chain.
@@ -14,12 +14,24 @@ use gst::prelude::*;
 const CALLER: &str = "AUDIO_FROM_CUSTOMER";
 const AGENT: &str = "AUDIO_TO_CUSTOMER";
 
+/// Records a Kinesis video stream's Connect call to app-call.wav (caller
+/// left, agent right) and prints each fragment as it completes.
+#[derive(clap::Parser)]
+#[command(name = "app")]
+struct Args {
+    /// The stream's name
+    #[arg(long, value_name = "NAME")]
+    stream: String,
+    /// AWS region [default: the SDK's region chain]
+    #[arg(long, value_name = "REGION")]
+    region: Option<String>,
+    /// KVS endpoint to use instead of AWS's (a local server)
+    #[arg(long, value_name = "URL")]
+    endpoint_uri: Option<String>,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(stream) = args.first() else {
-        eprintln!("usage: app STREAM [REGION] [ENDPOINT]");
-        std::process::exit(2);
-    };
+    let args = <Args as clap::Parser>::parse();
     gst::init()?;
     // An application that ships the plugin could load it from its
     // GST_PLUGIN_PATH instead; registering it statically needs no install.
@@ -32,11 +44,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .downcast::<gst::Pipeline>()
     .unwrap();
     let src = pipeline.by_name("src").unwrap();
-    src.set_property("stream-name", stream);
-    if let Some(region) = args.get(1) {
+    src.set_property("stream-name", &args.stream);
+    if let Some(region) = &args.region {
         src.set_property("region", region);
     }
-    if let Some(endpoint) = args.get(2) {
+    if let Some(endpoint) = &args.endpoint_uri {
         src.set_property("endpoint-uri", endpoint);
     }
 

@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! cargo run --release --example cameras -- --seconds 60 cam-1 cam-2 cam-3
-//! cargo run --release --example cameras -- --endpoint http://127.0.0.1:4566 --region us-east-1 camera
+//! cargo run --release --example cameras -- --endpoint-uri http://127.0.0.1:4566 --region us-east-1 camera
 //! ```
 //!
 //! Credentials come from the AWS SDK's default chain.
@@ -109,25 +109,36 @@ fn report(cam: &Camera, seconds: f64) {
     c.frames = 0;
 }
 
+/// Reads several camera streams in one process and prints each one's
+/// frame rate, latency and reconnects every few seconds.
+#[derive(clap::Parser)]
+#[command(name = "cameras")]
+struct Args {
+    /// The camera streams' names
+    #[arg(value_name = "STREAM", required = true)]
+    names: Vec<String>,
+    /// How long to read, in seconds
+    #[arg(long, value_name = "S", default_value_t = 30)]
+    seconds: u64,
+    /// Seconds between reports
+    #[arg(long, value_name = "S", default_value_t = 5)]
+    every: u64,
+    /// AWS region [default: the SDK's region chain]
+    #[arg(long, value_name = "REGION")]
+    region: Option<String>,
+    /// KVS endpoint to use instead of AWS's (a local server)
+    #[arg(long, value_name = "URL")]
+    endpoint_uri: Option<String>,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let (mut seconds, mut every, mut region, mut endpoint) = (30u64, 5u64, None, None);
-    let mut names = Vec::new();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--seconds" => seconds = args.next().ok_or("--seconds N")?.parse()?,
-            "--every" => every = args.next().ok_or("--every N")?.parse()?,
-            "--region" => region = args.next(),
-            "--endpoint" => endpoint = args.next(),
-            _ => names.push(arg),
-        }
-    }
-    if names.is_empty() {
-        eprintln!(
-            "usage: cameras [--seconds N] [--every N] [--region R] [--endpoint URL] STREAM..."
-        );
-        std::process::exit(2);
-    }
+    let Args {
+        names,
+        seconds,
+        every,
+        region,
+        endpoint_uri: endpoint,
+    } = <Args as clap::Parser>::parse();
     gst::init()?;
     gstkvs::plugin_register_static()?;
     let cameras: Vec<Camera> = names

@@ -60,9 +60,9 @@ fn sink(endpoint: &str, stream: &str, extra: &str) -> gst::Element {
     for (k, v) in [
         ("stream-name", stream),
         ("endpoint-uri", endpoint),
-        ("aws-region", "us-east-1"),
+        ("region", "us-east-1"),
         ("access-key", "AKIDBENCH"),
-        ("secret-key", "bench"),
+        ("secret-access-key", "bench"),
         ("create-stream", "true"),
     ] {
         sink.set_property_from_str(k, v);

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Runs the README's "From a camera" recipes with `sh`, as written, against
-//! a local KVS server on a free port with a live and a stored synthetic
-//! camera, and checks what they write.
+//! Runs the "From a camera" recipes of docs/recipes.md with `sh`, as
+//! written, against a local KVS server on a free port with a live and a
+//! stored synthetic camera, and checks what they write.
 
 #![cfg(feature = "aws")]
 
@@ -49,7 +49,7 @@ fn readme_camera_recipes_work() {
     if !common::have(&["x264enc", "avdec_h264", "jpegenc", "mp4mux"]) {
         return;
     }
-    let recipes = common::readme_section_commands("From a camera");
+    let recipes = common::readme_section_commands("docs/recipes.md", "From a camera");
     assert_eq!(recipes.len(), 3, "{recipes:#?}");
     let stored = Camera {
         fragments: 30,

@@ -890,6 +890,38 @@ fn no_audio_track_is_an_error_after_the_fragments() {
     );
 }
 
+/// A file that is not Matroska says so, with its first bytes; a stream
+/// with no bytes at all says that no fragment arrived.
+#[test]
+fn other_files_and_empty_streams_say_what_they_are() {
+    let mut wav = b"RIFF\x24\x10\x00\x00WAVEfmt ".to_vec();
+    wav.resize(4096, 0);
+    let message = |run: &common::Run| -> Vec<String> {
+        run.errors
+            .iter()
+            .map(|e| e.split(" | ").next().unwrap().to_string())
+            .collect()
+    };
+    let run = demux(&wav);
+    assert!(run.pads.is_empty());
+    assert_eq!(
+        message(&run),
+        ["Not a Matroska/WebM stream (it starts with 52 49 46 46 24 10 00 00 \"RIFF$...\")"]
+    );
+    let mut mp4 = b"\x00\x00\x00\x20ftypisom".to_vec();
+    mp4.resize(4096, 0);
+    let run = demux(&mp4);
+    assert_eq!(
+        message(&run),
+        ["Not a Matroska/WebM stream (it starts with 00 00 00 20 66 74 79 70 \"....ftyp\")"]
+    );
+    let run = demux(&[]);
+    assert_eq!(
+        message(&run),
+        ["No fragment arrived: the stream had no data after the start"]
+    );
+}
+
 #[test]
 fn garbage_and_hostile_input_never_panic() {
     let call = Call {

@@ -90,7 +90,8 @@ fn rust_app_records_and_prints_fragments() {
     );
     let out = f
         .command(&app)
-        .args(["call", "us-east-1", &f.server.endpoint()])
+        .args(["--stream", "call", "--region", "us-east-1"])
+        .args(["--endpoint-uri", &f.server.endpoint()])
         .output()
         .unwrap();
     f.check(&out, &f.dir.join("app-call.wav"));
@@ -183,7 +184,7 @@ fn rust_cameras_example_reads_three_cameras_in_one_process() {
     let app = target_dir().join("examples/cameras");
     let out = Command::new(&app)
         .args(["--seconds", "4", "--every", "4", "--region", "us-east-1"])
-        .args(["--endpoint", &server.endpoint()])
+        .args(["--endpoint-uri", &server.endpoint()])
         .args(names)
         .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
         .env("AWS_SECRET_ACCESS_KEY", "test-secret")

@@ -170,7 +170,9 @@ fn errors_name_the_stream_and_what_to_do() {
         Duration::from_secs(30),
     );
     assert!(
-        run.errors[0].contains("Not authorized to read Kinesis video stream call"),
+        run.errors[0].contains(
+            "Could not read Kinesis video stream call in region us-east-1: access denied |"
+        ),
         "{:?}",
         run.errors
     );
@@ -187,8 +189,9 @@ fn errors_name_the_stream_and_what_to_do() {
         Duration::from_secs(30),
     );
     assert!(
-        run.errors[0].contains("Not authorized to read Kinesis video stream call")
-            && run.errors[0].contains("InvalidSignatureException")
+        run.errors[0].contains(
+            "Could not read Kinesis video stream call in region us-east-1: signature rejected"
+        ) && run.errors[0].contains("InvalidSignatureException")
             && run.errors[0].contains("does not match the signature you provided"),
         "{:?}",
         run.errors
@@ -339,8 +342,9 @@ fn missing_credentials_say_what_to_set() {
         .replace("access-key=AKIDTEST secret-access-key=test-secret", "");
     let (run, _) = common::source_run(&desc, Duration::from_secs(30));
     assert!(
-        run.errors[0].contains("No AWS credentials to read Kinesis video stream call")
-            && run.errors[0].contains("AWS_ACCESS_KEY_ID"),
+        run.errors[0].contains(
+            "Could not read Kinesis video stream call in region us-east-1: no AWS credentials found"
+        ) && run.errors[0].contains("AWS_ACCESS_KEY_ID"),
         "{:?}",
         run.errors
     );

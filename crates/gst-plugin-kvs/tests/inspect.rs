@@ -116,3 +116,52 @@ fn the_plugin_holds_no_worker_code() {
     let kvs = b"aws_sdk_kinesisvideomedia";
     assert!(memchr::memmem::find(&bytes, kvs).is_some());
 }
+
+/// Both network elements take the AWS settings under the same names, those
+/// of gst-plugins-rs' AWS elements; the sink's kvssink names are marked
+/// deprecated.
+#[cfg(feature = "aws")]
+#[test]
+fn both_network_elements_name_the_aws_settings_alike() {
+    common::init();
+    const AWS: &[&str] = &[
+        "stream-name",
+        "stream-arn",
+        "region",
+        "access-key",
+        "secret-access-key",
+        "session-token",
+        "endpoint-uri",
+    ];
+    for name in ["kvsgetmediasrc", "kvsputmediasink"] {
+        let element = gst::ElementFactory::make(name).build().unwrap();
+        for prop in AWS {
+            let spec = element
+                .find_property(prop)
+                .unwrap_or_else(|| panic!("{name} has no {prop}"));
+            assert!(
+                !spec.flags().contains(glib::ParamFlags::DEPRECATED),
+                "{name}::{prop}"
+            );
+        }
+        let secret = element.find_property("secret-access-key").unwrap();
+        assert!(
+            !secret.flags().contains(glib::ParamFlags::READABLE),
+            "{name}: a readable secret"
+        );
+    }
+    let sink = gst::ElementFactory::make("kvsputmediasink")
+        .build()
+        .unwrap();
+    for old in [
+        "aws-region",
+        "secret-key",
+        "allow-create-stream",
+        "rotation-period",
+    ] {
+        let spec = sink.find_property(old).unwrap();
+        assert!(spec.flags().contains(glib::ParamFlags::DEPRECATED), "{old}");
+    }
+    let src = gst::ElementFactory::make("kvsgetmediasrc").build().unwrap();
+    assert!(src.find_property("aws-region").is_none());
+}

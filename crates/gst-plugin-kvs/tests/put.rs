@@ -18,8 +18,8 @@ use kvs_local_server::{State, Stream};
 
 fn sink(server: &common::Server, stream: &str, extra: &str) -> String {
     format!(
-        "kvsputmediasink name=sink stream-name={stream} aws-region=us-east-1 access-key=AKIDTEST \
-         secret-key=test-secret endpoint-uri={} {extra}",
+        "kvsputmediasink name=sink stream-name={stream} region=us-east-1 access-key=AKIDTEST \
+         secret-access-key=test-secret endpoint-uri={} {extra}",
         server.endpoint()
     )
 }
@@ -155,6 +155,59 @@ fn s16le_round_trip() {
         unix[0]
     );
     assert!(unix.windows(2).all(|w| w[1] - w[0] == 20), "{unix:?}");
+}
+
+/// A kvssink pipeline, with kvssink's names for the region, the secret, the
+/// stream's creation and the rotation, works unchanged; each old name is
+/// said to be deprecated in the sink's log.
+#[test]
+fn kvssink_names_still_work_with_a_deprecation_warning() {
+    common::init();
+    let warned = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = warned.clone();
+    gst::log::set_threshold_for_name("kvsputmediasink", gst::DebugLevel::Warning);
+    let log = gst::log::add_log_function(move |cat, level, _, _, _, _, msg| {
+        if cat.name() == "kvsputmediasink"
+            && level == gst::DebugLevel::Warning
+            && let Some(text) = msg.get()
+        {
+            seen.lock().unwrap().push(text.to_string());
+        }
+    });
+    let server = server(&[]);
+    let launch = format!(
+        "audiotestsrc num-buffers=50 samplesperbuffer=160 wave=white-noise ! \
+         audio/x-raw,format=S16LE,rate=8000,channels=1 ! tee name=t \
+         t. ! queue ! appsink name=ref sync=false \
+         t. ! queue ! kvsputmediasink name=sink stream-name=old-names aws-region=us-east-1 \
+         access-key=AKIDTEST secret-key=test-secret allow-create-stream=true rotation-period=600 \
+         endpoint-uri={} fragment-duration=500",
+        server.endpoint()
+    );
+    let run = put_with(&launch, Duration::from_secs(30), |pipeline| {
+        let sink = pipeline.by_name("sink").unwrap();
+        assert_eq!(
+            sink.property::<Option<String>>("region").as_deref(),
+            Some("us-east-1")
+        );
+        assert!(sink.property::<bool>("create-stream"));
+        assert_eq!(sink.property::<u32>("connection-max-age"), 600);
+    });
+    gst::log::remove_log_function(log);
+    assert!(run.eos, "{run:?}");
+    // The stream did not exist: allow-create-stream made it.
+    let back = read_back(&server, "old-names");
+    assert_eq!(back.pad("audio_0").pcm(), input(&run));
+    let warned = warned.lock().unwrap();
+    for (old, new) in [
+        ("aws-region", "region"),
+        ("secret-key", "secret-access-key"),
+        ("allow-create-stream", "create-stream"),
+        ("rotation-period", "connection-max-age"),
+    ] {
+        let line = format!("Property {old} is deprecated (kvssink's name): use {new}");
+        assert!(warned.contains(&line), "{line:?} not in {warned:?}");
+    }
 }
 
 /// The Connect tags every fragment of a copy carries.
@@ -664,15 +717,19 @@ fn bad_input_gives_a_clear_error() {
             ][..],
         ),
         (
-            sink(&server, "ok", "").replace("secret-key=test-secret", "secret-key=wrong"),
+            sink(&server, "ok", "")
+                .replace("secret-access-key=test-secret", "secret-access-key=wrong"),
             &[
-                "Not authorized to put media into Kinesis video stream ok in region us-east-1 |",
+                "Could not put media into Kinesis video stream ok in region us-east-1: signature rejected",
                 "InvalidSignatureException",
             ][..],
         ),
         (
             sink(&server, "ok", "").replace("access-key=AKIDTEST", "access-key=AKIDDENIED"),
-            &["Not authorized to put media", "NotAuthorizedException"][..],
+            &[
+                "Could not put media into Kinesis video stream ok in region us-east-1: access denied |",
+                "NotAuthorizedException",
+            ][..],
         ),
     ];
     for (sink, wanted) in cases {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Runs the README's "Into a stream" recipes with `sh`, as written, against
-//! a local KVS server on a free port, and checks what the server stored.
+//! Runs the "Into a stream" recipes of docs/recipes.md with `sh`, as
+//! written, against a local KVS server on a free port, and checks what the
+//! server stored.
 
 #![cfg(feature = "aws")]
 
@@ -13,7 +14,7 @@ fn readme_put_recipes_work() {
     if !common::have(&["x264enc", "voaacenc", "h264parse", "aacparse"]) {
         return;
     }
-    let recipes = common::readme_section_commands("Into a stream");
+    let recipes = common::readme_section_commands("docs/recipes.md", "Into a stream");
     assert_eq!(recipes.len(), 3, "{recipes:#?}");
     let server = common::serve(State::new(Vec::new()));
     let (dir, plugins) = common::recipe_dir("put-recipes");

@@ -29,7 +29,7 @@ fn wav(path: &Path) -> Vec<u8> {
 
 #[test]
 fn readme_stream_recipes_work() {
-    let recipes = common::readme_section_commands("From a stream");
+    let recipes = common::readme_section_commands("README.md", "From a stream");
     assert_eq!(recipes.len(), 5, "{recipes:#?}");
     let live = Call::demo(8);
     let archive = Call::demo(120);
@@ -58,17 +58,17 @@ fn readme_stream_recipes_work() {
             continue;
         }
         if recipe.contains("stream-name=demo-call") {
-            // The live call starts when its stream is made: just before
-            // the recipe that reads it.
-            server
-                .state
-                .add_stream(Stream::from_call("demo-call", &live, true));
+            // The live calls start when their stream is made: just before
+            // the recipe that reads it. They follow one another, as
+            // kvs-local-server plays them.
+            server.add_repeated_call("demo-call", &live);
         }
         let text = common::run_readme_command(recipe, &server.endpoint(), &dir, &plugins);
         outputs.push(text);
     }
 
-    // Live: from the fragment being produced when it connected to the end.
+    // Live: from the fragment being produced when it connected to the end
+    // of the call, where the next one begins.
     let data = wav(&dir.join("live.wav"));
     let whole = stereo(&live, 0..live.fragments as usize);
     assert!(data.len() >= 2 * 32000, "{} bytes", data.len());
@@ -120,6 +120,36 @@ fn readme_stream_recipes_work() {
             "no {wanted} in:\n{}",
             outputs[4]
         );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The live recipe against a server whose first call ended a while ago,
+/// run twice in a row: each run gets the end of the call going on, and
+/// ends when the next call begins.
+#[test]
+fn the_live_recipe_gets_a_call_whenever_it_comes() {
+    let recipes = common::readme_section_commands("README.md", "From a stream");
+    let recipe = recipes
+        .iter()
+        .find(|r| r.contains("stream-name=demo-call"))
+        .expect("the live recipe");
+    let call = Call::demo(5);
+    let server = common::serve(State::new(Vec::new()));
+    server.add_repeated_call("demo-call", &call);
+    let (dir, plugins) = common::recipe_dir("late-live");
+    // The first call is over when the first run starts.
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    let whole = stereo(&call, 0..call.fragments as usize);
+    for run in 0..2 {
+        common::run_readme_command(recipe, &server.endpoint(), &dir, &plugins);
+        let data = wav(&dir.join("live.wav"));
+        assert!(data.len() >= 32000, "run {run}: {} bytes", data.len());
+        assert!(
+            whole.ends_with(&data),
+            "run {run}: the end of a call, exactly"
+        );
+        std::fs::remove_file(dir.join("live.wav")).unwrap();
     }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -333,6 +333,24 @@ impl State {
     }
 }
 
+/// Plays `call` again and again on the live `stream` (whose first call it
+/// is), back to back, each with a new ContactId, so that a reader that
+/// comes at any time finds a call going on, as on a Connect stream. Each
+/// call is added half a call before the one before ends; the newest three
+/// calls stay, so memory stays bounded.
+pub async fn repeat_calls(stream: Arc<Stream>, call: synth::Call) {
+    let per_call = call.fragments.max(1) as usize;
+    for k in 1.. {
+        loop {
+            if stream.now_index() + per_call / 2 + 1 >= stream.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        stream.push_call(&call.repeated(k), 3 * per_call);
+    }
+}
+
 /// A running server. Dropping it stops it.
 pub struct LocalKvs {
     pub addr: SocketAddr,

@@ -11,9 +11,30 @@ use kvs_local_server::{LocalKvs, State, Stream};
 
 use clap::Parser;
 
+/// `kvs-record serve` on this machine, as docs/serve.md walks through it.
+const WALKTHROUGH: &str = "\
+Try kvs-record serve here, with moto for SQS and S3 (from the repository's root,
+each command in a terminal of its own):
+  pip install 'moto[server]' && python3 -m moto.server -p 5000
+  kvs-local-server --port 4566 --demo-call 60
+  python3 -c \"import boto3; kw = dict(endpoint_url='http://127.0.0.1:5000', region_name='us-east-1', \\
+      aws_access_key_id='AKIDLOCAL', aws_secret_access_key='local'); sqs = boto3.client('sqs', **kw); \\
+      boto3.client('s3', **kw).create_bucket(Bucket='recordings'); q = sqs.create_queue(QueueName='calls')['QueueUrl']; \\
+      sqs.send_message(QueueUrl=q, MessageBody=open('examples/contact-event.json').read()); print(q)\"
+  AWS_ACCESS_KEY_ID=AKIDLOCAL AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 kvs-record serve \\
+      --queue-url http://127.0.0.1:5000/123456789012/calls --bucket recordings \\
+      --sqs-endpoint http://127.0.0.1:5000 --s3-endpoint http://127.0.0.1:5000 --endpoint-uri http://127.0.0.1:4566
+The call's WAV is then s3://recordings/5b8b6d2e-1c8f-4f3a-9a57-2f1d3c4e5a6b.wav (see docs/serve.md).";
+
 /// kvs-local-server's command line.
 #[derive(Parser, Debug)]
-#[command(name = "kvs-local-server", version, about = ABOUT, args_override_self = true)]
+#[command(
+    name = "kvs-local-server",
+    version,
+    about = ABOUT,
+    after_help = WALKTHROUGH,
+    args_override_self = true
+)]
 struct Cli {
     /// Serve the chunks of a GetMedia capture or MKV file
     #[arg(
@@ -22,8 +43,9 @@ struct Cli {
         help_heading = "Streams"
     )]
     streams: Vec<String>,
-    /// Serve a live synthetic Connect call as stream 'demo-call', paced in real time [default:
-    /// 60, when no other stream is given]
+    /// Serve live synthetic Connect calls of SECONDS each as stream 'demo-call', paced in real
+    /// time and back to back, each with a new ContactId, as Connect reuses a stream; the first
+    /// is examples/contact-event.json's contact [default: 60, when no other stream is given]
     #[arg(long, value_name = "SECONDS", help_heading = "Streams")]
     demo_call: Option<u64>,
     /// With it, N more: 'demo-call-0' to 'demo-call-N-1', each 1/N of a fragment later than the
@@ -191,9 +213,10 @@ fn main() {
         };
         streams.push(camera(name, seconds, live));
     }
-    if streams.is_empty() || cli.demo_call.is_some() {
-        let call = Call::demo(cli.demo_call.unwrap_or(60));
-        let stream = Stream::from_call("demo-call", &call, true);
+    let demo = (streams.is_empty() || cli.demo_call.is_some())
+        .then(|| Call::demo(cli.demo_call.unwrap_or(60)));
+    if let Some(call) = &demo {
+        let stream = Stream::from_call("demo-call", call, true);
         let copies = cli.demo_copies;
         let step = Duration::from_millis(call.fragment_ms()) / (copies.max(1) as u32);
         for i in 0..copies {
@@ -250,7 +273,15 @@ fn main() {
             std::process::exit(1)
         });
         println!("kvs-local-server listening on {}", server.endpoint());
-        println!("streams: {}", server.state.stream_names().join(", "));
+        if let Some(call) = demo
+            && let Some(stream) = server.state.stream_named("demo-call")
+        {
+            tokio::spawn(kvs_local_server::repeat_calls(stream, call));
+        }
+        for name in server.state.stream_names() {
+            let stream = server.state.stream_named(&name).expect("a listed stream");
+            println!("stream {name}: {}", stream.arn);
+        }
         tokio::signal::ctrl_c().await.ok();
     });
 }

@@ -84,6 +84,26 @@ pub struct Stream {
     pub put_calls: Mutex<VecDeque<Instant>>,
 }
 
+/// The fragments of a synthetic call, as a stream stores them.
+fn call_fragments(call: &Call) -> Vec<Fragment> {
+    (0..call.fragments)
+        .map(|i| {
+            let bytes = call.fragment(i).to_bytes();
+            let steps = block_steps(&bytes, call.block_ms);
+            let start = call.start_ms + i * call.fragment_ms();
+            Fragment {
+                number: call.fragment_number(i),
+                producer_ms: start,
+                server_ms: start + 450,
+                duration_ms: call.fragment_ms(),
+                steps,
+                bytes: Bytes::from(bytes),
+                archive: vec![Bytes::from(call.archive_fragment(i).to_bytes())],
+            }
+        })
+        .collect()
+}
+
 fn arn(name: &str) -> String {
     format!("arn:aws:kinesisvideo:us-east-1:000000000000:stream/{name}/1700000000000")
 }
@@ -173,23 +193,29 @@ impl Stream {
     /// A live call whose fragment 0 started at `started` (earlier
     /// fragments are already stored), or a stored one with `None`.
     pub fn from_call_at(name: &str, call: &Call, started: Option<Instant>) -> Stream {
-        let fragments = (0..call.fragments)
-            .map(|i| {
-                let bytes = call.fragment(i).to_bytes();
-                let steps = block_steps(&bytes, call.block_ms);
-                let start = call.start_ms + i * call.fragment_ms();
-                Fragment {
-                    number: call.fragment_number(i),
-                    producer_ms: start,
-                    server_ms: start + 450,
-                    duration_ms: call.fragment_ms(),
-                    steps,
-                    bytes: Bytes::from(bytes),
-                    archive: vec![Bytes::from(call.archive_fragment(i).to_bytes())],
-                }
-            })
-            .collect();
-        Stream::new(name, fragments, started.map(|at| (at, call.fragment_ms())))
+        Stream::new(
+            name,
+            call_fragments(call),
+            started.map(|at| (at, call.fragment_ms())),
+        )
+    }
+
+    /// Appends `call` to a live stream of calls like it, after the last:
+    /// its fragments exist when their time comes. Only the newest `keep`
+    /// places stay; older ones go, as past a stream's retention.
+    pub fn push_call(&self, call: &Call, keep: usize) {
+        let mut slots = self.slots.write().unwrap();
+        slots.extend(
+            call_fragments(call)
+                .into_iter()
+                .map(|f| Slot::Done(Arc::new(f))),
+        );
+        let old = slots.len().saturating_sub(keep);
+        for slot in &mut slots[..old] {
+            *slot = Slot::Gone;
+        }
+        drop(slots);
+        self.changed();
     }
 
     /// Another live stream of the same fragments, `delay` later: calls that

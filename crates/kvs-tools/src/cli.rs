@@ -80,3 +80,46 @@ pub fn args_or_exit<T: clap::Parser>(program: &str, args: impl IntoIterator<Item
         Err(mistake) => usage_exit(program, &mistake),
     }
 }
+
+/// The shells `--generate` writes completions for.
+const SHELLS: &[(&str, clap_complete::Shell)] = &[
+    ("bash", clap_complete::Shell::Bash),
+    ("zsh", clap_complete::Shell::Zsh),
+    ("fish", clap_complete::Shell::Fish),
+];
+
+/// `--generate man` and `--generate bash|zsh|fish`, for packagers (meson
+/// installs them; not in --help): the man page or the shell's completions,
+/// made from `T`'s parser, on stdout. False when `args` ask for neither.
+pub fn generate<T: clap::CommandFactory>(args: &[String]) -> bool {
+    let [flag, kind] = args else {
+        return false;
+    };
+    if flag != "--generate" {
+        return false;
+    }
+    let mut cmd = T::command();
+    let name = cmd.get_name().to_string();
+    // Made whole, then written: a closed stdout is an error, not a panic.
+    let mut text = Vec::new();
+    match kind.as_str() {
+        "man" => clap_mangen::Man::new(cmd)
+            .render(&mut text)
+            .expect("a man page in memory"),
+        shell => match SHELLS.iter().find(|(n, _)| *n == shell) {
+            Some((_, shell)) => clap_complete::generate(*shell, &mut cmd, &name, &mut text),
+            None => usage_exit(
+                &name,
+                &Usage(format!(
+                    "--generate takes man, bash, zsh or fish, not {kind}"
+                )),
+            ),
+        },
+    }
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_all(&text) {
+        eprintln!("{name}: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+    true
+}

@@ -568,9 +568,9 @@ fn bad_input_table() {
             vec![],
             1,
             &[
-                "Could not read Kinesis video stream call",
-                "Connection refused",
-                "4 attempts in a row failed",
+                "Could not read Kinesis video stream call in region us-east-1: connection \
+                 refused at http://127.0.0.1:9 (4 attempts in a row failed",
+                "; nothing listens there: check --endpoint-uri",
             ],
         ),
         (
@@ -578,7 +578,7 @@ fn bad_input_table() {
             unknown,
             vec![],
             1,
-            &["no-such-stream was not found in region us-east-1"],
+            &["no-such-stream was not found in region us-east-1; check --stream"],
         ),
         (
             "wrong secret",
@@ -586,9 +586,17 @@ fn bad_input_table() {
             vec![("AWS_SECRET_ACCESS_KEY", "wrong")],
             1,
             &[
-                "Not authorized to read Kinesis video stream call",
-                "InvalidSignatureException",
+                "Could not read Kinesis video stream call in region us-east-1: signature \
+                 rejected: a wrong secret access key, or a clock more than 5 minutes off",
+                "; check AWS_SECRET_ACCESS_KEY and the machine's clock",
             ],
+        ),
+        (
+            "access denied",
+            stored_to(&[]),
+            vec![("AWS_ACCESS_KEY_ID", "AKIDDENIED")],
+            1,
+            &["call in region us-east-1: access denied; the IAM policy of these credentials"],
         ),
         (
             "no credentials",
@@ -601,9 +609,84 @@ fn bad_input_table() {
             ],
             1,
             &[
-                "No AWS credentials to read Kinesis video stream call",
-                "AWS_ACCESS_KEY_ID",
+                "Could not read Kinesis video stream call in region us-east-1: no AWS \
+                 credentials found (looked in the environment",
+                "; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
             ],
+        ),
+        (
+            "no region",
+            with(&[
+                "--stream",
+                "call",
+                "--start",
+                "earliest",
+                "--endpoint-uri",
+                &endpoint,
+                "--out",
+                out,
+            ]),
+            vec![
+                ("AWS_REGION", ""),
+                ("AWS_DEFAULT_REGION", ""),
+                ("AWS_CONFIG_FILE", "/nonexistent/config"),
+            ],
+            2,
+            &["no AWS region was given and none is configured; give --region or set AWS_REGION"],
+        ),
+        (
+            "endpoint without a scheme",
+            stored_to(&["--endpoint-uri", "127.0.0.1:9"]),
+            vec![],
+            2,
+            &["--endpoint-uri 127.0.0.1:9: give the scheme, as in http://127.0.0.1:9"],
+        ),
+        (
+            "endpoint of another scheme",
+            stored_to(&["--endpoint-uri", "htp://127.0.0.1:9"]),
+            vec![],
+            2,
+            &["the scheme must be http:// or https://, not htp://"],
+        ),
+        (
+            "region near miss",
+            stored_to(&["--region", "us-east1"]),
+            vec![],
+            2,
+            &["--region \"us-east1\" is not an AWS region: did you mean us-east-1?"],
+        ),
+        (
+            "region with a space",
+            stored_to(&["--region", "US East"]),
+            vec![],
+            2,
+            &["did you mean us-east-1?"],
+        ),
+        (
+            "a time that does not parse",
+            stored_to(&["--start", "timestamp:yesterday"]),
+            vec![],
+            2,
+            &["--start \"timestamp:yesterday\": \"yesterday\" is not a time"],
+        ),
+        (
+            "end before start",
+            stored_to(&[
+                "--start",
+                "timestamp:2023-11-14T22:13:30Z",
+                "--end",
+                "2023-11-14T22:13:20Z",
+            ]),
+            vec![],
+            2,
+            &["--end 2023-11-14T22:13:20Z is before --start 2023-11-14T22:13:30Z"],
+        ),
+        (
+            "end with start now",
+            stored_to(&["--start", "now", "--end", "2023-11-14T22:13:30Z"]),
+            vec![],
+            2,
+            &["--end reads the archive, so it needs a --start in the past"],
         ),
         (
             "bad event JSON",
@@ -633,6 +716,18 @@ fn bad_input_table() {
             assert!(all.contains(s), "{what}: no {s:?} in {all}");
         }
         assert!(!all.contains("panicked"), "{what}: {all}");
+        // In the tool's terms: no SDK dump, no source path, no property.
+        for word in [
+            "DispatchFailure",
+            ".rs(",
+            "endpoint-uri (if set)",
+            "start-timestamp",
+        ] {
+            assert!(!all.contains(word), "{what}: {word:?} in {all}");
+        }
+        if code == 2 {
+            assert!(all.contains("Try 'kvs-record --help'."), "{what}: {all}");
+        }
         assert!(!std::path::Path::new(out).exists(), "{what}: left {out}");
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -768,4 +863,106 @@ fn a_live_call_across_getmedia_session_ends_is_recorded_whole() {
             .load(std::sync::atomic::Ordering::SeqCst);
         assert!(ended >= 2, "{ended} session ends");
     }
+}
+
+/// The sample contact event of examples/ names the local server's demo
+/// stream and its first contact: kvs-record records that call exactly and
+/// stops where the next begins. Later, with that call long over, a live
+/// reader run twice in a row gets a call each time, as on a Connect
+/// stream that goes from call to call.
+#[test]
+fn the_sample_event_and_late_live_readers_get_the_demo_servers_calls() {
+    let call = Call::demo(4);
+    let server = common::serve(kvs_local_server::State::new(Vec::new()));
+    server.add_repeated_call("demo-call", &call);
+    let endpoint = server.endpoint();
+    let dir = temp_dir("sample-event");
+    let event = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/contact-event.json"
+    );
+    let out = dir.join("contact.wav");
+    let run = record(
+        &[
+            "--event",
+            event,
+            "--endpoint-uri",
+            &endpoint,
+            "-q",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(
+        text(&run).contains(
+            "The contact ended (the stream moved on to contact 5b8b6d2e-1c8f-4f3a-9a57-2f1d3c4e5a6c)"
+        ),
+        "{}",
+        text(&run)
+    );
+    let whole = interleave(
+        &call.pcm_with_silence(Side::Caller),
+        &call.pcm_with_silence(Side::Agent),
+    );
+    assert!(valid_wav(&out).0 == whole, "the first call, exactly");
+    // The first two calls are over now.
+    std::thread::sleep(Duration::from_secs(5));
+    for run in 0..2 {
+        let out = dir.join(format!("late-{run}.wav"));
+        let done = record(
+            &[
+                "--stream",
+                "demo-call",
+                "--region",
+                "us-east-1",
+                "--endpoint-uri",
+                &endpoint,
+                "-q",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(done.status.success(), "run {run}: {}", text(&done));
+        assert!(
+            text(&done).contains("The contact ended"),
+            "run {run}: {}",
+            text(&done)
+        );
+        let (data, _) = valid_wav(&out);
+        assert!(data.len() >= 32000, "run {run}: {} bytes", data.len());
+        assert!(
+            whole.ends_with(&data),
+            "run {run}: the end of a call, exactly"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The man page and the shell completions come from the parser, as meson
+/// installs them.
+#[test]
+fn man_page_and_completions_come_from_the_parser() {
+    let run = |kind: &str| {
+        let out = Command::new(RECORD)
+            .args(["--generate", kind])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{kind}: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let man = run("man");
+    assert!(man.contains(".TH kvs-record 1"), "{man}");
+    assert!(man.contains("\\-\\-idle\\-timeout"), "every flag: {man}");
+    assert!(man.contains("serve"), "the subcommands");
+    assert!(run("bash").contains("-o bashdefault -o default kvs-record"));
+    assert!(run("zsh").starts_with("#compdef kvs-record"));
+    assert!(run("fish").contains("complete -c kvs-record"));
+    let bad = Command::new(RECORD)
+        .args(["--generate", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
 }

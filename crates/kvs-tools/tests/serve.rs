@@ -1180,3 +1180,118 @@ fn opus_recordings_in_a_local_directory() {
     assert_eq!(w.stop().0, Some(0), "{}", w.log());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// docs/serve.md's "Try it locally", run as written against moto and the
+/// local server on free ports (for the ports the page names) with a short
+/// demo call: the sample event's call is recorded to the bucket, exactly.
+#[test]
+fn the_local_walkthrough_records_the_sample_contact() {
+    let blocks = common::sh_blocks(include_str!("../../../docs/serve.md"), "## Try it locally")
+        .expect("a 'Try it locally' section in docs/serve.md");
+    assert_eq!(blocks.len(), 4, "{blocks:#?}");
+    // The first two start moto and the server: the test starts them, as
+    // they would, on free ports.
+    assert!(
+        blocks[0].contains("python3 -m moto.server -p 5000"),
+        "{}",
+        blocks[0]
+    );
+    assert!(
+        blocks[1].starts_with("kvs-local-server --port 4566 --demo-call 60"),
+        "{}",
+        blocks[1]
+    );
+    let moto = moto::Moto::start();
+    let call = Call::demo(4);
+    let kvs = common::serve(State::new(Vec::new()));
+    kvs.add_repeated_call("demo-call", &call);
+    let ports = |block: &str| {
+        block
+            .replace("http://127.0.0.1:5000", &moto.endpoint)
+            .replace("http://127.0.0.1:4566", &kvs.endpoint())
+    };
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let made = Command::new("sh")
+        .args(["-c", &ports(&blocks[2])])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let queue = String::from_utf8_lossy(&made.stdout).trim().to_string();
+    assert!(
+        ports(&blocks[3]).contains(&queue),
+        "the page's queue URL is the one made: {queue}"
+    );
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kvs-record"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut worker = Command::new("sh")
+        // exec env: the worker is the child, for the SIGTERM.
+        .args(["-c", &format!("exec env {}", ports(&blocks[3]))])
+        .current_dir(root)
+        .env("PATH", path)
+        .env("KVS_RECORD_LISTEN", listen.to_string())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_, s3) = moto.clients("AKIDLOCAL", "local");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = "5b8b6d2e-1c8f-4f3a-9a57-2f1d3c4e5a6b.wav";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wav = loop {
+        let got = rt.block_on(async {
+            let out = s3
+                .get_object()
+                .bucket("recordings")
+                .key(key)
+                .send()
+                .await
+                .ok()?;
+            Some(out.body.collect().await.ok()?.into_bytes().to_vec())
+        });
+        if let Some(wav) = got {
+            break wav;
+        }
+        if let Ok(Some(status)) = worker.try_wait() {
+            let mut err = String::new();
+            worker
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("the worker exited ({status}): {err}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {key} in the bucket after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    let _ = worker.wait();
+    let (left, right) = common::deinterleave(&common::wav_data(&wav));
+    assert!(
+        left == call.pcm_with_silence(Side::Caller),
+        "the caller, exactly"
+    );
+    assert!(
+        right == call.pcm_with_silence(Side::Agent),
+        "the agent, exactly"
+    );
+}

@@ -2,6 +2,7 @@
 //! The AWS side shared by the elements: SDK clients, GetDataEndpoint,
 //! GetMedia calls, what errors mean, and the one retry policy.
 
+pub mod cause;
 pub mod errors;
 pub mod props;
 pub mod retry;
@@ -19,6 +20,7 @@ use aws_sdk_kinesisvideomedia::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesisvideomedia::primitives::ByteStream;
 use aws_sdk_kinesisvideomedia::types::{StartSelector, StartSelectorType};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use cause::Cause;
 
 /// The runtime shared by the elements: archive read-ahead and PutMedia
 /// connections run here.
@@ -106,10 +108,17 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
         SdkError::ServiceError(_) => {
             by_code(err.code().unwrap_or_default(), text(), refresh_on_auth)
         }
-        // No credentials shows as a failure to sign, whatever the variant.
-        _ if text().to_lowercase().contains("credential") => Failure::NotAuthorized(text()),
-        SdkError::ConstructionFailure(_) => Failure::InvalidArgument(text()),
-        _ => Failure::Transient(text()),
+        // Settings no attempt can fix fail at once, whatever the variant.
+        _ => match Cause::of(&text()) {
+            Cause::NoCredentials => Failure::NotAuthorized(text()),
+            Cause::NoRegion | Cause::BadRegion | Cause::BadEndpoint => {
+                Failure::InvalidArgument(text())
+            }
+            _ if matches!(err, SdkError::ConstructionFailure(_)) => {
+                Failure::InvalidArgument(text())
+            }
+            _ => Failure::Transient(text()),
+        },
     }
 }
 

@@ -49,22 +49,11 @@ pub fn boolean(name: &'static str, blurb: &'static str, default: bool) -> glib::
         .build()
 }
 
-/// The names an element gives the target's region and secret (kvssink's
-/// are `aws-region` and `secret-key`).
-pub struct TargetNames {
-    pub region: &'static str,
-    pub secret: &'static str,
-    /// What the element does with the stream, for the blurbs.
-    pub verb: &'static str,
-}
-
-/// The target's property specs: the stream, the region, the credentials
-/// and the endpoint.
-pub fn target(names: &TargetNames) -> Vec<glib::ParamSpec> {
-    let stream = format!(
-        "Name of the Kinesis video stream to {} (or set stream-arn)",
-        names.verb
-    );
+/// The target's property specs, the same on both elements (the names of
+/// gst-plugins-rs' AWS elements): the stream, the region, the credentials
+/// and the endpoint. `verb` says what the element does with the stream.
+pub fn target(verb: &str) -> Vec<glib::ParamSpec> {
+    let stream = format!("Name of the Kinesis video stream to {verb} (or set stream-arn)");
     vec![
         string("stream-name", &stream),
         string(
@@ -72,7 +61,7 @@ pub fn target(names: &TargetNames) -> Vec<glib::ParamSpec> {
             "ARN of the Kinesis video stream (or set stream-name)",
         ),
         string(
-            names.region,
+            "region",
             "AWS region, e.g. us-east-1 (default: the SDK's region chain: AWS_REGION, profile)",
         ),
         string(
@@ -80,7 +69,7 @@ pub fn target(names: &TargetNames) -> Vec<glib::ParamSpec> {
             "AWS access key id (default: the SDK's credential chain: environment, profile, SSO, ECS/IMDS)",
         ),
         secret(
-            names.secret,
+            "secret-access-key",
             "AWS secret access key; write-only, never logged",
         ),
         secret(
@@ -110,9 +99,9 @@ impl Target {
         let field = match name {
             "stream-name" => &mut self.stream_name,
             "stream-arn" => &mut self.stream_arn,
-            "region" | "aws-region" => &mut self.region,
+            "region" => &mut self.region,
             "access-key" => &mut self.access_key,
-            "secret-access-key" | "secret-key" => &mut self.secret_access_key,
+            "secret-access-key" => &mut self.secret_access_key,
             "session-token" => &mut self.session_token,
             "endpoint-uri" => &mut self.endpoint_uri,
             _ => return false,
@@ -127,7 +116,7 @@ impl Target {
         let field = match name {
             "stream-name" => &self.stream_name,
             "stream-arn" => &self.stream_arn,
-            "region" | "aws-region" => &self.region,
+            "region" => &self.region,
             "access-key" => &self.access_key,
             "endpoint-uri" => &self.endpoint_uri,
             _ => return None,

@@ -158,6 +158,25 @@ pub fn error(
         .build()
 }
 
+/// An error with its cause by name in its details (a `kvs-error`
+/// structure with a `cause` field), as the network elements give theirs.
+pub fn failure(
+    src: &gst::Element,
+    kind: impl gst::MessageErrorDomain,
+    text: String,
+    debug: String,
+    cause: &str,
+) -> gst::Message {
+    let details = gst::Structure::builder("kvs-error")
+        .field("cause", cause)
+        .build();
+    gst::message::Error::builder(kind, &text)
+        .debug(&debug)
+        .details(details)
+        .src(src)
+        .build()
+}
+
 /// An element message for the bus from `src`.
 pub fn element(src: &gst::Element, s: gst::Structure) -> gst::Message {
     gst::message::Element::builder(s).src(src).build()

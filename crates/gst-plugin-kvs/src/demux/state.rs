@@ -92,6 +92,32 @@ pub struct Step {
 /// What the pads were last configured from.
 type Config = (Vec<Track>, Mime, ConnectPcm);
 
+/// How many of the stream's first bytes are kept to describe it.
+const HEAD: usize = 8;
+
+/// The first bytes of every Matroska or WebM file: the EBML header's ID.
+const EBML_MAGIC: [u8; 4] = [0x1a, 0x45, 0xdf, 0xa3];
+
+/// Bytes as hex, then as text when most are printable: `52 49 46 46 "RIFF"`.
+fn describe(head: &[u8]) -> String {
+    let hex: Vec<String> = head.iter().map(|b| format!("{b:02X}")).collect();
+    let printable = head.iter().filter(|b| b.is_ascii_graphic()).count();
+    if printable * 2 < head.len() {
+        return hex.join(" ");
+    }
+    let text: String = head
+        .iter()
+        .map(|b| {
+            if b.is_ascii_graphic() {
+                *b as char
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    format!("{} \"{text}\"", hex.join(" "))
+}
+
 #[derive(Default)]
 pub struct Demux {
     parser: Parser,
@@ -109,6 +135,8 @@ pub struct Demux {
     configured: Option<Config>,
     warned: Vec<u64>,
     bytes: u64,
+    /// The stream's first bytes, to say what it is when it is not Matroska.
+    head: Vec<u8>,
     stopped: bool,
     /// The buffer-lists and merge-raw-audio settings, taken with the first bytes.
     lists: bool,
@@ -146,6 +174,12 @@ impl Demux {
             self.lists = settings.buffer_lists;
             self.merge = settings.merge_raw_audio;
         }
+        if self.head.len() < HEAD
+            && let Ok(map) = buffer.map_readable()
+        {
+            let take = (HEAD - self.head.len()).min(map.len());
+            self.head.extend_from_slice(&map[..take]);
+        }
         self.bytes += buffer.size() as u64;
         self.adapter.push(buffer);
         Ok(gst::FlowSuccess::Ok)
@@ -168,6 +202,47 @@ impl Demux {
             more,
             result,
         }
+    }
+
+    /// What to say at EOS when no track was output: that no bytes came,
+    /// that they were not Matroska, or that no track was of the kind
+    /// wanted. (message, debug, cause)
+    fn nothing_to_output(&self, settings: &Settings) -> (String, String, &'static str) {
+        let kind = if settings.video {
+            "audio or video"
+        } else {
+            "audio"
+        };
+        if self.bytes == 0 {
+            return (
+                "No fragment arrived: the stream had no data after the start".into(),
+                "No bytes came from upstream. Check the start (start-selector=earliest reads the \
+                 whole stream)."
+                    .into(),
+                "no-fragment",
+            );
+        }
+        if self.tracker.fragments == 0 && !self.head.starts_with(&EBML_MAGIC) {
+            return (
+                format!(
+                    "Not a Matroska/WebM stream (it starts with {})",
+                    describe(&self.head)
+                ),
+                format!(
+                    "{} bytes and no EBML header (1A 45 DF A3) at the start",
+                    self.bytes
+                ),
+                "not-matroska",
+            );
+        }
+        (
+            format!("No {kind} track in stream"),
+            format!(
+                "Parsed {} complete fragments ({} bytes) and found no track to output",
+                self.tracker.fragments, self.bytes
+            ),
+            "no-track",
+        )
     }
 
     /// Hands on every pad's pending buffers.
@@ -843,21 +918,13 @@ impl Demux {
             self.out.push(Action::Post(report::element(el.obj, s)));
         }
         if self.streams.is_empty() {
-            self.out.push(Action::Post(report::error(
+            let (text, debug, cause) = self.nothing_to_output(settings);
+            self.out.push(Action::Post(report::failure(
                 el.obj,
                 gst::StreamError::Demux,
-                format!(
-                    "No {} track in stream",
-                    if settings.video {
-                        "audio or video"
-                    } else {
-                        "audio"
-                    }
-                ),
-                format!(
-                    "Parsed {} complete fragments ({} bytes) and found no track to output",
-                    self.tracker.fragments, self.bytes
-                ),
+                text,
+                debug,
+                cause,
             )));
             return std::mem::take(&mut self.out);
         }

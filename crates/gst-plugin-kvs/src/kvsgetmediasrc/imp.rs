@@ -103,12 +103,13 @@ impl KvsGetMediaSrc {
             action: "read",
             stream: target.stream(),
             region,
+            endpoint_uri: target.endpoint_uri.as_deref(),
             permissions: "kinesisvideo:GetDataEndpoint and kinesisvideo:GetMedia (archive mode: \
                           kinesisvideo:ListFragments and kinesisvideo:GetMediaForFragmentList)",
             missing: "Check stream-name or stream-arn, and region.",
             unreachable: gst::ResourceError::Read,
         };
-        self.post_error_message(access.error_message(failure));
+        access.report(failure).post(self.obj().upcast_ref());
         gst::FlowError::Error
     }
 

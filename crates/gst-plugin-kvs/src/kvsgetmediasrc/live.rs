@@ -177,7 +177,7 @@ impl Live {
                     }
                     // Quiet for read-timeout, which KVS never is: a stalled
                     // peer. Resume, but conclude nothing from it.
-                    self.drop_body("sent nothing for read-timeout");
+                    self.drop_body("sent nothing for read-timeout", true);
                     self.answered = false;
                 }
                 // The body ended: resume from the last complete fragment.
@@ -185,21 +185,32 @@ impl Live {
                 // one that ends inside a fragment (a session's end, after
                 // 40 to 45 minutes) says nothing about the stream being idle.
                 Some(None) => {
-                    self.drop_body("ended");
-                    if self.fragment_open {
+                    let cut = self.fragment_open;
+                    self.drop_body(
+                        if cut {
+                            "ended inside a fragment"
+                        } else {
+                            "ended"
+                        },
+                        cut,
+                    );
+                    if cut {
                         self.answered = false;
                     }
                 }
                 Some(Some(Err(e))) => {
                     let why = format!("broke: {e}");
-                    self.drop_body(&why);
+                    self.drop_body(&why, true);
                     self.answered = false;
                 }
             }
         }
     }
 
-    fn drop_body(&mut self, why: &str) {
+    /// Drops the body to resume after the last complete fragment; a body
+    /// that failed (`dropped`), rather than one KVS ended between
+    /// fragments (a quiet stream, a session's end), counts as a reconnect.
+    fn drop_body(&mut self, why: &str, dropped: bool) {
         gst::debug!(
             CAT,
             "Stream {}: the GetMedia body {why}; resuming after fragment {}",
@@ -210,7 +221,9 @@ impl Live {
                 .unwrap_or("(none yet)")
         );
         self.body = None;
-        self.stats.reconnects += 1;
+        if dropped {
+            self.stats.reconnects += 1;
+        }
         self.discont = true;
     }
 

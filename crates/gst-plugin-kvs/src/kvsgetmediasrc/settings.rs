@@ -11,7 +11,7 @@ use gst::prelude::*;
 use super::archive::Range;
 use super::live::Policy;
 use super::{Mode, StartSelector, TimestampType};
-use crate::aws::props::{RetrySettings, TargetNames};
+use crate::aws::props::RetrySettings;
 use crate::aws::{Start, Target, props};
 
 /// Milliseconds without a new fragment, while KVS answers, before EOS.
@@ -218,12 +218,7 @@ fn uint_prop(name: &'static str, blurb: &'static str, default: u32) -> glib::Par
 }
 
 pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-    let names = TargetNames {
-        region: "region",
-        secret: "secret-access-key",
-        verb: "read",
-    };
-    let mut specs = props::target(&names);
+    let mut specs = props::target("read");
     specs.extend([
         glib::ParamSpecEnum::builder_with_default("mode", Mode::Auto)
             .blurb(
@@ -285,7 +280,9 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
         ),
         glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
             .blurb(
-                "Counters: bytes, fragments, reconnects, throttles, endpoint-refreshes, \
+                "Counters: bytes, fragments, reconnects (after a connection failed, broke off or stalled; \
+                 not when KVS ends a quiet body or a session between fragments), throttles, \
+                 endpoint-refreshes, \
                  continuation-token (of the last complete fragment, live mode), millis-behind-now",
             )
             .read_only()

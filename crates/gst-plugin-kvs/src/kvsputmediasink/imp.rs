@@ -13,7 +13,7 @@ use gst::subclass::prelude::*;
 
 use super::fragments::{Fragments, Frame, Pushed};
 use super::inputs::{Input, Pending, State, now_ms, unix_meta_ms};
-use super::settings::{PROPERTIES, Settings};
+use super::settings::{self, PROPERTIES, Settings};
 use super::shared::{Report, Reporter, Shared};
 use super::upload;
 use super::{messages, tracks};
@@ -201,7 +201,7 @@ impl KvsPutMediaSink {
                 self.failed.store(true, Ordering::SeqCst);
                 let target = self.settings.lock().unwrap().target.clone();
                 let region = target.region.as_deref().unwrap_or("(the SDK's default)");
-                obj.post_error_message(messages::error_message(target.stream(), region, &stop));
+                messages::report(&target, region, &stop).post(obj.upcast_ref());
             }
         }
     }
@@ -496,6 +496,14 @@ impl ObjectImpl for KvsPutMediaSink {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        if let Some(new) = settings::kvssink_name(pspec.name()) {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "Property {} is deprecated (kvssink's name): use {new}",
+                pspec.name()
+            );
+        }
         self.settings.lock().unwrap().set(pspec.name(), value);
     }
 

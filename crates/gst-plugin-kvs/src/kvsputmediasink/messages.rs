@@ -2,39 +2,41 @@
 //! What the sink tells the application: its bus errors and its `stats`.
 
 use super::shared::{Stats, Stop};
-use crate::aws::errors::Access;
+use crate::aws::Target;
+use crate::aws::errors::{Access, Report};
 use kvs_mkv::ack;
 
 /// The bus error for a session that stopped: what happened, then the
 /// details and what to do.
-pub(super) fn error_message(stream: &str, region: &str, stop: &Stop) -> gst::ErrorMessage {
+pub(super) fn report(target: &Target, region: &str, stop: &Stop) -> Report {
+    let stream = target.stream();
     match stop {
         Stop::Ack(id, timecode) => {
             let (meaning, todo, _) = ack::explain(*id);
             let at = timecode.map_or(String::new(), |t| format!(" at timecode {t}"));
-            gst::error_msg!(
-                gst::ResourceError::Write,
-                (
-                    "Kinesis Video Streams refused a fragment of stream {}: {}",
-                    stream,
-                    meaning
+            Report {
+                error: gst::ResourceError::Write,
+                message: format!(
+                    "Kinesis Video Streams refused a fragment of stream {stream}: {meaning}"
                 ),
-                [
+                debug: format!(
                     "ERROR acknowledgement{at}: ErrorId {id} ({}). What to do: {todo}.",
                     ack::code(*id)
-                ]
-            )
+                ),
+                cause: "fragment-refused",
+            }
         }
         Stop::Failure(failure) => Access {
             action: "put media into",
             stream,
             region,
+            endpoint_uri: target.endpoint_uri.as_deref(),
             permissions: "kinesisvideo:PutMedia, kinesisvideo:GetDataEndpoint and \
                           kinesisvideo:DescribeStream (with create-stream: kinesisvideo:CreateStream)",
             missing: "Check stream-name or stream-arn and the region, or set create-stream=true.",
             unreachable: gst::ResourceError::Write,
         }
-        .error_message(failure.clone()),
+        .report(failure.clone()),
     }
 }
 

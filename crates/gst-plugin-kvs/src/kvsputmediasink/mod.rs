@@ -19,7 +19,7 @@
  *
  * ```sh
  * gst-launch-1.0 audiotestsrc is-live=true ! audio/x-raw,format=S16LE,rate=8000,channels=1 ! \
- *     kvsputmediasink stream-name=my-stream aws-region=us-east-1
+ *     kvsputmediasink stream-name=my-stream region=us-east-1
  * ```
  */
 use gst::glib;

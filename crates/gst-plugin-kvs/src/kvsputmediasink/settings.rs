@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
-//! kvsputmediasink's properties. Names follow AWS's kvssink where the
-//! meaning is the same (see the README's mapping table).
+//! kvsputmediasink's properties: the AWS names of kvsgetmediasrc (and of
+//! gst-plugins-rs' AWS elements), with kvssink's names taken as deprecated
+//! aliases (the mapping is in docs/elements/kvsputmediasink.md).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use gst::prelude::*;
 
 use super::fragments::Rules;
 use super::shared::Config;
-use crate::aws::props::{RetrySettings, TargetNames};
+use crate::aws::props::RetrySettings;
 use crate::aws::{Target, props};
 
 #[derive(Debug, Clone)]
@@ -69,6 +70,7 @@ impl Default for Settings {
 
 impl Settings {
     pub fn set(&mut self, name: &str, value: &glib::Value) {
+        let name = kvssink_name(name).unwrap_or(name);
         let uint = || value.get::<u32>().unwrap();
         let boolean = || value.get::<bool>().unwrap();
         if self.target.set(name, value) || self.retry.set(name, value) {
@@ -92,6 +94,7 @@ impl Settings {
     }
 
     pub fn get(&self, name: &str) -> glib::Value {
+        let name = kvssink_name(name).unwrap_or(name);
         if let Some(value) = self.target.get(name).or_else(|| self.retry.get(name)) {
             return value;
         }
@@ -154,14 +157,61 @@ impl Settings {
     }
 }
 
+/// kvssink's names that the sink takes too, deprecated, so that kvssink
+/// pipelines work unchanged: (kvssink's name, this element's).
+pub const KVSSINK_NAMES: [(&str, &str); 4] = [
+    ("aws-region", "region"),
+    ("secret-key", "secret-access-key"),
+    ("allow-create-stream", "create-stream"),
+    ("rotation-period", "connection-max-age"),
+];
+
+/// The property a kvssink name stands for.
+pub fn kvssink_name(name: &str) -> Option<&'static str> {
+    KVSSINK_NAMES
+        .iter()
+        .find(|(old, _)| *old == name)
+        .map(|(_, new)| *new)
+}
+
+/// The deprecated specs of kvssink's names, each of the type of the
+/// property it stands for.
+fn kvssink_specs(specs: &[glib::ParamSpec]) -> Vec<glib::ParamSpec> {
+    KVSSINK_NAMES
+        .iter()
+        .map(|(old, new)| {
+            let spec = specs
+                .iter()
+                .find(|s| s.name() == *new)
+                .expect("a property for each kvssink name");
+            let blurb = format!("Deprecated: kvssink's name for {new}");
+            let flags = spec.flags() | glib::ParamFlags::DEPRECATED;
+            if let Some(s) = spec.downcast_ref::<glib::ParamSpecUInt>() {
+                glib::ParamSpecUInt::builder(old)
+                    .blurb(&blurb)
+                    .minimum(s.minimum())
+                    .maximum(s.maximum())
+                    .default_value(s.default_value())
+                    .flags(flags)
+                    .build()
+            } else if let Some(s) = spec.downcast_ref::<glib::ParamSpecBoolean>() {
+                glib::ParamSpecBoolean::builder(old)
+                    .blurb(&blurb)
+                    .default_value(s.default_value())
+                    .flags(flags)
+                    .build()
+            } else {
+                glib::ParamSpecString::builder(old)
+                    .blurb(&blurb)
+                    .flags(flags)
+                    .build()
+            }
+        })
+        .collect()
+}
+
 pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-    // kvssink's names, so that its pipelines work unchanged.
-    let names = TargetNames {
-        region: "aws-region",
-        secret: "secret-key",
-        verb: "put into",
-    };
-    let mut specs = props::target(&names);
+    let mut specs = props::target("put into");
     specs.extend([
         props::uint(
             "fragment-duration",
@@ -242,5 +292,7 @@ pub static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             .read_only()
             .build(),
     ]);
+    let old = kvssink_specs(&specs);
+    specs.extend(old);
     specs
 });

@@ -390,7 +390,7 @@ pub fn deinterleave(data: &[u8]) -> (Vec<u8>, Vec<u8>) {
 /// dropped. It derefs to the server, for `endpoint()` and `state`.
 pub struct Server {
     kvs: kvs_local_server::LocalKvs,
-    _runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl std::ops::Deref for Server {
@@ -412,6 +412,20 @@ pub fn serve_on(listener: std::net::TcpListener, state: kvs_local_server::State)
 }
 
 impl Server {
+    /// Runs `task` beside the server, on its runtime, for as long as it.
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(task);
+    }
+
+    /// Adds a live stream of `call` played again and again, back to back,
+    /// each with a new ContactId, as kvs-local-server plays its demo calls.
+    pub fn add_repeated_call(&self, name: &str, call: &kvs_local_server::synth::Call) {
+        let stream = kvs_local_server::Stream::from_call(name, call, true);
+        self.state.add_stream(stream);
+        let stream = self.state.stream_named(name).unwrap();
+        self.spawn(kvs_local_server::repeat_calls(stream, call.clone()));
+    }
+
     fn run<F: std::future::Future<Output = std::io::Result<kvs_local_server::LocalKvs>>>(
         start: impl FnOnce() -> F,
     ) -> Server {
@@ -421,10 +435,7 @@ impl Server {
             .build()
             .unwrap();
         let kvs = runtime.block_on(start()).unwrap();
-        Server {
-            kvs,
-            _runtime: runtime,
-        }
+        Server { kvs, runtime }
     }
 }
 
@@ -660,20 +671,32 @@ pub fn have(elements: &[&str]) -> bool {
     }
 }
 
-/// The `sh` blocks of the README section titled `### {title}`, after its
-/// setup block.
-pub fn readme_section_commands(title: &str) -> Vec<String> {
-    let readme = include_str!("../../../../README.md");
-    let section = readme
-        .split(&format!("\n### {title}"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("a '{title}' section in README.md"));
-    let section = section.split("\n### ").next().unwrap();
-    section
-        .split("```sh\n")
-        .skip(2)
-        .map(|block| block.split("```").next().unwrap().trim().to_string())
-        .collect()
+/// The `sh` blocks of the section titled `### {title}` of the markdown file
+/// `path` (relative to the repository's root), after its setup block.
+pub fn readme_section_commands(path: &str, title: &str) -> Vec<String> {
+    let text = match path {
+        "README.md" => include_str!("../../../../README.md"),
+        "docs/recipes.md" => include_str!("../../../../docs/recipes.md"),
+        _ => panic!("{path}: not one of the markdown files these tests read"),
+    };
+    sh_blocks(text, &format!("### {title}"))
+        .unwrap_or_else(|| panic!("a '{title}' section in {path}"))
+        .split_off(1)
+}
+
+/// The `sh` blocks of the markdown section under `heading` (`## Title`),
+/// up to the next heading of its level; None without that section.
+pub fn sh_blocks(text: &str, heading: &str) -> Option<Vec<String>> {
+    let section = text.split(&format!("\n{heading}")).nth(1)?;
+    let level = heading.split(' ').next().unwrap_or("##");
+    let section = section.split(&format!("\n{level} ")).next().unwrap();
+    Some(
+        section
+            .split("```sh\n")
+            .skip(1)
+            .map(|block| block.split("```").next().unwrap().trim().to_string())
+            .collect(),
+    )
 }
 
 /// A fresh folder for a recipe test, with the plugin as this test build

@@ -99,6 +99,9 @@ pub struct Call {
     pub next_contact: Option<(u64, String)>,
     /// MILLIS_BEHIND_NOW of each fragment, by index (1250 past the end).
     pub behind_ms: Vec<u64>,
+    /// Place of the call's fragment 0 in its stream: its fragment numbers
+    /// follow those of the calls before it.
+    pub first_fragment: u64,
 }
 
 impl Default for Call {
@@ -116,6 +119,7 @@ impl Default for Call {
             mime_type: L16_8K_MONO.into(),
             next_contact: None,
             behind_ms: Vec::new(),
+            first_fragment: 0,
         }
     }
 }
@@ -149,8 +153,27 @@ impl Call {
     pub fn fragment_number(&self, index: u64) -> String {
         format!(
             "91343852333181432392682062607743920146{:09}",
-            264_245_331 + index * 7
+            264_245_331 + (self.first_fragment + index) * 7
         )
+    }
+
+    /// The call's length in ms.
+    pub fn duration_ms(&self) -> u64 {
+        self.fragments * self.fragment_ms()
+    }
+
+    /// The `k`-th of this call played back to back on one stream, as
+    /// Connect reuses a stream for its next contact: a ContactId of its
+    /// own, and times and fragment numbers following the call before.
+    pub fn repeated(&self, k: u64) -> Call {
+        let base = &self.contact_id[..self.contact_id.len().saturating_sub(12)];
+        let tail = u64::from_str_radix(&self.contact_id[base.len()..], 16).unwrap_or(0);
+        Call {
+            start_ms: self.start_ms + k * self.duration_ms(),
+            first_fragment: self.first_fragment + k * self.fragments,
+            contact_id: format!("{base}{:012x}", (tail + k) & 0xffff_ffff_ffff),
+            ..self.clone()
+        }
     }
 
     pub fn continuation_token(&self, index: u64) -> String {

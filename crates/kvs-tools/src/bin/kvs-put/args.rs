@@ -47,22 +47,39 @@ pub struct Cli {
     /// KVS endpoint to use instead of AWS's
     #[arg(long, value_name = "URL", help_heading = "Where")]
     endpoint_uri: Option<String>,
-    /// Create the stream if it is missing, keeping data HOURS hours
-    #[arg(long, value_name = "HOURS", value_parser = clap::value_parser!(u32).range(0..=87_600), help_heading = "Where")]
-    create_stream: Option<u32>,
+    /// Create the stream if it is missing (with --retention-period)
+    #[arg(long, help_heading = "Where")]
+    create_stream: bool,
+    /// Hours of data a stream made by --create-stream keeps (0: none, and KVS then sends no
+    /// PERSISTED)
+    #[arg(long, value_name = "HOURS", default_value_t = DEFAULT_RETENTION_HOURS, value_parser = clap::value_parser!(u32).range(0..=87_600), help_heading = "Where")]
+    retention_period: u32,
     /// At the media's own pace, as a live source would [default: as fast as KVS accepts (12.5
     /// MB/s)]
     #[arg(long, help_heading = "How")]
     realtime: bool,
-    /// Fragment length for audio-only input, in milliseconds
-    #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(100..=10_000), help_heading = "How")]
-    fragment_duration: u32,
+    /// Fragment length for audio-only input, in seconds (0.1 to 10)
+    #[arg(long, value_name = "S", default_value_t = 2.0, value_parser = fragment_seconds, help_heading = "How")]
+    fragment_duration: f64,
     /// Length of the --demo call, in seconds
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..), help_heading = "How")]
     demo_seconds: u64,
     /// No progress line
     #[arg(short, long, help_heading = "How")]
     quiet: bool,
+    /// Say more: the full detail of an error, and the sink's log (GST_DEBUG=kvs*:4)
+    #[arg(short, long, help_heading = "How")]
+    verbose: bool,
+}
+
+/// The sink's retention-period default, in the same unit (hours).
+const DEFAULT_RETENTION_HOURS: u32 = 2;
+
+fn fragment_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.1..=10.0).contains(&s) => Ok(s),
+        _ => Err("a number of seconds from 0.1 to 10 (KVS takes fragments of at most 10 s)".into()),
+    }
 }
 
 const AFTER_HELP: &str = "\
@@ -89,11 +106,14 @@ pub struct Args {
     pub local: bool,
     pub region: Option<String>,
     pub endpoint_uri: Option<String>,
+    /// Create a missing stream, keeping data these hours.
     pub create_stream: Option<u32>,
     pub realtime: bool,
-    pub fragment_duration: u32,
+    /// Milliseconds, the sink's unit.
+    pub fragment_duration_ms: u32,
     pub demo_seconds: u64,
     pub quiet: bool,
+    pub verbose: bool,
 }
 
 /// Reads the command line: the arguments, checked, or the text of
@@ -115,6 +135,15 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Read<Args>, Usage
     if stream_name.is_none() && c.stream_arn.is_none() {
         return Err("say where to put: --stream NAME, --stream-arn ARN or --local".into());
     }
+    if let Some(region) = &c.region {
+        kvs_tools::checks::region(region)?;
+    }
+    if let Some(uri) = &c.endpoint_uri {
+        kvs_tools::checks::endpoint(uri)?;
+    }
+    if let Some(arn) = &c.stream_arn {
+        kvs_tools::checks::stream_arn("--stream-arn", arn)?;
+    }
     Ok(Read::Args(Args {
         input,
         stream_name,
@@ -122,11 +151,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Read<Args>, Usage
         local: c.local,
         region: c.region,
         endpoint_uri: c.endpoint_uri,
-        create_stream: c.create_stream,
+        create_stream: c.create_stream.then_some(c.retention_period),
         realtime: c.realtime,
-        fragment_duration: c.fragment_duration,
+        fragment_duration_ms: (c.fragment_duration * 1000.0).round() as u32,
         demo_seconds: c.demo_seconds,
         quiet: c.quiet,
+        verbose: c.verbose,
     }))
 }
 
@@ -159,7 +189,45 @@ mod tests {
                 .contains("unexpected argument 'b.mkv'")
         );
         assert!(p(&["--stream", "s"]).unwrap_err().contains("what to put"));
-        assert!(p(&["--demo", "--stream", "s", "--fragment-duration", "20000"]).is_err());
+        assert!(p(&["--demo", "--stream", "s", "--fragment-duration", "20"]).is_err());
+        let a = p(&[
+            "--demo",
+            "--stream",
+            "s",
+            "--fragment-duration",
+            "0.5",
+            "--create-stream",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!((a.fragment_duration_ms, a.create_stream), (500, Some(2)));
+        let a = p(&[
+            "--demo",
+            "--stream",
+            "s",
+            "--create-stream",
+            "--retention-period",
+            "24",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.create_stream, Some(24));
+        assert!(
+            p(&["--demo", "--stream", "s", "--region", "us-east1"])
+                .unwrap_err()
+                .contains("did you mean us-east-1?")
+        );
+        assert!(
+            p(&[
+                "--demo",
+                "--stream",
+                "s",
+                "--endpoint-uri",
+                "127.0.0.1:4566"
+            ])
+            .unwrap_err()
+            .contains("give the scheme")
+        );
         assert!(p(&["--demo", "--local", "--endpoint-uri", "http://x"]).is_err());
     }
 }

@@ -14,9 +14,14 @@ use kvs_local_server::{LocalKvs, State, Stream};
 
 use args::{Args, Input};
 use kvs_tools::cli::Read;
+use kvs_tools::failure::BusError;
 
 fn main() {
-    let args = match args::parse(std::env::args().skip(1)) {
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if kvs_tools::cli::generate::<args::Cli>(&all) {
+        return;
+    }
+    let args = match args::parse(all) {
         Ok(Read::Args(a)) => a,
         Ok(Read::Said(text)) => {
             print!("{text}");
@@ -25,14 +30,29 @@ fn main() {
         Err(mistake) => kvs_tools::cli::usage_exit("kvs-put", &mistake),
     };
     if let Err(e) = run(&args) {
-        eprintln!("kvs-put: {e}");
-        std::process::exit(1);
+        eprintln!("kvs-put: {}", e.text);
+        std::process::exit(e.code);
     }
 }
 
-fn run(args: &Args) -> Result<(), String> {
+/// How a put failed: what to say, and the exit status.
+struct Failed {
+    text: String,
+    code: i32,
+}
+
+impl From<String> for Failed {
+    fn from(text: String) -> Failed {
+        Failed { text, code: 1 }
+    }
+}
+
+fn run(args: &Args) -> Result<(), Failed> {
     gst::init().map_err(|e| format!("GStreamer: {e}"))?;
     gstkvs::plugin_register_static().map_err(|e| format!("the kvs plugin: {e}"))?;
+    if args.verbose {
+        gst::log::set_threshold_from_string("kvs*:4", false);
+    }
     // --local: a server of our own, with the stream already there.
     let local = if args.local {
         let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
@@ -47,7 +67,7 @@ fn run(args: &Args) -> Result<(), String> {
     };
     let sink = gst::ElementFactory::make("kvsputmediasink")
         .name("sink")
-        .property("fragment-duration", args.fragment_duration)
+        .property("fragment-duration", args.fragment_duration_ms)
         .build()
         .map_err(|e| e.to_string())?;
     let set = |name: &str, value: &Option<String>| {
@@ -57,13 +77,13 @@ fn run(args: &Args) -> Result<(), String> {
     };
     set("stream-name", &args.stream_name);
     set("stream-arn", &args.stream_arn);
-    set("aws-region", &args.region);
+    set("region", &args.region);
     set("endpoint-uri", &args.endpoint_uri);
     if let Some((_, server)) = &local {
         sink.set_property("endpoint-uri", server.endpoint());
-        sink.set_property("aws-region", "us-east-1");
+        sink.set_property("region", "us-east-1");
         sink.set_property("access-key", "AKIDLOCAL");
-        sink.set_property("secret-key", "local");
+        sink.set_property("secret-access-key", "local");
     }
     if let Some(hours) = args.create_stream {
         sink.set_property("create-stream", true);
@@ -87,7 +107,7 @@ fn run(args: &Args) -> Result<(), String> {
         .clone()
         .or(args.stream_arn.clone())
         .unwrap_or_default();
-    put(&pipeline, &sink, &what, &stream, args.quiet)
+    put(&pipeline, &sink, &what, &stream, args)
 }
 
 /// Plays to EOS (every fragment acknowledged) or the first error.
@@ -96,8 +116,9 @@ fn put(
     sink: &gst::Element,
     what: &str,
     stream: &str,
-    quiet: bool,
-) -> Result<(), String> {
+    args: &Args,
+) -> Result<(), Failed> {
+    let quiet = args.quiet;
     let started = Instant::now();
     // A failed start shows as an error on the bus.
     let _ = pipeline.set_state(gst::State::Playing);
@@ -115,11 +136,19 @@ fn put(
         match msg.view() {
             gst::MessageView::Eos(_) => break Ok(()),
             gst::MessageView::Error(e) => {
-                break Err(format!(
-                    "{}\n  {}",
-                    e.error(),
-                    e.debug().unwrap_or_default()
-                ));
+                let error = BusError::of(e);
+                let mut text =
+                    error.line("check --stream and --region, or give --create-stream to create it");
+                if args.verbose && !error.debug.is_empty() {
+                    text += &format!("\nkvs-put: detail: {}", error.debug);
+                }
+                let code = if error.is_usage() {
+                    text += "\nTry 'kvs-put --help'.";
+                    2
+                } else {
+                    1
+                };
+                break Err(Failed { text, code });
             }
             gst::MessageView::Warning(w) => {
                 eprintln!("\nkvs-put: warning: {}", w.error());

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! kvs-record's command line.
 
+use kvs_tools::checks::{self, When};
 use kvs_tools::cli::Usage;
 
 /// At most one input: --stream, --stream-arn, --event or --demo.
@@ -43,19 +44,20 @@ pub struct Record {
     /// KVS endpoint to use instead of AWS's (a local server, a VPC endpoint)
     #[arg(long, value_name = "URL", help_heading = "Where and when")]
     pub endpoint_uri: Option<String>,
-    /// now, earliest, fragment:NUMBER, timestamp:T or producer-timestamp:T [default: now; with
-    /// --event, the contact's start]
+    /// Where to start: now, earliest, fragment:NUMBER, timestamp:T (when KVS received it),
+    /// producer-timestamp:T, or T; T is ISO 8601 UTC (2026-12-01T10:00:00Z) or epoch seconds
+    /// [default: now; with --event, the contact's start]
     #[arg(long, value_name = "WHEN", help_heading = "Where and when")]
     pub start: Option<String>,
-    /// Record from --start timestamp:T0 to T from the archive, as fast as it downloads (T: RFC
-    /// 3339 or epoch seconds)
-    #[arg(long, value_name = "T", help_heading = "Where and when")]
+    /// Where to stop, in the same syntax as --start (a time): records the range from the
+    /// archive, as fast as it downloads
+    #[arg(long, value_name = "WHEN", help_heading = "Where and when")]
     pub end: Option<String>,
     /// Stop after S seconds without a new fragment
     #[arg(
         long,
         value_name = "S",
-        default_value_t = 10,
+        default_value_t = DEFAULT_IDLE_TIMEOUT,
         help_heading = "Where and when"
     )]
     pub idle_timeout: u64,
@@ -74,7 +76,13 @@ pub struct Record {
     /// No progress line
     #[arg(short, long)]
     pub quiet: bool,
+    /// Say more: the full detail of an error, and the elements' log (GST_DEBUG=kvs*:4)
+    #[arg(short, long)]
+    pub verbose: bool,
 }
+
+/// Seconds without a new fragment before a recording ends, in every tool.
+pub const DEFAULT_IDLE_TIMEOUT: u64 = 5;
 
 /// Seconds of failures in a row the tools ride out before they give up.
 pub const DEFAULT_MAX_OUTAGE: u64 = 60;
@@ -97,12 +105,13 @@ pub struct Args {
     pub mono_mix: bool,
     pub region: Option<String>,
     pub endpoint_uri: Option<String>,
-    pub start: Option<String>,
-    pub end: Option<String>,
+    pub start: Option<When>,
+    pub end: Option<When>,
     pub idle_timeout: u64,
     pub max_outage: u64,
     pub demo_seconds: u64,
     pub quiet: bool,
+    pub verbose: bool,
     /// kvsaudiodemux's connect-pcm: auto, always or never.
     pub connect_pcm: Option<String>,
 }
@@ -135,12 +144,13 @@ pub fn check(r: Record) -> Result<Args, Usage> {
         mono_mix: r.mono_mix,
         region: r.region,
         endpoint_uri: r.endpoint_uri,
-        start: r.start,
-        end: r.end,
+        start: r.start.map(|t| checks::when("--start", &t)).transpose()?,
+        end: r.end.map(|t| checks::when("--end", &t)).transpose()?,
         idle_timeout: r.idle_timeout,
         max_outage: r.max_outage,
         demo_seconds: r.demo_seconds,
         quiet: r.quiet,
+        verbose: r.verbose,
         connect_pcm: r.connect_pcm,
     };
     let lower = out.to_lowercase();
@@ -149,6 +159,26 @@ pub fn check(r: Record) -> Result<Args, Usage> {
     }
     if a.is_opus() && a.split_seconds.is_some() {
         return Err("--split-seconds writes WAV pieces: give --out FILE.wav".into());
+    }
+    if let Some(region) = &a.region {
+        checks::region(region)?;
+    }
+    if let Some(uri) = &a.endpoint_uri {
+        checks::endpoint(uri)?;
+    }
+    if let Input::Arn(arn) = &a.input {
+        checks::stream_arn("--stream-arn", arn)?;
+    }
+    if let Some(end) = &a.end {
+        match a.input {
+            // The contact's start, unless --start says otherwise.
+            Input::Event(_) if a.start.is_none() => {
+                checks::range(Some(&When::Earliest), end)?;
+            }
+            _ => {
+                checks::range(a.start.as_ref(), end)?;
+            }
+        }
     }
     Ok(a)
 }

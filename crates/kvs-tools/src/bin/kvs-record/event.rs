@@ -96,17 +96,6 @@ pub fn timestamp(v: &Value, field: &str) -> Result<Option<f64>, String> {
     }
 }
 
-/// The region of a KVS stream ARN (`arn:aws:kinesisvideo:REGION:...`).
-pub fn arn_region(arn: &str) -> Option<&str> {
-    let mut parts = arn.split(':');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("arn"), Some(_), Some("kinesisvideo"), Some(region)) if !region.is_empty() => {
-            Some(region)
-        }
-        _ => None,
-    }
-}
-
 /// Parses the event a contact flow passes to Lambda (the fields sit under
 /// `Details.ContactData`), or just its `ContactData` object.
 pub fn parse(text: &str) -> Result<Contact, String> {
@@ -127,7 +116,7 @@ pub fn parse(text: &str) -> Result<Contact, String> {
     let stream_arn = text("StreamARN")
         .ok_or("MediaStreams.Customer.Audio.StreamARN is missing")?
         .to_string();
-    let region = arn_region(&stream_arn)
+    let region = kvs_tools::checks::arn_region(&stream_arn)
         .ok_or_else(|| format!("StreamARN {stream_arn:?} is not a Kinesis Video stream ARN"))?
         .to_string();
     let contact = Contact {
@@ -172,7 +161,7 @@ fn parse_range(range: &Value) -> Result<Contact, String> {
         .filter(|s| !s.is_empty())
         .ok_or("Range.StreamARN is missing")?
         .to_string();
-    let region = arn_region(&stream_arn)
+    let region = kvs_tools::checks::arn_region(&stream_arn)
         .ok_or_else(|| format!("StreamARN {stream_arn:?} is not a Kinesis Video stream ARN"))?
         .to_string();
     let start = timestamp(&range["Start"], "Range.Start")?.ok_or("Range.Start is missing")?;

@@ -21,7 +21,9 @@ use kvs_local_server::{LocalKvs, State, Stream};
 
 use args::{Args, Input};
 use clap::{Parser, Subcommand};
+use kvs_tools::checks::{self, Clock, When};
 use kvs_tools::cli::{Read, usage_exit};
+use kvs_tools::failure::BusError;
 
 /// What the recorder is told on the command line, as given.
 #[derive(Parser, Debug, Clone)]
@@ -75,6 +77,9 @@ fn read(args: impl IntoIterator<Item = String>) -> Result<Read<Cli>, kvs_tools::
 
 fn main() {
     let all: Vec<String> = std::env::args().skip(1).collect();
+    if kvs_tools::cli::generate::<Cli>(&all) {
+        return;
+    }
     #[cfg(not(feature = "serve"))]
     if matches!(all.first().map(String::as_str), Some("serve" | "split")) {
         fail(
@@ -136,27 +141,47 @@ struct Source {
     _demo: Option<(tokio::runtime::Runtime, LocalKvs)>,
 }
 
-fn start_props(when: &str) -> Result<Vec<(&'static str, String)>, String> {
-    let (kind, value) = when.split_once(':').unwrap_or((when, ""));
-    let (selector, prop) = match kind {
-        "now" | "earliest" => (kind, None),
-        "fragment" => ("fragment-number", Some("fragment-number")),
-        "timestamp" => ("server-timestamp", Some("start-timestamp")),
-        "producer-timestamp" => ("producer-timestamp", Some("start-timestamp")),
-        _ => {
-            return Err(format!(
-                "--start {when:?}: use now, earliest, fragment:N, timestamp:T or producer-timestamp:T"
-            ));
-        }
-    };
-    let mut props = vec![("start-selector", selector.to_string())];
-    if let Some(prop) = prop {
-        if value.is_empty() {
-            return Err(format!("--start {kind} needs a value, as in {kind}:VALUE"));
-        }
-        props.push((prop, value.to_string()));
+/// The source's properties for --start alone.
+fn start_props(when: &When) -> Vec<(&'static str, String)> {
+    match when {
+        When::Now => vec![("start-selector", "now".into())],
+        When::Earliest => vec![("start-selector", "earliest".into())],
+        When::Fragment(n) => vec![
+            ("start-selector", "fragment-number".into()),
+            ("fragment-number", n.clone()),
+        ],
+        When::At(t, clock) => vec![
+            (
+                "start-selector",
+                selector(clock.unwrap_or(Clock::Server)).into(),
+            ),
+            ("start-timestamp", t.to_string()),
+        ],
     }
-    Ok(props)
+}
+
+fn selector(clock: Clock) -> &'static str {
+    match clock {
+        Clock::Server => "server-timestamp",
+        Clock::Producer => "producer-timestamp",
+    }
+}
+
+/// The source's properties for a range of the archive.
+fn range_props(r: &checks::Range) -> Vec<(&'static str, String)> {
+    vec![
+        ("start-selector", selector(r.clock).into()),
+        ("start-timestamp", r.start.to_string()),
+        ("end-timestamp", r.end.to_string()),
+    ]
+}
+
+/// An --end's time (checked to be one).
+fn end_secs(end: &When) -> f64 {
+    match end {
+        When::At(t, _) => *t,
+        _ => unreachable!("args::check takes only a time for --end"),
+    }
 }
 
 impl Source {
@@ -171,18 +196,40 @@ impl Source {
             Input::Name(name) => s.src.push(("stream-name", name.clone())),
             Input::Arn(arn) => {
                 s.src.push(("stream-arn", arn.clone()));
-                if let Some(region) = event::arn_region(arn) {
+                if let Some(region) = kvs_tools::checks::arn_region(arn) {
                     s.src.push(("region", region.into()));
                 }
             }
             Input::Event(path) => s.contact(path, args)?,
             Input::Demo => s.demo(args)?,
         }
-        if let Some(when) = &args.start {
-            s.src.extend(start_props(when)?);
+        let event = matches!(args.input, Input::Event(_));
+        // A live stream's recording is one contact: Connect reuses a
+        // stream for the next call. A range holds whichever it spans.
+        if !event && args.end.is_none() {
+            s.demux.push(("stop-at-contact-end", "true".into()));
         }
-        if let Some(end) = &args.end {
-            s.src.push(("end-timestamp", end.clone()));
+        match (&args.start, &args.end) {
+            (start, Some(end)) if !event => {
+                let range = checks::range(start.as_ref(), end).map_err(|u| u.0)?;
+                let from = match start {
+                    Some(When::Earliest) => "the stream's start".to_string(),
+                    _ => checks::iso(range.start),
+                };
+                println!(
+                    "Recording {from} to {} from the archive",
+                    checks::iso(range.end)
+                );
+                s.src.extend(range_props(&range));
+            }
+            (Some(when), end) => {
+                s.src.extend(start_props(when));
+                if let Some(end) = end {
+                    s.src.push(("end-timestamp", end_secs(end).to_string()));
+                }
+            }
+            (None, Some(end)) => s.src.push(("end-timestamp", end_secs(end).to_string())),
+            (None, None) => {}
         }
         if let Some(region) = &args.region {
             s.src.push(("region", region.clone()));
@@ -233,9 +280,11 @@ impl Source {
             && args.end.is_none()
         {
             println!(
-                "{} {}: recording {start} to {stop} from the archive",
+                "{} {}: recording {} to {} from the archive",
                 if c.range { "Range" } else { "Contact" },
-                c.contact_id.as_deref().unwrap_or("?")
+                c.contact_id.as_deref().unwrap_or("?"),
+                checks::iso(start),
+                checks::iso(stop)
             );
         }
         self.src.extend(props);
@@ -297,10 +346,13 @@ impl Recording {
         if let Err(e) = gstkvs::plugin_register_static() {
             fail(1, &format!("cannot register the kvs elements: {e}"));
         }
-        if let Err(e) = output::check_target(&args) {
-            fail(2, &e);
+        if args.verbose {
+            gst::log::set_threshold_from_string("kvs*:4", false);
         }
-        let source = Source::new(&args).unwrap_or_else(|e| fail(2, &e));
+        if let Err(e) = output::check_target(&args) {
+            usage_exit("kvs-record", &e.into());
+        }
+        let source = Source::new(&args).unwrap_or_else(|e| usage_exit("kvs-record", &e.into()));
         let rec = Recording::build(args, &source);
         let code = rec.play();
         drop(source);
@@ -401,13 +453,7 @@ impl Recording {
             match msg.view() {
                 gst::MessageView::Eos(_) => break,
                 gst::MessageView::Error(e) => {
-                    let debug = e.debug().map(|d| d.to_string()).unwrap_or_default();
-                    let mut text = format!("{}\n  {}", e.error(), detail(&debug));
-                    if e.error().matches(gst::CoreError::Negotiation) {
-                        text += "\n  The output takes raw audio only. If this is an Amazon Connect \
-                                 stream whose PCM is labelled A_AAC, try --connect-pcm always";
-                    }
-                    failed = Some(text);
+                    failed = Some(BusError::of(e));
                     if self.recorded.load(Ordering::Relaxed) == 0 {
                         // Nothing to keep: an EOS would only make the
                         // encoder write a bare header.
@@ -442,7 +488,10 @@ impl Recording {
         }
         let recorded = self.recorded.load(Ordering::Relaxed) > 0;
         if let Some(error) = failed {
-            eprintln!("kvs-record: {error}");
+            eprintln!("kvs-record: {}", self.say(&error));
+            if self.args.verbose && !error.debug.is_empty() {
+                eprintln!("kvs-record: detail: {}", detail(&error.debug));
+            }
             if recorded {
                 eprintln!(
                     "kvs-record: the {:.1} s of audio recorded before the error are in {}",
@@ -451,6 +500,10 @@ impl Recording {
                 );
             } else {
                 self.remove_empty_output();
+            }
+            if error.is_usage() {
+                eprintln!("Try 'kvs-record --help'.");
+                return 2;
             }
             return 1;
         }
@@ -471,6 +524,30 @@ impl Recording {
             stats.get::<u64>("reconnects").unwrap_or(0)
         );
         0
+    }
+
+    /// An error as one line in the recorder's terms.
+    fn say(&self, error: &BusError) -> String {
+        match error.cause.as_deref() {
+            Some("no-fragment") => {
+                let from = match (&self.args.start, &self.args.input) {
+                    (Some(when), _) => describe(when),
+                    (None, Input::Event(_)) => "the contact's start".into(),
+                    (None, _) => "now".into(),
+                };
+                format!(
+                    "no fragment arrived from {from} (the stream had no data after it; try \
+                     --start earliest)"
+                )
+            }
+            Some("no-track") => "the stream has no audio track".into(),
+            _ if error.negotiation => format!(
+                "{}; the output takes raw audio only: if this is an Amazon Connect stream whose \
+                 PCM is labelled A_AAC, try --connect-pcm always",
+                error.message
+            ),
+            _ => error.line("check --stream (or --stream-arn) and --region"),
+        }
     }
 
     /// Removes an output file that holds no audio (a bare header), and says so.
@@ -533,6 +610,17 @@ impl Recording {
         let mut err = std::io::stderr();
         let _ = err.write_all(line.as_bytes());
         let _ = err.flush();
+    }
+}
+
+/// A --start as the user would say it: ISO 8601 UTC for times.
+fn describe(when: &When) -> String {
+    match when {
+        When::Now => "now".into(),
+        When::Earliest => "the stream's start".into(),
+        When::Fragment(n) => format!("fragment {n}"),
+        When::At(t, Some(Clock::Producer)) => format!("producer time {}", checks::iso(*t)),
+        When::At(t, _) => checks::iso(*t),
     }
 }
 

@@ -158,6 +158,13 @@ fn end_on_bare_eos(sink: &gst::Pad, bus: Option<gst::Bus>) {
 
 /// Links the demuxer's pads to the output and says how. `recorded` counts
 /// the nanoseconds of audio that reach the encoder.
+/// The channel count of a demuxer pad's caps (1 when unknown).
+fn pad_channels(pad: &gst::Pad) -> i32 {
+    pad.sticky_event::<gst::event::Caps>(0)
+        .and_then(|e| e.caps().structure(0)?.get::<i32>("channels").ok())
+        .unwrap_or(1)
+}
+
 pub fn link(
     pipeline: &gst::Pipeline,
     args: &Args,
@@ -230,10 +237,14 @@ pub fn link(
         start(&queue)?;
         step(src.link(&pad(&queue, "sink")?), "link a channel")?;
         let side = match (used.len(), args.mono_mix, channel) {
-            (1, _, _) => "mono",
-            (_, true, _) => "mixed",
-            (_, false, 0) => "left",
-            _ => "right",
+            (1, _, _) => match pad_channels(src) {
+                1 => "mono".to_string(),
+                2 => "stereo (its two channels)".to_string(),
+                n => format!("{n} channels"),
+            },
+            (_, true, _) => "mixed".into(),
+            (_, false, 0) => "left".into(),
+            _ => "right".into(),
         };
         mapping.push(format!("{} ({name}) -> {side}", src.name()));
     }

@@ -491,10 +491,8 @@ impl Job {
                     let _ = tx.send(Msg::Eos);
                 }
                 gst::MessageView::Error(e) => {
-                    let reason = match e.debug() {
-                        Some(d) => format!("{}: {}", e.error(), d.lines().last().unwrap_or("")),
-                        None => e.error().to_string(),
-                    };
+                    let reason = kvs_tools::failure::BusError::of(e)
+                        .line("check the stream ARN of the message");
                     let _ = tx.send(Msg::Error(reason, is_fatal(&e.error())));
                 }
                 _ => {}

@@ -66,7 +66,7 @@ pub struct Cli {
     )]
     listen: std::net::SocketAddr,
     /// A call ends after S seconds without new audio
-    #[arg(long, value_name = "S", env = "KVS_RECORD_IDLE_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "S", env = "KVS_RECORD_IDLE_TIMEOUT", default_value_t = crate::args::DEFAULT_IDLE_TIMEOUT, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
     /// Keep trying to reach KVS for S seconds of failures in a row, then give the call back to
     /// the queue (never finish it short)

@@ -111,7 +111,7 @@ fn millis(text: &str, flag: &str) -> Result<u64, String> {
 impl Cli {
     fn check(self) -> Result<Split, String> {
         let stream_arn = self.stream_arn;
-        event::arn_region(&stream_arn).ok_or_else(|| {
+        kvs_tools::checks::arn_region(&stream_arn).ok_or_else(|| {
             format!("--stream-arn {stream_arn:?} is not a Kinesis Video stream ARN")
         })?;
         let (start_ms, end_ms) = (millis(&self.start, "--start")?, millis(&self.end, "--end")?);
